@@ -1,0 +1,6 @@
+"""Pure MRI physics on numpy arrays (no file I/O, nothing else of bids_iron imported).
+
+Conventions: echo times in seconds, R2* in 1/s, T2* in s, field in Hz or ppm (named in each
+function), susceptibility chi in ppm with paramagnetic positive. Multi-echo arrays carry the
+echoes on the LAST axis.
+"""
