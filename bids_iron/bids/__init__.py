@@ -1,1 +1,1 @@
-"""bids_iron.bids"""
+"""BIDS input discovery and loading, and BIDS-Derivatives output (naming, atomic writes)."""

@@ -1,1 +1,1 @@
-"""bids_iron.report"""
+"""HTML reports and the methods boilerplate."""

@@ -1,0 +1,183 @@
+"""BIDS-Derivatives output: file names, JSON sidecars, atomic writes, completion records.
+
+Every file is written to a temporary name in its final folder and renamed into place
+(``os.replace`` is atomic on POSIX), so an interrupted run never leaves a truncated output.
+A session counts as finished only when its completion record (written last) lists outputs
+that all exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .. import CODE_URL, __version__
+from ..errors import BidsIronError
+
+PIPELINE_NAME = "bids-iron"
+DONE_RECORD = ".bids-iron-done.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path, data):
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_nifti(path, array, affine, header=None, dtype=np.float32):
+    """Write a NIfTI image atomically with the given dtype (float32 for maps)."""
+    array = np.asarray(array)
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    img = nib.Nifti1Image(array, affine)
+    if header is not None:
+        img.header.set_xyzt_units(*header.get_xyzt_units())
+        img.header.set_qform(*header.get_qform(coded=True))
+        img.header.set_sform(*header.get_sform(coded=True))
+    img.header.set_data_dtype(dtype)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def sidecar_path(path):
+    """The JSON sidecar path of an image path (``x.nii.gz`` -> ``x.json``)."""
+    path = Path(path)
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".tsv"):
+        if name.endswith(ext):
+            return path.with_name(name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")
+
+
+def ensure_outside(output_dir, bids_dir):
+    """Refuse an output folder inside the input dataset (bids-iron never writes there)."""
+    out = Path(output_dir).resolve()
+    src = Path(bids_dir).resolve()
+    if out == src or src in out.parents:
+        raise BidsIronError(f"{output_dir}: OUTPUT_DIR is inside BIDS_DIR {bids_dir}; bids-iron "
+                            "never writes into the input dataset: choose a folder outside it")
+
+
+class Derivatives:
+    """The BIDS-Derivatives folder bids-iron writes (OUTPUT_DIR)."""
+
+    def __init__(self, output_dir, bids_dir):
+        self.root = Path(output_dir)
+        self.bids_dir = Path(bids_dir)
+
+    def bids_uri(self, path):
+        """BIDS URI of an input file, relative to the raw dataset (``bids:raw:sub-01/...``)."""
+        try:
+            rel = Path(path).resolve().relative_to(self.bids_dir.resolve())
+        except ValueError:
+            return Path(path).resolve().as_uri()
+        return f"bids:raw:{rel.as_posix()}"
+
+    def write_dataset_description(self):
+        """Create or refresh ``dataset_description.json`` (DatasetType derivative)."""
+        src_desc = {}
+        try:
+            src_desc = json.loads((self.bids_dir / "dataset_description.json").read_text())
+        except (OSError, ValueError):
+            pass
+        raw_uri = self.bids_dir.resolve().as_uri()
+        description = {
+            "Name": f"bids-iron derivatives of {src_desc.get('Name', self.bids_dir.name)}",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": PIPELINE_NAME, "Version": __version__, "CodeURL": CODE_URL}],
+            "SourceDatasets": [{"URL": raw_uri, **({"DOI": src_desc["DatasetDOI"]}
+                                                   if "DatasetDOI" in src_desc else {})}],
+            "DatasetLinks": {"raw": raw_uri},
+        }
+        write_json(self.root / "dataset_description.json", description)
+
+    def session_dir(self, inputs):
+        d = self.root / f"sub-{inputs.subject}"
+        if inputs.session:
+            d = d / f"ses-{inputs.session}"
+        return d
+
+    def path(self, inputs, suffix, desc=None, ext=".nii.gz", space=None, datatype="anat"):
+        """Output path ``sub-<l>[_ses-<s>][_acq-][_run-][_space-][_desc-]_<suffix><ext>``."""
+        name = inputs.label
+        if space:
+            name += f"_space-{space}"
+        if desc:
+            name += f"_desc-{desc}"
+        return self.session_dir(inputs) / datatype / f"{name}_{suffix}{ext}"
+
+    def save_map(self, inputs, array, affine, suffix, sidecar, desc=None, header=None,
+                 dtype=np.float32):
+        """Write a map and its sidecar atomically; return the image path."""
+        path = self.path(inputs, suffix, desc=desc)
+        write_json(sidecar_path(path), sidecar)
+        write_nifti(path, array, affine, header=header, dtype=dtype)
+        return path
+
+    # -- completion records -------------------------------------------------------------
+    def done_record(self, inputs):
+        return self.session_dir(inputs) / f"{DONE_RECORD[:-5]}_{inputs.label}.json"
+
+    def is_done(self, inputs, options_digest):
+        """True when the session's record exists, its outputs all exist and options match."""
+        record = self.done_record(inputs)
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return False
+        outputs = [self.root / p for p in data.get("outputs", [])]
+        return (data.get("options") == options_digest and bool(outputs)
+                and all(p.exists() for p in outputs))
+
+    def mark_done(self, inputs, outputs, options_digest):
+        rel = [Path(p).resolve().relative_to(self.root.resolve()).as_posix() for p in outputs]
+        write_json(self.done_record(inputs), {
+            "version": __version__, "options": options_digest, "outputs": rel,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
+
+    def clear_done(self, inputs):
+        with contextlib.suppress(FileNotFoundError):
+            self.done_record(inputs).unlink()
+
+
+def options_digest(options: dict) -> str:
+    """A short stable hash of the processing options (to tell if a rerun must redo work)."""
+    text = json.dumps(options, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

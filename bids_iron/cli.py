@@ -1,0 +1,139 @@
+"""The ``bids-iron`` command (BIDS-Apps convention): argument parsing, logging, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import BidsIronError
+
+LOGGER = logging.getLogger("bids_iron")
+
+EXIT_OK, EXIT_FAILED_SESSIONS, EXIT_USAGE = 0, 1, 2
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _field_strength(text):
+    value = float(text)
+    if not 0 < value < 20:
+        raise argparse.ArgumentTypeError(f"must be a field strength in tesla (0-20), got {value}")
+    return value
+
+
+def build_parser():
+    from .maps import r2star
+
+    p = argparse.ArgumentParser(
+        prog="bids-iron",
+        description="Brain iron from multi-echo gradient-echo MRI: R2*/T2*/S0 maps "
+                    "(and, with phase, field, local field shift and QSM) as BIDS-Derivatives.",
+        epilog="Example: bids-iron /data/bids /data/bids-iron participant --participant-label 01",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bids_dir", type=Path, help="the input BIDS dataset (read only)")
+    p.add_argument("output_dir", type=Path,
+                   help="where derivatives go (created if missing; must be outside bids_dir)")
+    p.add_argument("analysis_level", choices=["participant"],
+                   help="participant: process each selected session")
+    p.add_argument("--version", action="version", version=f"bids-iron {__version__}")
+    sel = p.add_argument_group("selecting data")
+    sel.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                     help="participants to process (with or without 'sub-'); default: all")
+    sel.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                     help="sessions to process (with or without 'ses-'); default: all")
+    phys = p.add_argument_group("physics")
+    phys.add_argument("--r2star-method", choices=r2star.R2STAR_METHODS,
+                      default=r2star.DEFAULT_R2STAR_METHOD,
+                      help="R2* estimator: loglinear (weighted log-linear), arlo (Pei 2015, "
+                           "needs >=3 equally spaced echoes), nlls (non-linear least squares), "
+                           "two-echo (closed form on the first two echoes)")
+    phys.add_argument("--b0", type=_field_strength, metavar="TESLA",
+                      help="main field strength in T; overrides MagneticFieldStrength")
+    run = p.add_argument_group("running")
+    run.add_argument("--n-procs", "--n_procs", type=_positive_int, default=1, metavar="N",
+                     help="sessions processed in parallel (each uses cores/N threads)")
+    run.add_argument("--work-dir", "-w", type=Path, metavar="DIR",
+                     help="keep intermediate results (e.g. fit residuals) here")
+    run.add_argument("--force", action="store_true",
+                     help="redo sessions that already finished with the same options")
+    run.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    return p
+
+
+def _setup_logging(output_dir, verbose):
+    logs = Path(output_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_path = logs / f"bids-iron_{stamp}_{os.getpid()}.log"
+    LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)
+    LOGGER.handlers[:] = []
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    to_file = logging.FileHandler(log_path)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    LOGGER.addHandler(console)
+    LOGGER.addHandler(to_file)
+    LOGGER.propagate = False
+    return log_path
+
+
+def main(argv=None):
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except BidsIronError as exc:
+        print(f"bids-iron: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bids-iron: interrupted; finished sessions are kept, rerun to continue",
+              file=sys.stderr)
+        return 130
+
+
+def _run(args):
+    from .bids.derivatives import ensure_outside
+    from .workflow import Options, run_participants
+
+    if not args.bids_dir.is_dir():
+        raise BidsIronError(f"{args.bids_dir}: BIDS_DIR does not exist or is not a folder")
+    ensure_outside(args.output_dir, args.bids_dir)
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BidsIronError(f"{args.output_dir}: cannot create OUTPUT_DIR ({exc.strerror}); "
+                            "choose a writable folder") from None
+    if args.work_dir is not None:
+        ensure_outside(args.work_dir, args.bids_dir)
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = _setup_logging(args.output_dir, args.verbose)
+    LOGGER.info("bids-iron %s: %s -> %s (log: %s)", __version__, args.bids_dir,
+                args.output_dir, log_path)
+    options = Options(r2star_method=args.r2star_method, b0=args.b0, force=args.force,
+                      work_dir=args.work_dir, n_procs=args.n_procs)
+    results = run_participants(args.bids_dir, args.output_dir, args.participant_label,
+                               args.session_label, options)
+    failed = [r for r in results if r.status == "failed"]
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    LOGGER.info("finished: %d done, %d skipped, %d failed", done, skipped, len(failed))
+    if failed:
+        for r in failed:
+            print(f"bids-iron: failed: {r.label}: {r.message}", file=sys.stderr)
+        return EXIT_FAILED_SESSIONS
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

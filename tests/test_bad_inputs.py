@@ -1,0 +1,163 @@
+"""Every bad input gets a one-line error naming the file and the fix, and no partial output."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import phantom as P
+from conftest import run_cli, set_sidecar
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    """Two sessions of one subject on a coarse 32x32x24 (4 mm) grid: fast to copy and run."""
+    ph = P.make_phantom((32, 32, 24), (4.0, 4.0, 4.0))
+    affine, _ = P.oblique_affine(ph.voxel_size, 0.0, 0, ph.labels.shape)
+    root = tmp_path_factory.mktemp("small") / "ds"
+    data = P.simulate_gre(ph, snr=80)
+    P.write_megre(root, data, affine, "01", "a")
+    P.write_megre(root, data, affine, "01", "b")
+    return root
+
+
+@pytest.fixture
+def broken(small_dataset, tmp_path):
+    """A writable copy of the small dataset and an output folder."""
+    root = tmp_path / "ds"
+    shutil.copytree(small_dataset, root)
+    return root, tmp_path / "out"
+
+
+def _echo(root, ses, n, part="mag", ext=".nii.gz"):
+    return root / "sub-01" / f"ses-{ses}" / "anat" / f"sub-01_ses-{ses}_echo-{n}_part-{part}_MEGRE{ext}"
+
+
+def _assert_session_failed(code, err, out, needle, fix):
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-01_ses-a")]
+    assert len(lines) == 1, err
+    assert needle in lines[0] and fix in lines[0], lines[0]
+    anat = out / "sub-01" / "ses-a" / "anat"
+    assert not anat.exists() or not list(anat.glob("*")), "partial output written"
+    # the other session is unaffected
+    assert (out / "sub-01" / "ses-b" / "anat" / "sub-01_ses-b_R2starmap.nii.gz").exists()
+
+
+def test_missing_echo_time(broken):
+    root, out = broken
+    set_sidecar(_echo(root, "a", 2, ext=".json"), EchoTime=None)
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "echo-2_part-mag_MEGRE.nii.gz", "add \"EchoTime\"")
+
+
+def test_echo_time_in_milliseconds(broken):
+    root, out = broken
+    set_sidecar(_echo(root, "a", 3, ext=".json"), EchoTime=16.0)
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "echo-3_part-mag", "milliseconds")
+
+
+def test_echo_count_mismatch(broken):
+    root, out = broken
+    _echo(root, "a", 5, "phase").unlink()
+    _echo(root, "a", 5, "phase", ".json").unlink()
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "4 phase echoes for 5 magnitude echoes", "_part-phase")
+
+
+def test_shape_mismatch(broken):
+    root, out = broken
+    path = _echo(root, "a", 2)
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.ones((30, 32, 24), np.float32), img.affine), path)
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "echo-2_part-mag", "share one voxel grid")
+
+
+def test_affine_mismatch(broken):
+    root, out = broken
+    path = _echo(root, "a", 4)
+    img = nib.load(path)
+    affine = img.affine.copy()
+    affine[0, 3] += 5.0
+    nib.save(nib.Nifti1Image(img.get_fdata().astype(np.float32), affine), path)
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "echo-4_part-mag", "share one voxel grid")
+
+
+def test_single_echo(broken):
+    root, out = broken
+    for n in range(2, 6):
+        for part in ("mag", "phase"):
+            _echo(root, "a", n, part).unlink()
+            _echo(root, "a", n, part, ".json").unlink()
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "only 1 echo", "R2* needs at least 2 echoes")
+
+
+def test_non_finite_values(broken):
+    root, out = broken
+    path = _echo(root, "a", 3)
+    img = nib.load(path)
+    data = img.get_fdata().astype(np.float32)
+    data[5, 5, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), path)
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "echo-3_part-mag", "non-finite")
+
+
+@pytest.mark.parametrize("content,needle", [(b"", "empty (0 bytes)"),
+                                            (b"this is not a nifti file", "cannot be read")])
+def test_empty_or_unreadable_file(broken, content, needle):
+    root, out = broken
+    _echo(root, "a", 1).write_bytes(content)
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, needle, "re-")
+
+
+def test_all_zero_image(broken):
+    root, out = broken
+    path = _echo(root, "a", 1)
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), path)
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "every voxel is 0", "re-export")
+
+
+def _assert_run_refused(code, err, needle):
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [l for l in err.splitlines() if l.startswith("bids-iron: error:")]
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_output_inside_bids_dir_refused(broken):
+    root, _ = broken
+    code, _, err = run_cli(root, root / "derivatives" / "bids-iron", "participant")
+    _assert_run_refused(code, err, "inside BIDS_DIR")
+    assert not (root / "derivatives").exists()
+
+
+def test_not_a_bids_dataset(tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(tmp_path / "empty", tmp_path / "out", "participant")
+    _assert_run_refused(code, err, "dataset_description.json")
+
+
+def test_unknown_participant(broken):
+    root, out = broken
+    code, _, err = run_cli(root, out, "participant", "--participant-label", "99")
+    _assert_run_refused(code, err, "no participant(s) 99")
+
+
+def test_b0_override_recorded(broken):
+    root, out = broken
+    code, _, err = run_cli(root, out, "participant", "--session-label", "b", "--b0", "7")
+    assert code == 0, err
+    side = json.loads((out / "sub-01/ses-b/anat/sub-01_ses-b_R2starmap.json").read_text())
+    assert side["MagneticFieldStrength"] == 7.0
+    assert not (out / "sub-01" / "ses-a").exists()
