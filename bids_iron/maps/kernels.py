@@ -109,7 +109,7 @@ def dipole_kernel(shape, voxel_size, b0_dir=(0.0, 0.0, 1.0), rfft=False):
     return kernel.astype(np.float32)
 
 
-def sphere_kernel(shape, voxel_size, radius_mm, rfft=False):
+def sphere_kernel(shape, voxel_size, radius_mm, rfft=False, workers=-1):
     """k-space spherical mean value (SMV) kernel of radius ``radius_mm``.
 
     The image-space kernel is a normalised ball (sums to 1) centred on voxel (0, 0, 0) with
@@ -123,6 +123,10 @@ def sphere_kernel(shape, voxel_size, radius_mm, rfft=False):
         mm.
     radius_mm : float
         Ball radius in mm; at least one voxel besides the centre must fall inside it.
+    rfft : bool
+        Return the half-spectrum for ``scipy.fft.rfftn``.
+    workers : int
+        Threads for scipy.fft (-1: all cores).
 
     Returns
     -------
@@ -138,11 +142,10 @@ def sphere_kernel(shape, voxel_size, radius_mm, rfft=False):
     ball = (ox ** 2 + oy ** 2 + oz ** 2) <= radius_mm ** 2 + 1e-9
     if ball.sum() < 2:
         raise ValueError(f"radius_mm={radius_mm} is smaller than a voxel {tuple(voxel_size)}")
-    image = np.zeros(shape, dtype=np.float64)
+    image = np.zeros(shape, dtype=np.float32)
     idx = [np.mod(np.arange(-h, h + 1), n) for h, n in zip(half, shape)]
-    image[np.ix_(*idx)] += ball / ball.sum()
+    image[np.ix_(*idx)] += (ball / ball.sum()).astype(np.float32)
+    # the ball is point-symmetric, so its spectrum is real
     if rfft:
-        kernel = scipy.fft.rfftn(image).real
-    else:
-        kernel = scipy.fft.fftn(image).real
-    return kernel.astype(np.float32)
+        return scipy.fft.rfftn(image, workers=workers).real.astype(np.float32)
+    return scipy.fft.fftn(image, workers=workers).real.astype(np.float32)
