@@ -32,7 +32,7 @@ def _field_strength(text):
 
 
 def build_parser():
-    from .maps import r2star
+    from .maps import background, dipole, r2star, unwrap
 
     p = argparse.ArgumentParser(
         prog="bids-iron",
@@ -59,6 +59,31 @@ def build_parser():
                            "two-echo (closed form on the first two echoes)")
     phys.add_argument("--b0", type=_field_strength, metavar="TESLA",
                       help="main field strength in T; overrides MagneticFieldStrength")
+    ph = p.add_argument_group("phase: field map, local field shift (LFS), QSM, SWI")
+    ph.add_argument("--no-phase", action="store_true",
+                    help="skip the phase stages even when phase images exist")
+    ph.add_argument("--phase-range", nargs=2, type=float, metavar=("LO", "HI"),
+                    help="stored phase values that mean -pi and +pi (default: detected, e.g. "
+                         "-4096 4095 or radians)")
+    ph.add_argument("--invert-phase", choices=["auto", "yes", "no"], default="auto",
+                    help="flip the phase sign; auto flips for Manufacturer GE so that "
+                         "paramagnetic tissue gives positive field")
+    ph.add_argument("--mask", type=Path, metavar="FILE",
+                    help="brain mask on the MEGRE grid instead of the magnitude-based one")
+    ph.add_argument("--unwrap-method", choices=unwrap.UNWRAP_METHODS,
+                    default=unwrap.DEFAULT_UNWRAP_METHOD,
+                    help="spatial phase unwrapping: ROMEO-like region growing or Laplacian")
+    ph.add_argument("--background-method", choices=sorted(background.BACKGROUND_METHODS),
+                    default=background.DEFAULT_BACKGROUND_METHOD,
+                    help="background field removal: V-SHARP, RESHARP or PDF")
+    ph.add_argument("--qsm-method", choices=dipole.DIPOLE_METHODS,
+                    default=dipole.DEFAULT_DIPOLE_METHOD,
+                    help="dipole inversion: TKD, iterative Tikhonov (CG), TV-ADMM or "
+                         "MEDI-like magnitude-weighted TV")
+    ph.add_argument("--chi-reference", choices=["mean", "none"], default="mean",
+                    help="subtract the whole-brain mean susceptibility (mean) or not (none)")
+    ph.add_argument("--swi", action="store_true",
+                    help="also write SWI and its minimum-intensity projection")
     run = p.add_argument_group("running")
     run.add_argument("--n-procs", "--n_procs", type=_positive_int, default=1, metavar="N",
                      help="sessions processed in parallel (each uses cores/N threads)")
@@ -120,8 +145,15 @@ def _run(args):
     log_path = _setup_logging(args.output_dir, args.verbose)
     LOGGER.info("bids-iron %s: %s -> %s (log: %s)", __version__, args.bids_dir,
                 args.output_dir, log_path)
+    if args.mask is not None and not args.mask.is_file():
+        raise BidsIronError(f"{args.mask}: --mask file not found")
     options = Options(r2star_method=args.r2star_method, b0=args.b0, force=args.force,
-                      work_dir=args.work_dir, n_procs=args.n_procs)
+                      work_dir=args.work_dir, n_procs=args.n_procs, phase=not args.no_phase,
+                      phase_range=tuple(args.phase_range) if args.phase_range else None,
+                      invert_phase=args.invert_phase, mask=args.mask,
+                      unwrap_method=args.unwrap_method,
+                      background_method=args.background_method, qsm_method=args.qsm_method,
+                      chi_reference=args.chi_reference, swi=args.swi)
     results = run_participants(args.bids_dir, args.output_dir, args.participant_label,
                                args.session_label, options)
     failed = [r for r in results if r.status == "failed"]

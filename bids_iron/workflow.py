@@ -23,7 +23,11 @@ from .bids.derivatives import Derivatives, options_digest
 from .bids.discovery import find_sessions
 from .bids.load import load_session
 from .errors import BidsIronError
+from .maps import background as background_maps
+from .maps import dipole as dipole_maps
 from .maps import r2star as r2star_maps
+from .maps import unwrap as unwrap_maps
+from .phase_stage import run_phase_stage
 from .report import methods
 
 LOGGER = logging.getLogger("bids_iron")
@@ -35,6 +39,15 @@ class Options:
 
     r2star_method: str = r2star_maps.DEFAULT_R2STAR_METHOD
     b0: float | None = None
+    phase: bool = True
+    phase_range: tuple | None = None
+    invert_phase: str = "auto"
+    mask: Path | None = None
+    unwrap_method: str = unwrap_maps.DEFAULT_UNWRAP_METHOD
+    background_method: str = background_maps.DEFAULT_BACKGROUND_METHOD
+    qsm_method: str = dipole_maps.DEFAULT_DIPOLE_METHOD
+    chi_reference: str = "mean"
+    swi: bool = False
     force: bool = False
     work_dir: Path | None = None
     n_procs: int = 1
@@ -59,10 +72,16 @@ class SessionResult:
 
 
 class _Stage:
-    """Context manager timing and logging one stage of a session."""
+    """Context manager timing and logging one stage of a session.
 
-    def __init__(self, log, label, name):
+    ``_Stage(log, label)`` called with a stage name returns a fresh timer for that stage.
+    """
+
+    def __init__(self, log, label, name=""):
         self.log, self.label, self.name = log, label, name
+
+    def __call__(self, name):
+        return _Stage(self.log, self.label, name)
 
     def __enter__(self):
         self.t0 = time.perf_counter()
@@ -125,6 +144,62 @@ def write_r2star_maps(derivs, inputs, data, options, log):
     return outputs, fit
 
 
+def write_phase_maps(derivs, inputs, data, options, log, r2star):
+    """Run the phase stage and write mask, field, LFS, chi (and SWI); return the paths."""
+    res = run_phase_stage(data, options, _Stage(log, inputs.label), r2star=r2star)
+    facts = res.facts
+    unwrap = methods.UNWRAP[options.unwrap_method]
+    background = methods.BACKGROUND[options.background_method]
+    dipole = methods.DIPOLE[options.qsm_method]
+    chain = {
+        "PhaseScaling": facts["PhaseScaling"], "PhaseSign": facts["PhaseSign"],
+        "PhaseConvention": "phase = +2*pi*f*TE + offset; paramagnetic -> positive field",
+        "MaskSource": facts["MaskSource"], "UnwrappingMethod": options.unwrap_method,
+        "UnwrappingAlgorithm": unwrap[0], "B0Direction": facts["B0Direction"],
+    }
+    outputs = []
+
+    def save(array, suffix, desc, units, algorithm, reference, extra, dtype=np.float32,
+             affine=None):
+        sidecar = _common_sidecar(derivs, data, {
+            "Units": units, "EstimationAlgorithm": algorithm, "EstimationReference": reference,
+            **chain, **extra})
+        outputs.append(derivs.save_map(inputs, array, data.affine if affine is None else affine,
+                                       suffix, sidecar, desc=desc, header=data.header,
+                                       dtype=dtype))
+
+    save(res.mask.astype(np.uint8), "mask", "brain", "arbitrary", facts["MaskSource"], "",
+         {"Type": "Brain", "Description": "brain mask used for field estimation"},
+         dtype=np.uint8)
+    save(res.field_hz, "fieldmap", "total", "Hz", f"{unwrap[0]}; {methods.FIELD[0]}",
+         f"{unwrap[1]}; {methods.FIELD[1]}",
+         {"Description": "total field (tissue + background), frequency offset in Hz"})
+    bg = {"BackgroundRemovalMethod": options.background_method,
+          "BackgroundRemovalAlgorithm": background[0],
+          "BackgroundRemovalReference": background[1]}
+    save(res.lfs_ppm, "fieldmap", "lfs", "ppm", methods.LFS[0], methods.LFS[1],
+         {**bg, "Description": "local field shift (LFS, Hammond 2008) in ppm of B0",
+          "LFSReference": facts["LFSReference"],
+          "LFSReferenceValue": facts["LFSReferenceValue"]})
+    save(res.chi_ppm, "Chimap", None, "ppm", dipole[0], dipole[1],
+         {**bg, "QSMMethod": options.qsm_method, "ChiReference": facts["ChiReference"],
+          "ChiReferenceValue": facts["ChiReferenceValue"],
+          "DipoleInversion": facts["DipoleInversion"],
+          "SignCheckHighR2starMedianChi": facts.get("SignCheckHighR2starMedianChi"),
+          "Description": "magnetic susceptibility, ppm, paramagnetic positive"})
+    if res.swi is not None:
+        save(res.swi, "MEGRE", "swi", "arbitrary", methods.SWI[0], methods.SWI[1],
+             {**bg, "EchoTimeUsed": facts["SWIEchoTime"]})
+        half = (facts["SWIMinIPSlices"] - 1) / 2.0
+        mip_affine = data.affine.copy()
+        mip_affine[:3, 3] = data.affine[:3, :3] @ np.array([0.0, 0.0, half]) + data.affine[:3, 3]
+        save(res.swi_mip, "MEGRE", "swimip", "arbitrary",
+             f"minimum-intensity projection of SWI over {facts['SWIMinIPSlices']} slices "
+             "(sliding slab along the third voxel axis)", methods.SWI[1],
+             {"MinIPSlices": facts["SWIMinIPSlices"]}, affine=mip_affine)
+    return outputs
+
+
 def process_session(inputs, output_dir, bids_dir, options):
     """Run every stage for one session. Returns a `SessionResult`; never raises."""
     t0 = time.perf_counter()
@@ -140,8 +215,12 @@ def process_session(inputs, output_dir, bids_dir, options):
             return result
         derivs.clear_done(inputs)
         with _Stage(log, inputs.label, "loading and checking inputs"):
-            data = load_session(inputs, b0_override=options.b0)
-        outputs, _ = write_r2star_maps(derivs, inputs, data, options, log)
+            data = load_session(inputs, b0_override=options.b0, load_phase=options.phase)
+        outputs, fit = write_r2star_maps(derivs, inputs, data, options, log)
+        if inputs.has_phase and options.phase:
+            outputs += write_phase_maps(derivs, inputs, data, options, log, fit.r2star)
+        elif not options.phase:
+            result.notes.append("--no-phase: phase stages skipped")
         if not inputs.has_phase:
             note = "magnitude only: R2*/T2*/S0 written; phase stages (field, LFS, QSM) skipped"
             log.info("%s: %s", inputs.label, note)

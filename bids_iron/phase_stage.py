@@ -1,0 +1,185 @@
+"""The phase half of a session: radians -> mask -> field -> local field -> LFS and QSM (-> SWI).
+
+Each step calls a pure function of `bids_iron.maps` (or `bids_iron.anatomy.brain_mask`) and
+records its choice and parameters for the sidecars. File writing goes through
+`bids_iron.bids.derivatives.Derivatives`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+
+from .anatomy.brain_mask import mask_from_magnitude
+from .errors import InputError
+from .maps import background as background_maps
+from .maps import dipole as dipole_maps
+from .maps import lfs as lfs_maps
+from .maps import swi as swi_maps
+from .maps.combine import estimate_field_map
+from .maps.kernels import b0_direction_from_affine
+from .maps.phase import scale_phase_to_radians
+from .maps.units import hz_to_ppm
+from .report import methods
+
+LOGGER = logging.getLogger("bids_iron")
+
+#: Manufacturers whose stored phase runs opposite to bids-iron's convention
+#: (phase = +2*pi*f*TE, paramagnetic -> positive field). GE's phase is left-handed relative
+#: to Siemens/Philips; invert with ``--invert-phase yes`` if a sign check says otherwise.
+INVERTED_PHASE_MANUFACTURERS = ("GE",)
+
+
+@dataclass
+class PhaseResults:
+    """Arrays of the phase stage (float32 unless noted) and the facts for the sidecars."""
+
+    mask: np.ndarray  # bool, the mask the field was estimated in
+    mask_local: np.ndarray  # bool, after background removal (eroded)
+    field_hz: np.ndarray
+    local_ppm: np.ndarray
+    lfs_ppm: np.ndarray
+    chi_ppm: np.ndarray
+    swi: np.ndarray | None = None
+    swi_mip: np.ndarray | None = None
+    facts: dict = field(default_factory=dict)
+
+
+def phase_sign(option, manufacturer):
+    """+1 or -1: the factor applied to stored phase (``option`` is auto/yes/no)."""
+    if option == "yes":
+        return -1.0
+    if option == "no":
+        return 1.0
+    maker = (manufacturer or "").upper()
+    return -1.0 if any(maker.startswith(m) for m in INVERTED_PHASE_MANUFACTURERS) else 1.0
+
+
+def phase_to_radians(data, phase_range, source):
+    """Stored phase -> radians in [-pi, pi), or `InputError` naming ``source``."""
+    if data.phase_is_radians and phase_range is None:
+        return data.phase.astype(np.float32, copy=False), "radians (sidecar Units rad)"
+    try:
+        return scale_phase_to_radians(data.phase, value_range=phase_range)
+    except ValueError as exc:
+        raise InputError(f"{source}: phase range not understood ({exc}); give the stored "
+                         "values of -pi and +pi with --phase-range LO HI") from None
+
+
+def load_mask(path, data):
+    """A user mask on the MEGRE grid, or `InputError`."""
+    try:
+        img = nib.load(str(path))
+        mask = np.asanyarray(img.dataobj) > 0
+    except Exception as exc:
+        raise InputError(f"{path}: --mask cannot be read as NIfTI ({exc})") from None
+    if mask.shape[:3] != data.magnitude.shape[:3] or not np.allclose(img.affine, data.affine,
+                                                                      atol=1e-3):
+        raise InputError(f"{path}: --mask is not on the MEGRE grid {data.magnitude.shape[:3]}; "
+                         "resample it to the first echo's grid")
+    if not mask.any():
+        raise InputError(f"{path}: --mask is empty")
+    return mask.reshape(mask.shape[:3])
+
+
+def veins_paramagnetic(chi, r2star, mask):
+    """Sign safeguard: median chi of the 1 % highest-R2* voxels in the mask (ppm).
+
+    Veins and iron-rich nuclei have both the highest R2* and positive chi; a clearly negative
+    value suggests inverted phase (see ``--invert-phase``).
+    """
+    values = r2star[mask]
+    if values.size < 100:
+        return None
+    cut = np.percentile(values, 99)
+    top = mask & (r2star >= cut)
+    return float(np.median(chi[top]))
+
+
+def run_phase_stage(data, options, stage, r2star=None):
+    """Compute field, local field, LFS, chi (and SWI) for one session's `MegreData`.
+
+    ``stage(name)`` is a context manager that logs and times a step.
+    """
+    facts = {}
+    source = str(data.sources[len(data.te)]) if len(data.sources) > len(data.te) else "phase"
+    if data.b0 is None:
+        raise InputError(f"{data.sources[0]}: no MagneticFieldStrength in the sidecar; add it "
+                         "(tesla) or pass --b0")
+    with stage("phase to radians"):
+        phase, how = phase_to_radians(data, options.phase_range, source)
+        sign = phase_sign(options.invert_phase, data.manufacturer)
+        if sign < 0:
+            phase = -phase
+        facts["PhaseScaling"] = how
+        facts["PhaseSign"] = ("inverted" if sign < 0 else "as stored") + \
+            f" (--invert-phase {options.invert_phase}, Manufacturer {data.manufacturer})"
+    voxel_size = data.voxel_size
+    with stage("brain mask"):
+        if options.mask is not None:
+            mask = load_mask(options.mask, data)
+            facts["MaskSource"] = f"user mask {options.mask}"
+        else:
+            mask = mask_from_magnitude(data.magnitude, voxel_size)
+            facts["MaskSource"] = methods.MASK
+    with stage(f"field map ({options.unwrap_method} unwrapping, MCPC-3D-S, weighted fit)"):
+        fmap = estimate_field_map(phase, data.magnitude, data.te, voxel_size, mask=mask,
+                                  unwrap_method=options.unwrap_method)
+    del phase
+    field_hz = fmap.field_hz
+    b0_dir = b0_direction_from_affine(data.affine)
+    facts["B0Direction"] = [round(float(v), 6) for v in b0_dir]
+    with stage(f"background removal ({options.background_method})"):
+        bg_params = {"b0_dir": tuple(b0_dir)} if options.background_method == "pdf" else {}
+        local_hz, mask_local = background_maps.remove_background(
+            field_hz, mask, voxel_size, method=options.background_method, **bg_params)
+    local_ppm = hz_to_ppm(local_hz, data.b0).astype(np.float32)
+    with stage("local field shift"):
+        lfs_ref = lfs_maps.lfs_reference_value(local_hz, mask_local, data.b0)
+        lfs_ppm = lfs_maps.local_field_shift(local_hz, mask_local, data.b0)
+        facts["LFSReference"] = "whole-brain mean of the (eroded) mask"
+        facts["LFSReferenceValue"] = round(float(lfs_ref), 6)
+    with stage(f"dipole inversion ({options.qsm_method})"):
+        params = {}
+        if options.qsm_method == "medi":
+            params["magnitude"] = np.sqrt(np.mean(data.magnitude ** 2, axis=-1))
+        result = dipole_maps.invert_dipole(local_ppm, mask_local, voxel_size, tuple(b0_dir),
+                                           method=options.qsm_method, **params)
+        reference = None if options.chi_reference == "none" else "mean"
+        if reference is None:
+            chi = result.chi
+            facts["ChiReferenceValue"] = 0.0
+        else:
+            chi, value = dipole_maps.reference_chi(result.chi, mask_local, reference,
+                                                   return_reference=True)
+            facts["ChiReferenceValue"] = round(float(value), 6)
+        facts["ChiReference"] = {"mean": "whole-brain mean of the (eroded) mask",
+                                 "none": "none (mean of the inversion)"}[options.chi_reference]
+        facts["DipoleInversion"] = {"n_fft": result.n_fft, "n_iter": result.n_iter,
+                                    "converged": bool(getattr(result, "converged", True)),
+                                    **{k: v for k, v in result.parameters.items()
+                                       if np.isscalar(v) or isinstance(v, (list, tuple))}}
+    if r2star is not None:
+        check = veins_paramagnetic(chi, r2star, mask_local)
+        facts["SignCheckHighR2starMedianChi"] = None if check is None else round(check, 5)
+        if check is not None and check < 0:
+            LOGGER.warning("chi of the highest-R2* voxels (veins, iron) is negative (%.4f ppm): "
+                           "the phase sign may be inverted; try --invert-phase", check)
+    out = PhaseResults(mask=mask, mask_local=mask_local, field_hz=field_hz, local_ppm=local_ppm,
+                       lfs_ppm=lfs_ppm, chi_ppm=chi, facts=facts)
+    if options.swi:
+        with stage("SWI"):
+            last = data.magnitude.shape[-1] - 1
+            echo = min(last, int(np.argmin(np.abs(data.te - 0.02))))  # echo nearest 20 ms
+            local_phase = (2 * np.pi * local_hz * data.te[echo]).astype(np.float32)
+            out.swi = swi_maps.swi(data.magnitude[..., echo], local_phase, power=4,
+                                   mask=mask_local)
+            n_slices = max(1, int(round(8.0 / voxel_size[2])))  # ~8 mm slabs
+            out.swi_mip = swi_maps.minimum_intensity_projection(out.swi, n_slices=n_slices,
+                                                                axis=2)
+            facts["SWIEchoTime"] = float(data.te[echo])
+            facts["SWIMinIPSlices"] = n_slices
+    return out
