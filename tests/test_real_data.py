@@ -50,3 +50,20 @@ def test_real_r2star_plausible(real_bids, tmp_path):
     assert np.all(np.isfinite(r2)) and r2.min() >= 0 and r2.max() <= 1000
     t2 = nib.load(anat / "sub-real_T2starmap.nii.gz").get_fdata()
     assert 0.02 < np.median(t2[tissue]) < 0.07
+
+
+def test_real_phase_chain(real_bids, tmp_path):
+    """Odd phase scaling detected, mask covers the (all-tissue) crop, veins paramagnetic."""
+    out = tmp_path / "out"
+    code, _, err = run_cli(real_bids, out, "participant", "--swi")
+    assert code == 0, err
+    anat = out / "sub-real" / "anat"
+    side = json.loads((anat / "sub-real_Chimap.json").read_text())
+    assert side["PhaseScaling"].startswith("odd scale")
+    assert side["SignCheckHighR2starMedianChi"] > 0  # the vein and iron: positive chi
+    mask = nib.load(anat / "sub-real_desc-brain_mask.nii.gz").get_fdata() > 0
+    assert mask.mean() > 0.8  # a crop of tissue: no background to cut away
+    chi = nib.load(anat / "sub-real_Chimap.nii.gz").get_fdata()
+    assert np.all(np.isfinite(chi)) and np.abs(chi).max() < 2.0
+    field = nib.load(anat / "sub-real_desc-total_fieldmap.nii.gz").get_fdata()
+    assert np.abs(field[mask]).max() < 300  # Hz: a smooth field, no wraps left at 3 T

@@ -53,11 +53,19 @@ def _largest_component(mask):
     return lab == np.argmax(sizes)
 
 
+#: If the darker Otsu class has a mean above this fraction of the brighter one, it is tissue
+#: rather than background noise (noise sits at a few percent of tissue signal).
+NO_BACKGROUND_RATIO = 0.25
+
+
 def mask_from_magnitude(magnitude, voxel_size, strip=False, opening_mm=3.0, closing_mm=2.0):
     """Brain mask from (multi-echo) magnitude by thresholds and morphology.
 
     Steps: root-sum-of-squares over echoes; Otsu threshold of the whole image (tissue vs
-    background); if ``strip``, a second Otsu threshold of the tissue values (brain vs the
+    background) -- unless the darker Otsu class is too bright to be noise (mean above
+    `NO_BACKGROUND_RATIO` of the brighter class: a field of view with tissue only, such as a
+    crop or a thin slab), where BET's robust threshold ``p2 + 0.1 (p98 - p2)`` of the
+    intensity percentiles is used instead (Smith 2002); if ``strip``, a second Otsu threshold of the tissue values (brain vs the
     dimmer scalp/skull, best separated at later echoes); hole filling (dark nuclei, veins
     and, when bright CSF takes the second threshold, everything it encloses); opening with a ball of
     ``opening_mm`` (cuts the thin bridges left between brain and scalp); largest connected
@@ -87,6 +95,12 @@ def mask_from_magnitude(magnitude, voxel_size, strip=False, opening_mm=3.0, clos
     ValueError
         If the magnitude is not 3-D/4-D, has no contrast, or the voxel size is invalid.
 
+    References
+    ----------
+    Otsu N. A threshold selection method from gray-level histograms. IEEE Trans Syst Man
+    Cybern 1979;9:62-66. Smith SM. Fast robust automated brain extraction. Hum Brain Mapp
+    2002;17:143-155.
+
     Examples
     --------
     >>> g = np.indices((24, 24, 24)) - 11.5
@@ -111,6 +125,12 @@ def mask_from_magnitude(magnitude, voxel_size, strip=False, opening_mm=3.0, clos
         t_tissue = otsu_threshold(img)
     except ValueError:
         raise ValueError("magnitude has no contrast (constant image)") from None
+    low, high = img[img <= t_tissue], img[img > t_tissue]
+    if low.size and high.size and low.mean() > NO_BACKGROUND_RATIO * high.mean():
+        # The darker Otsu class is not noise: the field of view holds tissue only (a crop or
+        # slab). Use the robust-range threshold of BET instead, which keeps dark tissue.
+        p2, p98 = np.percentile(img, [2, 98])
+        t_tissue = p2 + 0.1 * (p98 - p2)
     mask = img > t_tissue
     if strip and mask.sum() > 10 and np.ptp(img[mask]) > 0:
         t_brain = otsu_threshold(img[mask])

@@ -19,8 +19,9 @@ grid, a brain mask, the voxel size in mm (anisotropic allowed) and the B0 direct
 axes (`bids_iron.maps.kernels.b0_direction_from_affine` for oblique slabs). The field is
 zero-padded so that at least ``2 * pad`` zero voxels separate the mask from its periodic
 copy, rounded up to an FFT-friendly size (`scipy.fft.next_fast_len`), and cropped back, so
-the circular convolution of the FFT does not wrap one side of the head onto the other. Each returns a `DipoleInversionResult` whose ``chi`` is float32, in ppm, zero outside
-the mask and NOT referenced (its mean is arbitrary: D(0) = 0); use `reference_chi`.
+the circular convolution of the FFT does not wrap one side of the head onto the other.
+Each returns a `DipoleInversionResult` whose ``chi`` is float32, in ppm, zero outside the
+mask and NOT referenced (its mean is arbitrary: D(0) = 0); use `reference_chi`.
 A "FFT" in the counts is one real 3-D transform (``scipy.fft.rfftn`` or ``irfftn``) on the
 padded grid, about half the cost of a complex 3-D FFT of the same grid.
 """

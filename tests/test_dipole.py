@@ -1,0 +1,272 @@
+"""Dipole inversion (bids_iron.maps.dipole) against the labelled phantom's ground truth.
+
+The local field is qsm-forward's field of the brain's own susceptibility (phantom.chi inside
+the brain mask), referenced to its brain mean, plus Gaussian noise of 0.002 ppm. ROI means of
+the deep gray matter nuclei are compared with the truth after referencing BOTH maps to their
+whole-brain mean. Deterministic (fixed seeds); about 15 s on 2 cores.
+"""
+
+import doctest
+
+import numpy as np
+import pytest
+import qsm_forward
+
+from bids_iron.maps import dipole
+from bids_iron.maps.dipole import (DEFAULT_DIPOLE_METHOD, DIPOLE_METHODS, DipoleInversionResult,
+                                   invert_dipole, invert_dipole_medi, invert_dipole_tkd,
+                                   invert_dipole_tikhonov_cg, invert_dipole_tv_admm,
+                                   magnitude_edge_mask, reference_chi)
+from bids_iron.maps.kernels import b0_direction_from_affine
+from phantom import NUCLEI, make_phantom, oblique_affine
+
+NOISE_PPM = 0.002
+
+
+def _local_field(ph, b0_dir=(0.0, 0.0, 1.0), seed=1):
+    m = ph.brain_mask
+    fld = qsm_forward.generate_field(ph.chi * m, voxel_size=list(ph.voxel_size),
+                                     B0_dir=list(np.asarray(b0_dir, float)))
+    rng = np.random.default_rng(seed)
+    return ((fld - fld[m].mean()) + NOISE_PPM * rng.standard_normal(fld.shape)) * m
+
+
+def _roi_means(ph, chi):
+    m = ph.brain_mask
+    c = chi - chi[m].mean()
+    return np.array([c[ph.label_mask(name)].mean() for name in NUCLEI])
+
+
+def _fit(truth, est):
+    slope = np.polyfit(truth, est, 1)[0]
+    return slope, np.corrcoef(truth, est)[0, 1]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    ph = make_phantom()
+    fld = _local_field(ph)
+    magnitude = ph.m0 * np.exp(-0.02 * ph.r2star)
+    truth = _roi_means(ph, ph.chi * ph.brain_mask)
+    return ph, fld, magnitude, truth
+
+
+@pytest.fixture(scope="module")
+def default_result(sim):
+    ph, fld, _, _ = sim
+    return invert_dipole(fld, ph.brain_mask, ph.voxel_size, (0, 0, 1))
+
+
+def _kwargs(method, magnitude):
+    return {"magnitude": magnitude} if method == "medi" else {}
+
+
+# ---------------------------------------------------------------- accuracy against truth
+
+def test_default_method_deep_gm_linearity(sim, default_result):
+    ph, _, _, truth = sim
+    assert DEFAULT_DIPOLE_METHOD in DIPOLE_METHODS
+    assert default_result.method == DEFAULT_DIPOLE_METHOD
+    assert len(NUCLEI) >= 6
+    slope, r = _fit(truth, _roi_means(ph, default_result.chi))
+    assert 0.9 <= slope <= 1.1, slope
+    assert r >= 0.95, r
+
+
+# looser bounds for the other methods: (slope range, minimum correlation); measured on this
+# phantom: tkd 0.94/0.90, tikhonov_cg 0.80/0.98, tv_admm 0.97/0.998, medi 0.98/0.997
+BOUNDS = {"tkd": ((0.8, 1.15), 0.85), "tikhonov_cg": ((0.7, 1.1), 0.95),
+          "tv_admm": ((0.9, 1.1), 0.98), "medi": ((0.9, 1.1), 0.98)}
+
+
+@pytest.mark.parametrize("method", DIPOLE_METHODS)
+def test_each_method_deep_gm_linearity(sim, method):
+    ph, fld, magnitude, truth = sim
+    res = invert_dipole(fld, ph.brain_mask, ph.voxel_size, method=method,
+                        **_kwargs(method, magnitude))
+    (lo, hi), r_min = BOUNDS[method]
+    slope, r = _fit(truth, _roi_means(ph, res.chi))
+    assert lo <= slope <= hi, (method, slope)
+    assert r >= r_min, (method, r)
+
+
+def test_tv_beats_tkd_on_voxel_error(sim, default_result):
+    ph, fld, _, _ = sim
+    m = ph.brain_mask
+    truth = ph.chi * m - (ph.chi * m)[m].mean()
+
+    def nrmse(chi):
+        return np.linalg.norm((chi - chi[m].mean() - truth)[m]) / np.linalg.norm(truth[m])
+
+    tkd = invert_dipole_tkd(fld, m, ph.voxel_size)
+    assert nrmse(default_result.chi) < 0.25
+    assert nrmse(default_result.chi) < 0.5 * nrmse(tkd.chi)
+
+
+def test_paramagnetic_positive(sim, default_result):
+    ph, fld, _, _ = sim
+    c = reference_chi(default_result.chi, ph.brain_mask)
+    gp = c[ph.label_mask("globus_pallidus")].mean()
+    wm = c[ph.label_mask("white_matter")].mean()
+    assert gp - wm > 0.12  # truth 0.19
+    # the inversion is linear in the field: flipping the field flips chi
+    neg = invert_dipole_tkd(-fld, ph.brain_mask, ph.voxel_size)
+    pos = invert_dipole_tkd(fld, ph.brain_mask, ph.voxel_size)
+    np.testing.assert_allclose(neg.chi, -pos.chi, atol=1e-6)
+
+
+def test_tkd_scale_correction_increases_estimate(sim):
+    ph, fld, _, truth = sim
+    plain = invert_dipole_tkd(fld, ph.brain_mask, ph.voxel_size, correct_scale=False)
+    corr = invert_dipole_tkd(fld, ph.brain_mask, ph.voxel_size)
+    assert 0.7 < corr.parameters["scale_factor"] < 0.95
+    s_plain = _fit(truth, _roi_means(ph, plain.chi))[0]
+    s_corr = _fit(truth, _roi_means(ph, corr.chi))[0]
+    assert s_plain < s_corr
+    assert abs(s_corr - 1) < abs(s_plain - 1)
+
+
+# ---------------------------------------------------------------- geometry
+
+def test_anisotropic_voxels():
+    ph = make_phantom(shape=(64, 64, 32), voxel_size=(2.0, 2.0, 3.0))
+    fld = _local_field(ph)
+    truth = _roi_means(ph, ph.chi * ph.brain_mask)
+    res = invert_dipole(fld, ph.brain_mask, ph.voxel_size)
+    slope, r = _fit(truth, _roi_means(ph, res.chi))
+    assert 0.9 <= slope <= 1.1, slope
+    assert r >= 0.95, r
+    # pretending the voxels are isotropic is measurably wrong (the test can fail)
+    wrong = invert_dipole(fld, ph.brain_mask, (2.0, 2.0, 2.0))
+    assert _fit(truth, _roi_means(ph, wrong.chi))[0] < 0.85
+
+
+def test_oblique_b0_matches_straight(sim, default_result):
+    ph, _, _, _ = sim
+    m = ph.brain_mask
+    affine, b0_voxel = oblique_affine(ph.voxel_size, 25.0, axis=0, shape=m.shape)
+    b0 = b0_direction_from_affine(affine)
+    np.testing.assert_allclose(b0, b0_voxel, atol=1e-12)
+    fld = _local_field(ph, b0_voxel)
+    straight = _roi_means(ph, default_result.chi)
+    oblique = _roi_means(ph, invert_dipole(fld, m, ph.voxel_size, b0).chi)
+    scale = np.abs(straight).max()
+    # ROI means independent of the angle within 5 % (of the largest ROI mean)
+    assert np.abs(oblique - straight).max() <= 0.05 * scale, (oblique, straight)
+    # ignoring the obliquity is not (the test can fail)
+    wrong = _roi_means(ph, invert_dipole(fld, m, ph.voxel_size, (0, 0, 1)).chi)
+    assert np.abs(wrong - straight).max() > 0.15 * scale
+
+
+# ---------------------------------------------------------------- contracts
+
+def test_result_contract_and_fft_counts(sim, default_result):
+    ph, fld, magnitude, _ = sim
+    m = ph.brain_mask
+    assert isinstance(default_result, DipoleInversionResult)
+    for res in (default_result,
+                invert_dipole_tkd(fld, m, ph.voxel_size),
+                invert_dipole_tikhonov_cg(fld, m, ph.voxel_size),
+                invert_dipole_medi(fld, m, ph.voxel_size, magnitude=magnitude, max_iter=5)):
+        assert res.chi.dtype == np.float32 and res.chi.shape == m.shape
+        assert np.all(res.chi[~m] == 0) and np.all(np.isfinite(res.chi))
+        assert res.parameters["padded_shape"] >= list(m.shape)
+    tkd = invert_dipole_tkd(fld, m, ph.voxel_size)
+    assert (tkd.n_fft, tkd.n_iter) == (2, 0)
+    assert default_result.n_fft == 4 * default_result.n_iter
+    cg = invert_dipole_tikhonov_cg(fld, m, ph.voxel_size)
+    assert cg.n_fft == 2 * cg.n_iter + 4 and cg.converged
+    short = invert_dipole_tv_admm(fld, m, ph.voxel_size, max_iter=3)
+    assert (short.n_iter, short.n_fft, short.converged) == (3, 12, False)
+
+
+def test_weights_and_padding_options(sim):
+    ph, fld, magnitude, truth = sim
+    m = ph.brain_mask
+    for res in (invert_dipole_tv_admm(fld, m, ph.voxel_size, weights=magnitude),
+                invert_dipole_tikhonov_cg(fld, m, ph.voxel_size, regularizer="identity",
+                                          lambda_=1e-3),
+                invert_dipole_medi(fld, m, ph.voxel_size, magnitude=magnitude,
+                                   field_sd=1.0 / np.maximum(magnitude, 0.05)),
+                invert_dipole_tkd(fld, m, ph.voxel_size, pad=0)):
+        slope, r = _fit(truth, _roi_means(ph, res.chi))
+        assert 0.7 <= slope <= 1.15 and r >= 0.85, (res.method, res.parameters, slope, r)
+
+
+def test_magnitude_edge_mask_fraction(sim):
+    ph, _, magnitude, _ = sim
+    t = magnitude_edge_mask(magnitude, ph.brain_mask, ph.voxel_size, edge_fraction=0.3)
+    assert t.shape == (3,) + ph.brain_mask.shape and t.dtype == np.float32
+    frac = 1.0 - t[:, ph.brain_mask].mean()
+    assert 0.2 < frac <= 0.3
+    assert np.all(t[:, ~ph.brain_mask] == 1)
+
+
+def test_reference_chi():
+    chi = np.arange(27, dtype=float).reshape(3, 3, 3)
+    mask = np.ones((3, 3, 3), bool)
+    mask[0, 0, 0] = False
+    ref = np.zeros((3, 3, 3), bool)
+    ref[2, 2, 2] = True
+    out, value = reference_chi(chi, mask, ref, return_reference=True)
+    assert value == 26.0 and out[2, 2, 2] == 0 and out[0, 0, 0] == 0
+    assert out.dtype == np.float32
+    whole = reference_chi(chi, mask, "mean")
+    assert abs(float(whole[mask].mean())) < 1e-5
+    np.testing.assert_array_equal(whole, reference_chi(chi, mask))
+
+
+def test_reference_to_csf_on_phantom(sim, default_result):
+    ph, _, _, _ = sim
+    csf = ph.label_mask("csf")
+    out = reference_chi(default_result.chi, ph.brain_mask, csf)
+    assert abs(out[csf].mean()) < 1e-6
+    assert out[ph.label_mask("globus_pallidus")].mean() > 0.1  # truth 0.16 vs CSF
+
+
+def test_docstring_examples():
+    failures, tried = doctest.testmod(dipole, optionflags=doctest.ELLIPSIS)[:2]
+    assert tried >= 6 and failures == 0
+
+
+# ---------------------------------------------------------------- errors
+
+def _small():
+    fld = np.zeros((16, 16, 16))
+    mask = np.zeros((16, 16, 16), bool)
+    mask[4:12, 4:12, 4:12] = True
+    return fld, mask
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda f, m: invert_dipole(f[0], m[0], (1, 1, 1)), "local_field_ppm"),
+    (lambda f, m: invert_dipole(f, m[:8], (1, 1, 1)), "mask"),
+    (lambda f, m: invert_dipole(f, np.zeros_like(m), (1, 1, 1)), "mask"),
+    (lambda f, m: invert_dipole(f, m * 2, (1, 1, 1)), "mask"),
+    (lambda f, m: invert_dipole(np.where(m, np.nan, 0), m, (1, 1, 1)), "local_field_ppm"),
+    (lambda f, m: invert_dipole(f, m, (1, 1)), "voxel_size"),
+    (lambda f, m: invert_dipole(f, m, (1, 0, 1)), "voxel_size"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), (0, 0, 0)), "b0_dir"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="cosmos"), "method"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tkd", threshold=0.5), "threshold"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tkd", pad=-1), "pad"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tv_admm", alpha=0), "alpha"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tv_admm", max_iter=0), "max_iter"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tv_admm", weights=-np.ones(f.shape)),
+     "weights"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tikhonov_cg", regularizer="l1"),
+     "regularizer"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tikhonov_cg", lambda_=-1), "lambda_"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="medi"), "magnitude"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="medi", magnitude=np.ones(f.shape),
+                                field_sd=np.zeros(f.shape)), "field_sd"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="medi", magnitude=np.ones(f.shape),
+                                edge_fraction=1.0), "edge_fraction"),
+    (lambda f, m: reference_chi(f, m, np.zeros_like(m)), "reference_mask"),
+    (lambda f, m: reference_chi(f, m, "csf"), "reference_mask"),
+    (lambda f, m: reference_chi(f, m[:8]), "mask"),
+])
+def test_value_errors_name_the_argument(call, name):
+    fld, mask = _small()
+    with pytest.raises(ValueError, match=name):
+        call(fld, mask)
