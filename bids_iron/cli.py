@@ -80,8 +80,9 @@ def build_parser():
                     default=dipole.DEFAULT_DIPOLE_METHOD,
                     help="dipole inversion: TKD, iterative Tikhonov (CG), TV-ADMM or "
                          "MEDI-like magnitude-weighted TV")
-    ph.add_argument("--chi-reference", choices=["mean", "none"], default="mean",
-                    help="subtract the whole-brain mean susceptibility (mean) or not (none)")
+    ph.add_argument("--chi-reference", choices=["mean", "csf", "none"], default="mean",
+                    help="subtract the mean susceptibility of the whole brain (mean), of CSF "
+                         "found by its low R2* (csf, mainly the ventricles) or nothing (none)")
     ph.add_argument("--swi", action="store_true",
                     help="also write SWI and its minimum-intensity projection")
     run = p.add_argument_group("running")

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from .anatomy.brain_mask import mask_from_magnitude
+from .anatomy.tissue import CSF_MAX_R2STAR, csf_mask_from_r2star
 from .errors import InputError
 from .maps import background as background_maps
 from .maps import dipole as dipole_maps
@@ -148,7 +149,16 @@ def run_phase_stage(data, options, stage, r2star=None):
             params["magnitude"] = np.sqrt(np.mean(data.magnitude ** 2, axis=-1))
         result = dipole_maps.invert_dipole(local_ppm, mask_local, voxel_size, tuple(b0_dir),
                                            method=options.qsm_method, **params)
-        reference = None if options.chi_reference == "none" else "mean"
+        reference = {"none": None, "mean": "mean"}.get(options.chi_reference)
+        if options.chi_reference == "csf":
+            if r2star is None:
+                raise InputError("--chi-reference csf needs the R2* map of the session")
+            reference = csf_mask_from_r2star(r2star, mask_local)
+            if reference.sum() < 20:
+                raise InputError(f"{data.sources[0]}: --chi-reference csf found no CSF "
+                                 f"(R2* < {CSF_MAX_R2STAR:g} 1/s) in the brain mask; use "
+                                 "--chi-reference mean")
+            facts["ChiReferenceVoxels"] = int(reference.sum())
         if reference is None:
             chi = result.chi
             facts["ChiReferenceValue"] = 0.0
@@ -156,8 +166,11 @@ def run_phase_stage(data, options, stage, r2star=None):
             chi, value = dipole_maps.reference_chi(result.chi, mask_local, reference,
                                                    return_reference=True)
             facts["ChiReferenceValue"] = round(float(value), 6)
-        facts["ChiReference"] = {"mean": "whole-brain mean of the (eroded) mask",
-                                 "none": "none (mean of the inversion)"}[options.chi_reference]
+        facts["ChiReference"] = {
+            "mean": "whole-brain mean of the (eroded) mask",
+            "csf": f"CSF: brain voxels with R2* < {CSF_MAX_R2STAR:g} 1/s, eroded by 1 voxel, "
+                   "components of >= 20 voxels (mainly the lateral ventricles)",
+            "none": "none (mean of the inversion)"}[options.chi_reference]
         facts["DipoleInversion"] = {"n_fft": result.n_fft, "n_iter": result.n_iter,
                                     "converged": bool(getattr(result, "converged", True)),
                                     **{k: v for k, v in result.parameters.items()

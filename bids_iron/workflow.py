@@ -184,6 +184,8 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star):
     save(res.chi_ppm, "Chimap", None, "ppm", dipole[0], dipole[1],
          {**bg, "QSMMethod": options.qsm_method, "ChiReference": facts["ChiReference"],
           "ChiReferenceValue": facts["ChiReferenceValue"],
+          **({"ChiReferenceVoxels": facts["ChiReferenceVoxels"]}
+             if "ChiReferenceVoxels" in facts else {}),
           "DipoleInversion": facts["DipoleInversion"],
           "SignCheckHighR2starMedianChi": facts.get("SignCheckHighR2starMedianChi"),
           "Description": "magnetic susceptibility, ppm, paramagnetic positive"})
