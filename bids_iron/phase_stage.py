@@ -90,12 +90,16 @@ def veins_paramagnetic(chi, r2star, mask):
     """Sign safeguard: median chi of the 1 % highest-R2* voxels in the mask (ppm).
 
     Veins and iron-rich nuclei have both the highest R2* and positive chi; a clearly negative
-    value suggests inverted phase (see ``--invert-phase``).
+    value suggests inverted phase (see ``--invert-phase``). Returns None (no verdict) when
+    the mask is tiny or R2* has no distinct high tail (99th percentile below 1.5 x the
+    median, e.g. a phantom of uniform R2*), where the top voxels are just noise.
     """
     values = r2star[mask]
     if values.size < 100:
         return None
-    cut = np.percentile(values, 99)
+    cut, median = np.percentile(values, [99, 50])
+    if not cut > 1.5 * median:
+        return None
     top = mask & (r2star >= cut)
     return float(np.median(chi[top]))
 

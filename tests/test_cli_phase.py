@@ -137,3 +137,19 @@ def test_magnitude_only_and_no_phase(sim_dataset, tmp_path):
     code, _, err = run_cli(root, tmp_path / "out2", "participant", "--participant-label", "01",
                            "--session-label", "2", "--no-phase")
     assert code == 0 and not list((tmp_path / "out2").rglob("*Chimap*"))
+
+
+def test_sign_safeguard_abstains_without_r2star_contrast():
+    from bids_iron.phase_stage import veins_paramagnetic
+
+    rng = np.random.default_rng(0)
+    mask = np.ones((20, 20, 20), bool)
+    chi = rng.normal(0, 0.01, mask.shape)
+    flat = rng.normal(50, 1, mask.shape)  # uniform R2*: no verdict
+    assert veins_paramagnetic(chi, flat, mask) is None
+    veins = flat.copy()
+    veins[5:7, 5:7, :] = veins[10:12, 3:5, :] = 150.0  # vessels (2 % of voxels), high R2* ...
+    chi[veins > 100] = -0.3  # ... and negative chi: inverted phase is flagged
+    assert veins_paramagnetic(chi, veins, mask) < 0
+    chi[veins > 100] = 0.3
+    assert veins_paramagnetic(chi, veins, mask) > 0
