@@ -86,10 +86,13 @@ def build_parser():
     ph.add_argument("--swi", action="store_true",
                     help="also write SWI and its minimum-intensity projection")
     run = p.add_argument_group("running")
-    run.add_argument("--n-procs", "--n_procs", type=_positive_int, default=1, metavar="N",
-                     help="sessions processed in parallel (each uses cores/N threads)")
+    run.add_argument("--n-procs", "--n_procs", type=_positive_int, metavar="N",
+                     help="sessions processed in parallel, each with cores/N threads (default: "
+                          "one per core, at most one per 4 GB of available memory)")
     run.add_argument("--work-dir", "-w", type=Path, metavar="DIR",
                      help="keep intermediate results (e.g. fit residuals) here")
+    run.add_argument("--clean-workdir", action="store_true",
+                     help="remove the work-dir intermediates of sessions that finished")
     run.add_argument("--force", action="store_true",
                      help="redo sessions that already finished with the same options")
     run.add_argument("-v", "--verbose", action="store_true", help="more log output")
@@ -150,6 +153,7 @@ def _run(args):
         raise BidsIronError(f"{args.mask}: --mask file not found")
     options = Options(r2star_method=args.r2star_method, b0=args.b0, force=args.force,
                       work_dir=args.work_dir, n_procs=args.n_procs, phase=not args.no_phase,
+                      clean_work_dir=args.clean_workdir,
                       phase_range=tuple(args.phase_range) if args.phase_range else None,
                       invert_phase=args.invert_phase, mask=args.mask,
                       unwrap_method=args.unwrap_method,

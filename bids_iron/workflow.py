@@ -11,6 +11,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -50,13 +51,15 @@ class Options:
     swi: bool = False
     force: bool = False
     work_dir: Path | None = None
-    n_procs: int = 1
+    n_procs: int | None = None  # None: default_n_procs()
     n_threads: int | None = None
+
+    clean_work_dir: bool = False
 
     def digest(self):
         """Hash of the options that change outputs (not force/n_procs/work_dir)."""
         keep = {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("force", "n_procs", "n_threads", "work_dir")}
+                if k not in ("force", "n_procs", "n_threads", "work_dir", "clean_work_dir")}
         keep["version"] = __version__
         return options_digest(keep)
 
@@ -242,6 +245,31 @@ def process_session(inputs, output_dir, bids_dir, options):
     return result
 
 
+#: Peak memory one session may need (full-brain 1 mm, 6 echoes; measured <= 4 GB).
+SESSION_MEMORY_BYTES = 4 * 1024 ** 3
+
+
+def available_memory_bytes():
+    """Memory available for new processes (Linux MemAvailable; else total physical)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return SESSION_MEMORY_BYTES
+
+
+def default_n_procs():
+    """Sessions to run at once: one per core, but no more than memory allows (4 GB each)."""
+    by_memory = max(1, available_memory_bytes() // SESSION_MEMORY_BYTES)
+    return int(max(1, min(os.cpu_count() or 1, by_memory)))
+
+
 def _worker_init():
     """In a worker process, keep stdout quiet; the parent reports progress."""
     logging.getLogger("bids_iron").handlers[:] = []
@@ -257,7 +285,8 @@ def run_participants(bids_dir, output_dir, participant_labels=None, session_labe
     n = len(sessions)
     LOGGER.info("found %d session(s) with multi-echo GRE data", n)
     results = []
-    n_procs = max(1, min(options.n_procs, n))
+    n_procs = max(1, min(options.n_procs or default_n_procs(), n))
+    LOGGER.info("running %d session(s) at a time", n_procs)
     if options.n_threads is None:
         options = dataclasses.replace(options, n_threads=max(1, (os.cpu_count() or 1) // n_procs))
 
@@ -283,4 +312,8 @@ def run_participants(bids_dir, output_dir, participant_labels=None, session_labe
                                         message=f"worker died: {exc}")
                 results.append(res)
                 report(i, res)
+    if options.clean_work_dir and options.work_dir is not None:
+        for res in results:  # intermediates of finished sessions; failed ones stay for debugging
+            if res.status == "done":
+                shutil.rmtree(Path(options.work_dir) / res.label, ignore_errors=True)
     return results

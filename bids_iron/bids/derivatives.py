@@ -173,8 +173,13 @@ class Derivatives:
         })
 
     def clear_done(self, inputs):
+        """Forget that the session finished and drop temporaries a killed run left behind."""
         with contextlib.suppress(FileNotFoundError):
             self.done_record(inputs).unlink()
+        for folder in (self.session_dir(inputs), self.session_dir(inputs) / "anat"):
+            for stale in folder.glob(f".{inputs.label}_*.tmp*"):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
 
 
 def options_digest(options: dict) -> str:
