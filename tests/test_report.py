@@ -1,0 +1,234 @@
+"""The subject HTML report: one offline file, sections, optional pieces, methods text."""
+
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_iron.anatomy.rois import NATIVE_INDEX
+from bids_iron.anatomy.roistats import roi_statistics
+from bids_iron.report import figures, methods
+from bids_iron.report.html import SessionReport, software_versions, write_subject_report
+
+VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "wbr", "source"}
+
+
+class Checker(HTMLParser):
+    """Collects tags, img sources, hrefs and checks that non-void tags are balanced."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.tags = [], [], []
+        self.srcs, self.hrefs, self.h3, self._in_h3 = [], [], [], False
+        self.doctype = False
+
+    def handle_decl(self, decl):
+        self.doctype = decl.lower() == "doctype html"
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if tag == "img":
+            self.srcs.append(attrs.get("src", ""))
+        if "href" in attrs:
+            self.hrefs.append(attrs["href"])
+        if tag == "h3":
+            self._in_h3 = True
+            self.h3.append("")
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag == "h3":
+            self._in_h3 = False
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unbalanced </{tag}> (open: {self.stack[-3:]})")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if self._in_h3:
+            self.h3[-1] += data
+
+
+def check_html(path):
+    text = path.read_text(encoding="utf-8")
+    checker = Checker()
+    checker.feed(text)
+    checker.close()
+    assert checker.doctype
+    assert not checker.errors, checker.errors[:5]
+    assert not checker.stack, checker.stack
+    # offline: no external resources at all
+    for value in checker.srcs + checker.hrefs:
+        assert not re.match(r"\s*(https?:)?//", value), value
+    assert "<script" not in text.lower() and "<link" not in text.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?://""", text, re.I)
+    assert "url(" not in text  # no CSS-loaded resources
+    return text, checker
+
+
+def small_session(label="sub-01_ses-1", full=True, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (40, 48, 32)
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    c = [(s - 1) / 2 for s in shape]
+    brain = sum(((g - ci) / r) ** 2 for g, ci, r in zip(grids, c, (15, 19, 12))) <= 1
+    mag = np.abs(rng.normal(0, 10, shape + (4,)) + 1j * rng.normal(0, 10, shape + (4,)))
+    mag[brain] += 800 * np.exp(-25 * 0.005 * np.arange(1, 5))
+    if not full:
+        return SessionReport(label=label, magnitude=mag.astype(np.float32))
+    labels = np.zeros(shape, np.int16)
+    labels[brain] = NATIVE_INDEX[("white_matter", "left")]
+    labels[12:17, 20:27, 14:19] = NATIVE_INDEX[("putamen", "left")]
+    labels[23:28, 20:27, 14:19] = NATIVE_INDEX[("putamen", "right")]
+    labels[15:19, 27:31, 15:19] = NATIVE_INDEX[("caudate", "left")]
+    r2 = np.where(brain, 20 + rng.normal(0, 1, shape), 0).astype(np.float32)
+    chi = np.where(brain, rng.normal(0, 0.02, shape), 0).astype(np.float32)
+    lesions = np.zeros(shape, bool)
+    lesions[20:22, 30:32, 20:22] = True
+    table = roi_statistics({"r2star": r2, "chi": chi}, labels, (1, 1, 2), lesion_mask=lesions)
+    facts = {"EchoTime": [0.005, 0.01, 0.015, 0.02], "MagneticFieldStrength": 3.0,
+             "R2starMethod": "nlls", "UnwrappingMethod": "laplacian",
+             "BackgroundRemovalMethod": "vsharp", "QSMMethod": "tkd",
+             "Template": "MNI152NLin2009cAsym", "Atlases": ["MASSP20"],
+             "SoftwareVersion": "0.1.0"}
+    return SessionReport(
+        label=label, magnitude=mag.astype(np.float32), r2star=r2, lfs=chi * 0.5, chi=chi,
+        swi=mag[..., 2], flair=mag[..., 0] * 0.7, mask=brain, labels=labels,
+        template_in_native=brain * 100.0, residual=np.where(brain, 0.01, 0).astype(np.float32),
+        lesions=lesions, roi_table=table, facts=facts, voxel_size=(1.0, 1.0, 2.0),
+        affine=np.diag([1.0, 1.0, 2.0, 1.0]), notes=["a note <b>escaped</b>"])
+
+
+def test_full_report(tmp_path):
+    session = small_session()
+    path = write_subject_report(tmp_path / "sub-01.html", "sub-01", [session])
+    assert path == tmp_path / "sub-01.html"
+    assert [p.name for p in tmp_path.iterdir()] == ["sub-01.html"]  # no temporary left
+    text, checker = check_html(path)
+    assert [h.strip() for h in checker.h3] == ["Maps", "ROI table", "Registration check",
+                                               "Quality control", "Methods"]
+    # R2*, LFS, chi, SWI, FLAIR mosaics + registration + residual figures, all embedded
+    assert len(checker.srcs) == 7
+    assert all(s.startswith("data:image/png;base64,") for s in checker.srcs)
+    assert 'id="software"' in text and "numpy" in text and "bids-iron" in text
+    assert "brain mask volume" in text and " mL" in text
+    assert "SNR, echo 1" in text
+    assert "putamen" in text and "R2* mean (sd) [1/s]" in text
+    assert "Marquardt" in text and "Fonov" in text  # references from the facts
+    assert "&lt;b&gt;escaped&lt;/b&gt;" in text
+    assert "Not available" not in text
+    assert 'alt="FLAIR (in MEGRE space), slices through the lesions"' in text
+
+
+def test_optional_pieces_missing(tmp_path):
+    only_mag = small_session("sub-02_ses-a", full=False)
+    mag3d = SessionReport(label="sub-02_ses-b", magnitude=only_mag.magnitude[..., 0],
+                          mask=np.ones(only_mag.magnitude.shape[:3], bool))
+    path = write_subject_report(tmp_path / "sub-02.html", "02", [only_mag, mag3d])
+    text, checker = check_html(path)
+    assert text.count("<section id=\"s-sub-02_ses-") == 2
+    assert 'href="#s-sub-02_ses-a"' in text
+    assert "Not available for this session" in text
+    assert "registration cannot be checked" in text
+    assert "No ROI table" in text
+    assert len(checker.srcs) == 2  # one magnitude mosaic per session
+
+
+def test_bad_arguments(tmp_path):
+    session = small_session()
+    session.chi = session.chi[:-1]
+    with pytest.raises(ValueError, match="chi"):
+        write_subject_report(tmp_path / "sub-01.html", "01", [session])
+    with pytest.raises(ValueError, match="SessionReport"):
+        write_subject_report(tmp_path / "sub-01.html", "01", [{"label": "x"}])
+    assert not any(tmp_path.iterdir())
+
+
+def test_slices_through_nuclei_and_orientation():
+    labels = np.zeros((10, 10, 40), np.int16)
+    labels[3:6, 3:6, 20:25] = NATIVE_INDEX[("putamen", "left")]
+    slices = figures.pick_slices(labels.shape, labels=labels, n=4)
+    assert slices[0] >= 20 and slices[-1] <= 24
+    mask = np.zeros(labels.shape, bool)
+    mask[2:8, 2:8, 10:31] = True
+    slices = figures.pick_slices(labels.shape, mask=mask, n=3)
+    assert slices == [16, 20, 24]
+    # an LPS-stored grid is shown in RAS: the array is flipped on the first two axes
+    array = np.arange(24).reshape(2, 3, 4)
+    ras, vs = figures.as_ras(array, np.diag([-1.0, -2.0, 3.0, 1.0]), (1.0, 2.0, 3.0))
+    assert (ras == array[::-1, ::-1, :]).all() and vs == (1.0, 2.0, 3.0)
+    ras, vs = figures.as_ras(array, np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0],
+                                              [0, 0, 0, 1.0]]), (1.0, 2.0, 3.0))
+    assert ras.shape == (4, 2, 3) and vs == (3.0, 1.0, 2.0)
+
+
+def test_snr_estimate_on_known_noise():
+    rng = np.random.default_rng(5)
+    shape = (48, 48, 32)
+    sigma = 10.0
+    noise = np.abs(rng.normal(0, sigma, shape) + 1j * rng.normal(0, sigma, shape))
+    mask = np.zeros(shape, bool)
+    mask[14:34, 14:34, 10:22] = True
+    mag = noise.copy()
+    mag[mask] = 500.0 + rng.normal(0, sigma, mask.sum())
+    snr = figures.snr_estimate(mag, mask)
+    assert snr["snr_background_first"] == pytest.approx(50.0, rel=0.1)
+    assert snr["snr_fit"] is None
+    # zero-filled background: no background estimate
+    zero = np.where(mask, mag, 0.0)
+    assert figures.snr_estimate(zero, mask)["snr_background_first"] is None
+
+
+def test_methods_paragraph_and_references():
+    text = methods.methods_paragraph({
+        "EchoTime": [0.004, 0.008, 0.012], "MagneticFieldStrength": 7.0,
+        "R2starMethod": "arlo", "UnwrappingMethod": "region_growing",
+        "BackgroundRemovalMethod": "pdf", "QSMMethod": "tv_admm",
+        "ChiReference": "CSF of the lateral ventricles", "Atlases": ["MASSP20"],
+        "VesselExclusion": {"metric": "chi", "k": 3}})
+    assert "B0 = 7 T" in text and "TE = 4-12 ms" in text
+    assert "ARLO" in text and "ROMEO" in text and "Liu T" in text and "Bilgic B" in text
+    assert "[1] Pei M" in text
+    assert "Milovic C" in text  # a two-reference entry is split into two numbered ones
+    assert "median + 3 x 1.4826 x MAD" in text
+    paragraph, refs = methods.methods_text({})
+    assert "bids-iron" in paragraph and refs == []
+    # every existing reference string splits into whole references
+    for table in (methods.R2STAR, methods.UNWRAP, methods.BACKGROUND, methods.DIPOLE):
+        for _, reference in table.values():
+            for ref in methods.split_references(reference):
+                assert re.search(r"(19|20)\d\d;\d+", ref), ref
+
+
+def test_software_versions():
+    versions = software_versions()
+    assert versions["bids-iron"] and versions["numpy"] == np.__version__
+    assert versions["pandas"] == pd.__version__
+    assert "antspyx" in versions and "templateflow" in versions
+
+
+def test_session_report_from_files(tmp_path):
+    import nibabel as nib
+
+    from bids_iron.report.html import session_report_from_files
+
+    s = small_session()
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    files = {}
+    for key in ("magnitude", "r2star", "mask", "labels"):
+        array = getattr(s, key)
+        array = array.astype(np.float32 if key in ("magnitude", "r2star") else np.int16)
+        files[key] = tmp_path / f"{key}.nii.gz"
+        nib.save(nib.Nifti1Image(array, affine), str(files[key]))
+    files["chi"] = tmp_path / "absent.nii.gz"
+    session = session_report_from_files("sub-01_ses-1", files, roi_table=s.roi_table)
+    assert session.voxel_size == (1.0, 1.0, 2.0) and session.chi is None
+    assert session.mask.dtype == bool and session.magnitude.shape == s.magnitude.shape
+    text, checker = check_html(write_subject_report(tmp_path / "sub-01.html", "01", [session]))
+    assert len(checker.srcs) == 1  # the R2* mosaic only (no residual, no template)
