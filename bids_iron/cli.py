@@ -43,8 +43,9 @@ def build_parser():
     p.add_argument("bids_dir", type=Path, help="the input BIDS dataset (read only)")
     p.add_argument("output_dir", type=Path,
                    help="where derivatives go (created if missing; must be outside bids_dir)")
-    p.add_argument("analysis_level", choices=["participant"],
-                   help="participant: process each selected session")
+    p.add_argument("analysis_level", choices=["participant", "group"],
+                   help="participant: process each selected session; group: cohort tables, "
+                        "statistics and plots from every session's ROI table")
     p.add_argument("--version", action="version", version=f"bids-iron {__version__}")
     sel = p.add_argument_group("selecting data")
     sel.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
@@ -85,6 +86,21 @@ def build_parser():
                          "found by its low R2* (csf, mainly the ventricles) or nothing (none)")
     ph.add_argument("--swi", action="store_true",
                     help="also write SWI and its minimum-intensity projection")
+    grp = p.add_argument_group("group level")
+    grp.add_argument("--group-column", default="group",
+                     help="participants.tsv column with the group of each participant")
+    grp.add_argument("--control-label", default="HC",
+                     help="value of --group-column that marks controls (age fit, reference)")
+    grp.add_argument("--age-column", metavar="COLUMN",
+                     help="age column (sessions.tsv, else participants.tsv); default 'age' "
+                          "when present")
+    grp.add_argument("--clinical-columns", nargs="+", default=(), metavar="COLUMN",
+                     help="clinical columns to correlate with, e.g. EDSS disease_duration")
+    grp.add_argument("--covariates", nargs="+", default=(), metavar="COLUMN",
+                     help="covariates of the regressions metric ~ clinical + covariates")
+    grp.add_argument("--reference-age", type=float, metavar="YEARS",
+                     help="age the age-corrected values refer to (default: controls' mean)")
+    grp.add_argument("--no-figures", action="store_true", help="tables only, no plots")
     run = p.add_argument_group("running")
     run.add_argument("--n-procs", "--n_procs", type=_positive_int, metavar="N",
                      help="sessions processed in parallel, each with cores/N threads (default: "
@@ -149,6 +165,8 @@ def _run(args):
     log_path = _setup_logging(args.output_dir, args.verbose)
     LOGGER.info("bids-iron %s: %s -> %s (log: %s)", __version__, args.bids_dir,
                 args.output_dir, log_path)
+    if args.analysis_level == "group":
+        return _run_group(args)
     if args.mask is not None and not args.mask.is_file():
         raise BidsIronError(f"{args.mask}: --mask file not found")
     options = Options(r2star_method=args.r2star_method, b0=args.b0, force=args.force,
@@ -169,6 +187,18 @@ def _run(args):
         for r in failed:
             print(f"bids-iron: failed: {r.label}: {r.message}", file=sys.stderr)
         return EXIT_FAILED_SESSIONS
+    return EXIT_OK
+
+
+def _run_group(args):
+    from .group.run import run_group
+
+    written = run_group(args.bids_dir, args.output_dir, group_column=args.group_column,
+                        control_label=args.control_label, age_column=args.age_column,
+                        clinical_columns=tuple(args.clinical_columns),
+                        covariates=tuple(args.covariates), reference_age=args.reference_age,
+                        figures=not args.no_figures, log=LOGGER)
+    LOGGER.info("group level: %d files in %s", len(written), args.output_dir / "group")
     return EXIT_OK
 
 

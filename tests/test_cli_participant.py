@@ -127,3 +127,9 @@ def test_parallel_sessions_and_work_dir(sim_dataset, tmp_path):
     assert len(list(out.rglob("*_R2starmap.nii.gz"))) == 3
     assert (work / "sub-01_ses-1" / "r2star_fit_residual.npy").exists()
     assert "[3/3]" in err
+
+
+def test_outputs_readable_by_others(participant_run):
+    _, _, out, _ = participant_run
+    for path in out.rglob("*_R2starmap.*"):
+        assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not world-readable"

@@ -23,6 +23,8 @@ from .. import CODE_URL, __version__
 from ..errors import BidsIronError
 
 PIPELINE_NAME = "bids-iron"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 DONE_RECORD = ".bids-iron-done.json"
 
 
@@ -37,6 +39,7 @@ def atomic_path(path):
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for others too
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,0 +1,58 @@
+"""Speed of the group level: 200 participants x 2 sessions x 10 ROIs x 4 metrics.
+
+Target (issue 5): <= 30 s on 2 cores. Run by hand:
+
+    python benchmarks/bench_group.py [--participants 200] [--no-figures] [--repeats 1]
+
+Writes a synthetic cohort (bids_iron.group.synthetic, 100 HC + 100 MS, two sessions two years
+apart, EDSS) to a temporary folder, then times run_group with figures and without, and prints
+the time of each and the number of rows of each table.
+"""
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bids_iron.group.run import run_group
+from bids_iron.group.synthetic import make_cohort
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--no-figures", action="store_true", help="time only without figures")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    n = args.participants // 2
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        bids, out, _ = make_cohort(Path(tmp), n_per_group=(n, n), sessions=2, seed=1)
+        print(f"cohort: {2 * n} participants x 2 sessions x 10 ROIs x 4 metrics "
+              f"(written in {time.perf_counter() - t0:.1f} s); cpus {os.cpu_count()}, "
+              f"load {os.getloadavg()[0]:.1f}")
+        modes = [False] if args.no_figures else [False, True]
+        for figures in modes:
+            times, cpu = [], []
+            for _ in range(args.repeats):
+                t0, c0 = time.perf_counter(), time.process_time()
+                written = run_group(bids, out, clinical_columns=["EDSS"],
+                                    covariates=["age", "sex"], figures=figures)
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            label = "with figures" if figures else "tables only"
+            print(f"run_group {label}: best wall {min(times):.1f} s, CPU {min(cpu):.1f} s, "
+                  f"of {len(times)} ({len(written)} files; load {os.getloadavg()[0]:.1f})")
+        for name in ("group_roistats", "group_summary", "group_comparisons", "group_agefit",
+                     "group_longitudinal", "group_correlations", "group_regressions"):
+            rows = len(pd.read_csv(out / "group" / f"{name}.tsv", sep="\t"))
+            print(f"  {name}.tsv: {rows} rows")
+
+
+if __name__ == "__main__":
+    main()

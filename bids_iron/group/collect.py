@@ -1,0 +1,343 @@
+"""Find every session's ``roistats.tsv`` and join it with ``participants.tsv``/``sessions.tsv``.
+
+File input only; the statistics live in the other modules of `bids_iron.group` and take the
+long table this module returns.
+
+Age per session (years)
+-----------------------
+1. the age column (``--age-column``, default ``age``) of the subject's ``sessions.tsv``;
+2. else the same column of ``participants.tsv``, taken as the age at the participant's first
+   session (earliest ``acq_time`` in ``sessions.tsv``), plus the time from that session to this
+   one (``acq_time`` difference / 365.25 days) when both dates are known;
+3. else the participants.tsv age unchanged (same for every session), or n/a.
+
+The column ``age_source`` says which rule gave each value.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+LOG = logging.getLogger("bids_iron.group")
+
+#: Columns every roistats.tsv must have.
+REQUIRED_ROISTATS = ("roi", "hemisphere", "metric", "mean")
+#: Optional roistats columns carried into the cohort table.
+OPTIONAL_ROISTATS = ("median", "sd", "n_voxels", "volume_mm3", "source")
+#: Columns that identify one analysis unit (one ROI value per session).
+UNIT_KEYS = ["roi", "hemisphere", "metric", "source"]
+#: Column names the cohort table uses itself (clinical columns/covariates may not reuse them).
+RESERVED = {"participant_id", "session_id", "roi", "hemisphere", "metric", "source", "mean",
+            "median", "sd", "n_voxels", "volume_mm3", "group", "age_source", "acq_time",
+            "session_order", "n_sessions", "is_baseline", "years_from_baseline",
+            "mean_agecorrected", "roistats_file"}
+
+_NA = ["n/a", "N/A", ""]
+
+
+def read_tsv(path):
+    """Read a BIDS TSV (``n/a`` is missing; everything else kept as written)."""
+    try:
+        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=_NA)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{path}: cannot read as a tab-separated table ({exc}); "
+                         "fix or remove the file") from None
+
+
+def _numeric(series, path, column, fix):
+    """Convert a column to float; an InputError names the file, column and bad values."""
+    values = pd.to_numeric(series, errors="coerce")
+    bad = series[values.isna() & series.notna()]
+    if len(bad):
+        shown = ", ".join(repr(v) for v in sorted(set(bad.astype(str)))[:3])
+        raise InputError(f"{path}: column '{column}' has non-numeric values ({shown}); {fix}")
+    return values.astype(float)
+
+
+def _natural_key(label):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(label))]
+
+
+def find_roistats(output_dir):
+    """All ``sub-*/[ses-*/]anat/*_roistats.tsv`` under OUTPUT_DIR, sorted."""
+    root = Path(output_dir)
+    paths = list(root.glob("sub-*/anat/*_roistats.tsv")) + \
+        list(root.glob("sub-*/ses-*/anat/*_roistats.tsv"))
+    return sorted(paths)
+
+
+def read_roistats(paths):
+    """Concatenate roistats tables, adding participant_id, session_id and roistats_file."""
+    frames = []
+    for path in paths:
+        table = read_tsv(path)
+        for column in REQUIRED_ROISTATS:
+            if column not in table.columns:
+                raise InputError(f"{path}: column '{column}' is missing; rerun the participant "
+                                 "level for this session (roistats.tsv needs roi, hemisphere, "
+                                 "metric, mean)")
+        up = path.parent.parent
+        sub, ses = (up.parent.name, up.name) if up.name.startswith("ses-") else (up.name, None)
+        table = table[[c for c in REQUIRED_ROISTATS + OPTIONAL_ROISTATS if c in table.columns]]
+        table.insert(0, "session_id", ses or "n/a")
+        table.insert(0, "participant_id", sub)
+        table["roistats_file"] = str(path)
+        frames.append(table)
+    raw = pd.concat(frames, ignore_index=True)
+    data = raw[["participant_id", "session_id"]].copy()
+    for column in REQUIRED_ROISTATS[:3]:
+        data[column] = raw[column].astype(str).str.strip()
+    data["source"] = raw["source"].fillna("n/a").astype(str) if "source" in raw else "n/a"
+    for column in ("mean", "median", "sd", "n_voxels", "volume_mm3"):
+        if column not in raw:
+            data[column] = np.nan
+            continue
+        values = pd.to_numeric(raw[column], errors="coerce")
+        bad = values.isna() & raw[column].notna()
+        if bad.any():
+            first = raw[bad].iloc[0]
+            raise InputError(f"{first.roistats_file}: column '{column}' has non-numeric value "
+                             f"{first[column]!r}; rerun the participant level for this session")
+        data[column] = values.astype(float)
+    data["roistats_file"] = raw["roistats_file"]
+    dup = data.duplicated(["participant_id", "session_id"] + UNIT_KEYS, keep=False)
+    if dup.any():
+        row = data[dup].iloc[0]
+        files = sorted(set(data.loc[dup & (data.participant_id == row.participant_id)
+                                    & (data.session_id == row.session_id), "roistats_file"]))
+        raise InputError(f"{files[0]}: ROI '{row.roi}' {row.hemisphere} {row.metric} appears "
+                         f"more than once for {row.participant_id} {row.session_id} "
+                         f"(files: {', '.join(Path(f).name for f in files)}); keep one "
+                         "roistats.tsv per session")
+    return data
+
+
+def _read_participants(bids_dir, group_column):
+    path = Path(bids_dir) / "participants.tsv"
+    if not path.exists():
+        raise InputError(f"{path}: file not found; the group level needs participants.tsv with "
+                         f"columns participant_id and '{group_column}'")
+    table = read_tsv(path)
+    if "participant_id" not in table.columns:
+        raise InputError(f"{path}: column 'participant_id' is missing; add it (values sub-<label>)")
+    table["participant_id"] = table["participant_id"].astype(str).str.strip()
+    table.loc[~table.participant_id.str.startswith("sub-"), "participant_id"] = \
+        "sub-" + table.participant_id
+    if table.participant_id.duplicated().any():
+        dup = table.participant_id[table.participant_id.duplicated()].iloc[0]
+        raise InputError(f"{path}: column 'participant_id' lists {dup} more than once; "
+                         "keep one row per participant")
+    if group_column not in table.columns:
+        raise InputError(f"{path}: column '{group_column}' (--group-column) is missing; add it "
+                         f"or name the group column with --group-column (columns: "
+                         f"{', '.join(table.columns)})")
+    return path, table
+
+
+def _read_sessions(bids_dir, participants):
+    """All subjects' sessions.tsv stacked (participant_id, session_id, ...) and their paths."""
+    frames, paths = [], {}
+    for sub in participants:
+        path = Path(bids_dir) / sub / f"{sub}_sessions.tsv"
+        if not path.exists():
+            continue
+        table = read_tsv(path)
+        if "session_id" not in table.columns:
+            raise InputError(f"{path}: column 'session_id' is missing; add it (values ses-<label>)")
+        table["session_id"] = table["session_id"].astype(str).str.strip()
+        table.loc[~table.session_id.str.startswith("ses-"), "session_id"] = \
+            "ses-" + table.session_id
+        table.insert(0, "participant_id", sub)
+        if "acq_time" in table.columns:
+            times = pd.to_datetime(table["acq_time"], errors="coerce", format="ISO8601")
+            bad = table["acq_time"][times.isna() & table["acq_time"].notna()]
+            if len(bad):
+                raise InputError(f"{path}: column 'acq_time' has values that are not ISO 8601 "
+                                 f"dates ({bad.iloc[0]!r}); write YYYY-MM-DDThh:mm:ss")
+            table["acq_time"] = times
+        paths[sub] = path
+        frames.append(table)
+    if not frames:
+        return pd.DataFrame(columns=["participant_id", "session_id"]), paths
+    return pd.concat(frames, ignore_index=True), paths
+
+
+def _lookup(column, sessions, participants, data, ppath, spaths, required, numeric, what):
+    """Per row of ``data``: sessions.tsv value if present, else participants.tsv value."""
+    in_ses = column in sessions.columns
+    in_par = column in participants.columns
+    if not (in_ses or in_par):
+        if required:
+            raise InputError(f"{ppath}: column '{column}' ({what}) is missing from participants.tsv "
+                             "and every sub-*/sub-*_sessions.tsv; add it or correct the option")
+        return None
+    result = pd.Series(np.nan if numeric else None, index=data.index,
+                       dtype=float if numeric else object)
+    if in_ses:
+        values = sessions[["participant_id", "session_id", column]]
+        if numeric:
+            for sub, chunk in values.groupby("participant_id"):
+                _numeric(chunk[column], spaths.get(sub, "sessions.tsv"), column,
+                         f"write numbers ({what}) or n/a")
+        merged = data[["participant_id", "session_id"]].merge(
+            values, how="left", on=["participant_id", "session_id"])
+        result = merged[column].set_axis(data.index)
+        if numeric:
+            result = pd.to_numeric(result, errors="coerce").astype(float)
+    if in_par:
+        pvals = participants.set_index("participant_id")[column]
+        if numeric:
+            pvals = _numeric(pvals, ppath, column, f"write numbers ({what}) or n/a")
+        fill = data["participant_id"].map(pvals)
+        result = result.where(result.notna(), fill)
+    return result
+
+
+def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
+                   clinical_columns=(), covariates=(), log=None):
+    """Build the cohort's long table: every session's ROI values joined with demographics.
+
+    Parameters
+    ----------
+    bids_dir, output_dir : path-like
+        The raw BIDS dataset (participants.tsv, sub-*/sub-*_sessions.tsv) and the bids-iron
+        derivatives (sub-*/[ses-*/]anat/*_roistats.tsv).
+    group_column : str
+        participants.tsv column with the group label.
+    age_column : str or None
+        Age column (years) in sessions.tsv or participants.tsv; None means ``age`` if present.
+    clinical_columns, covariates : sequence of str
+        Columns of sessions.tsv (per session) or participants.tsv (per participant).
+        Clinical columns must be numeric; covariates may be categorical.
+
+    Returns
+    -------
+    data : DataFrame
+        One row per session x roi x hemisphere x metric x source.
+    info : dict
+        ``age_available`` (bool), ``files`` (inputs read), ``clinical_columns``, ``covariates``.
+
+    Raises
+    ------
+    InputError
+        No roistats.tsv, missing participants.tsv or a missing/non-numeric column.
+    """
+    log = log or LOG
+    paths = find_roistats(output_dir)
+    if not paths:
+        raise InputError(f"{output_dir}: no sub-*/[ses-*/]anat/*_roistats.tsv found; run the "
+                         "participant level first (bids-iron BIDS_DIR OUTPUT_DIR participant)")
+    for name in list(clinical_columns) + [c for c in covariates if c != group_column]:
+        if name in RESERVED:
+            raise InputError(f"--clinical-columns/--covariates: '{name}' is a column name the "
+                             "group tables use themselves; rename that column in "
+                             "participants.tsv/sessions.tsv")
+    data = read_roistats(paths)
+    ppath, participants = _read_participants(bids_dir, group_column)
+    missing = sorted(set(data.participant_id) - set(participants.participant_id))
+    if missing:
+        raise InputError(f"{ppath}: no row for {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''} (participants with roistats.tsv "
+                         "in OUTPUT_DIR); add their rows to participants.tsv")
+    sessions, spaths = _read_sessions(bids_dir, sorted(set(data.participant_id)))
+
+    group = data.participant_id.map(participants.set_index("participant_id")[group_column])
+    data["group"] = group.astype(object).where(group.notna(), None)
+    nogroup = sorted(set(data.participant_id[data.group.isna()]))
+    if nogroup:
+        log.warning("%s: column '%s' is n/a for %s; they are left out of group comparisons",
+                    ppath, group_column, ", ".join(nogroup[:5]))
+
+    # session order and dates
+    if "acq_time" in sessions.columns:
+        times = data[["participant_id", "session_id"]].merge(
+            sessions[["participant_id", "session_id", "acq_time"]], how="left",
+            on=["participant_id", "session_id"])["acq_time"]
+        data["acq_time"] = pd.to_datetime(times.set_axis(data.index))
+    else:
+        data["acq_time"] = pd.Series(pd.NaT, index=data.index, dtype="datetime64[ns]")
+    visits = data[["participant_id", "session_id", "acq_time"]].drop_duplicates(
+        ["participant_id", "session_id"])
+    order = {}
+    for sub, chunk in visits.groupby("participant_id", sort=False):
+        if chunk.acq_time.notna().all():
+            chunk = chunk.sort_values(["acq_time", "session_id"])
+        else:
+            labels = list(chunk.session_id)
+            chunk = chunk.iloc[sorted(range(len(labels)), key=lambda i: _natural_key(labels[i]))]
+        for i, ses in enumerate(chunk.session_id):
+            order[(sub, ses)] = (i + 1, len(chunk))
+    keys = list(zip(data.participant_id, data.session_id))
+    data["session_order"] = [order[k][0] for k in keys]
+    data["n_sessions"] = [order[k][1] for k in keys]
+    data["is_baseline"] = data["session_order"] == 1
+    first = data[data.is_baseline].drop_duplicates("participant_id").set_index(
+        "participant_id")["acq_time"]
+    delta = data["acq_time"] - data.participant_id.map(first)
+    data["years_from_baseline"] = delta.dt.total_seconds() / (365.25 * 86400)
+
+    # age
+    age_name = age_column or "age"
+    data["age"] = np.nan
+    data["age_source"] = "n/a"
+    if age_name in sessions.columns:
+        age = _lookup(age_name, sessions, participants.drop(columns=[age_name], errors="ignore"),
+                      data, ppath, spaths, False, True, "age in years")
+        data["age"] = age
+        data.loc[age.notna(), "age_source"] = "sessions.tsv"
+    if age_name in participants.columns:
+        page = _numeric(participants.set_index("participant_id")[age_name], ppath, age_name,
+                        "write the age in years (number) or n/a")
+        # participants.tsv age = age at the first session in sessions.tsv (earliest acq_time)
+        base = data.participant_id.map(page)
+        if "acq_time" in sessions.columns:
+            start = sessions.groupby("participant_id")["acq_time"].min()
+            since = (data["acq_time"] - pd.to_datetime(data.participant_id.map(start))) \
+                .dt.total_seconds() / (365.25 * 86400)
+        else:
+            since = pd.Series(np.nan, index=data.index)
+        todo = data["age"].isna() & base.notna()
+        dated = todo & since.notna()
+        data.loc[dated, "age"] = base[dated] + since[dated]
+        data.loc[dated, "age_source"] = "participants.tsv+acq_time"
+        undated = todo & since.isna()
+        data.loc[undated, "age"] = base[undated]
+        data.loc[undated, "age_source"] = "participants.tsv"
+    if age_name not in sessions.columns and age_name not in participants.columns:
+        if age_column:
+            raise InputError(f"{ppath}: column '{age_column}' (--age-column) is missing from "
+                             "participants.tsv and every sessions.tsv; add it or correct "
+                             "--age-column")
+        log.warning("%s: no 'age' column in participants.tsv or sessions.tsv; age correction "
+                    "is skipped (name the column with --age-column)", ppath)
+    age_available = bool(data["age"].notna().any())
+
+    for column in clinical_columns:
+        data[column] = _lookup(column, sessions, participants, data, ppath, spaths, True, True,
+                               "--clinical-columns")
+    for column in covariates:
+        if column in (age_name, group_column):
+            continue  # the per-session age computed above; the group column as read
+        values = _lookup(column, sessions, participants, data, ppath, spaths, True, False,
+                         "--covariates")
+        as_num = pd.to_numeric(values, errors="coerce")
+        data[column] = as_num.astype(float) if (as_num.notna() == values.notna()).all() \
+            else values.astype(object)
+
+    n_sub = data.participant_id.nunique()
+    n_ses = data.drop_duplicates(["participant_id", "session_id"]).shape[0]
+    log.info("group: %d roistats.tsv files, %d participants, %d sessions", len(paths), n_sub,
+             n_ses)
+    info = {"age_available": age_available, "age_column": age_name,
+            "files": [str(p) for p in paths] + [str(ppath)] + [str(p) for p in spaths.values()],
+            "clinical_columns": list(clinical_columns),
+            "covariates": [("age" if c == age_name else "group" if c == group_column else c)
+                           for c in covariates]}
+    return data, info

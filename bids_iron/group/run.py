@@ -1,0 +1,237 @@
+"""The group level: read every session's roistats.tsv, write the cohort tables, figures and
+report to OUTPUT_DIR/group/. File I/O and orchestration only; the statistics are in
+`summary`, `compare`, `agecorr`, `longitudinal` and `correlations`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._common import UNIT_KEYS, group_levels
+from .agecorr import FIT_COLUMNS, age_correct, fit_age_curves
+from .collect import collect_cohort
+from .compare import compare_groups
+from .correlations import correlate
+from .dictionary import write_table
+from .longitudinal import CHANGE_MEASURES, change_summary, changes
+from .summary import sections, summarize
+
+LOG = logging.getLogger("bids_iron.group")
+
+METHODS = """
+<p>Every statistic uses each session's ROI <code>mean</code> (roistats.tsv), per roi x hemisphere
+x metric x source. Groups come from participants.tsv column <code>{group_column}</code>;
+controls are <code>{control_label}</code>. <b>Sections</b>: each session label (that session
+of every participant), <code>baseline</code> (every participant's first session, by
+acq_time, else by label) and <code>change</code> (first to last session).</p>
+<p><b>Group comparisons</b>: each group against the controls (difference = group - controls),
+then the other pairs. Mann-Whitney U (scipy, two-sided) with rank-biserial r = 2U/(n1 n2) - 1;
+Welch t-test (scipy, equal_var=False) with Cohen's d on the pooled SD. Benjamini-Hochberg q
+separately for each test, family = every roi x hemisphere x metric x source x pair test of one
+section and measure. No test with n &lt; 3 in a group or without variance (n/a and a note).</p>
+<p><b>Age correction</b>: R(age) = a(1 - exp(-b age)) + c fitted on the controls' baseline
+sessions (scipy.optimize.curve_fit, 0.001 &le; b &le; 2 per year, start from a grid over b);
+a straight line where that fit fails (see notes); corrected = value - R(age) + R({ref}).</p>
+<p><b>Longitudinal</b>: participants with &ge; 2 sessions; change = last - first, percent of
+the first value, per year (acq_time needed). Within-group: Wilcoxon signed-rank and one-sample
+t against 0; between groups: as above (section change).</p>
+<p><b>Correlations</b>: Pearson and Spearman (scipy) of raw and age-corrected baseline values
+and of change against each clinical column (clinical value at the first session), in everyone
+with values (<code>all</code>) and per group; OLS (statsmodels) value ~ clinical + covariates
+({covariates}); standardized beta = beta SD(x)/SD(y). q per subset x measure x clinical column
+family.</p>
+"""
+
+
+def _cohort_table(data, control_label):
+    visits = data.drop_duplicates(["participant_id", "session_id"])
+    rows = []
+    for g in group_levels(visits["group"], control_label) + ["n/a"]:
+        v = visits[visits["group"].isna()] if g == "n/a" else visits[visits["group"] == g]
+        if v.empty:
+            continue
+        base = v[v["is_baseline"]]
+        rows.append({"group": g, "participants": v["participant_id"].nunique(),
+                     "sessions": len(v),
+                     "with >= 2 sessions": int((base["n_sessions"] >= 2).sum()),
+                     "baseline age mean": base["age"].mean(),
+                     "baseline age SD": base["age"].std(ddof=1) if len(base) > 1 else np.nan})
+    return pd.DataFrame(rows)
+
+
+def run_group(bids_dir, output_dir, group_column="group", control_label="HC", age_column=None,
+              clinical_columns=(), covariates=(), reference_age=None, figures=True, log=None):
+    """Run the group level; return the list of files written under OUTPUT_DIR/group/.
+
+    Parameters
+    ----------
+    bids_dir, output_dir : path-like
+        Raw BIDS dataset (participants.tsv, sessions.tsv) and bids-iron derivatives
+        (sub-*/[ses-*/]anat/*_roistats.tsv).
+    group_column, control_label : str
+        participants.tsv group column and the label of the controls.
+    age_column : str or None
+        Age column (years) in sessions.tsv or participants.tsv; None: ``age`` when present.
+    clinical_columns : sequence of str
+        Numeric clinical columns (sessions.tsv or participants.tsv), e.g. EDSS.
+    covariates : sequence of str
+        Covariates of the regressions (numeric or categorical; the age column gives the
+        per-session age, the group column the group).
+    reference_age : float or None
+        Age of the age-corrected values; None: the controls' mean baseline age.
+    figures : bool
+        Write the PNG/SVG figures (the report then shows them).
+    log : logging.Logger or None
+
+    Raises
+    ------
+    bids_iron.errors.InputError
+        Missing inputs or missing/inconsistent columns (message names file and column).
+    """
+    log = log or LOG
+    start = time.perf_counter()
+    clinical_columns, covariates = list(clinical_columns), list(covariates)
+    out = Path(output_dir) / "group"
+    data, info = collect_cohort(bids_dir, output_dir, group_column, age_column,
+                                clinical_columns, covariates, log=log)
+    covariates = info["covariates"]
+    levels = group_levels(data["group"], control_label)
+    if control_label not in levels:
+        log.warning("group: no participant has %s '%s' (groups: %s); no age correction, and "
+                    "groups are compared pairwise", group_column, control_label,
+                    ", ".join(levels) or "none")
+    if len(levels) < 2:
+        log.warning("group: only %d group(s) (%s); group comparisons are n/a", len(levels),
+                    ", ".join(levels) or "none")
+    written = []
+
+    # age correction
+    if info["age_available"]:
+        fits = fit_age_curves(data, "mean", control_label, reference_age, log=log)
+        data["mean_agecorrected"] = age_correct(data, fits)
+    else:
+        fits = data[UNIT_KEYS].drop_duplicates().reset_index(drop=True)
+        for c in FIT_COLUMNS:
+            fits[c] = np.nan
+        fits["model"] = "none"
+        fits["note"] = f"no age column ('{info['age_column']}'): no age correction"
+        data["mean_agecorrected"] = np.nan
+    ref_age = fits["reference_age"].dropna()
+    ref_age = float(ref_age.iloc[0]) if len(ref_age) else np.nan
+    measures = [("raw", "mean")]
+    if data["mean_agecorrected"].notna().any():
+        measures.append(("age_corrected", "mean_agecorrected"))
+
+    # 1. cohort table
+    cohort = data.drop(columns=["roistats_file"]).copy()
+    cohort.insert(cohort.columns.get_loc("session_id") + 1, "group", cohort.pop("group"))
+    written += write_table(cohort, out / "group_roistats.tsv")
+    written += write_table(fits, out / "group_agefit.tsv")
+
+    # 2-3. summaries and comparisons per section and measure
+    summaries, comparisons = [], []
+    for section, rows in sections(data):
+        for measure, column in measures:
+            summaries.append(summarize(rows, column, control_label, section, measure))
+            comparisons.append(compare_groups(rows, column, control_label, section, measure))
+
+    # 5. longitudinal
+    extra = [c for c in clinical_columns + covariates if c not in ("age", "group")]
+    change = changes(data, "mean", extra=extra)
+    if "age" in covariates:
+        change["age"] = change["age_first"]
+    written += write_table(change, out / "group_longitudinal.tsv")
+    change_sum = change_summary(change, control_label)
+    written += write_table(change_sum, out / "group_longitudinal_summary.tsv")
+    for measure in CHANGE_MEASURES:
+        if not change.empty:
+            comparisons.append(compare_groups(change, measure, control_label, "change", measure))
+    summary = pd.concat(summaries, ignore_index=True)
+    comparison = pd.concat(comparisons, ignore_index=True)
+    written += write_table(summary, out / "group_summary.tsv")
+    written += write_table(comparison, out / "group_comparisons.tsv")
+
+    # 6. correlations
+    corr = reg = None
+    if clinical_columns:
+        base = data[data["is_baseline"]]
+        parts = [correlate(base, col, clinical_columns, covariates, measure)
+                 for measure, col in measures]
+        if not change.empty:
+            parts += [correlate(change, m, clinical_columns, covariates, m)
+                      for m in ("change", "change_per_year")]
+        corr = pd.concat([p[0] for p in parts], ignore_index=True)
+        reg = pd.concat([p[1] for p in parts], ignore_index=True)
+        written += write_table(corr, out / "group_correlations.tsv")
+        written += write_table(reg, out / "group_regressions.tsv")
+    elif covariates:
+        log.warning("group: --covariates given without --clinical-columns; no regressions")
+    t_tables = time.perf_counter() - start
+
+    # 7. figures
+    figs = []
+    if figures:
+        from . import plots
+        metrics = [m for m in ("r2star", "t2star", "lfs", "chi") if m in set(data["metric"])]
+        metrics += sorted(set(data["metric"]) - set(metrics))
+        base = data[data["is_baseline"]]
+        for metric in metrics:
+            p = plots.box_strip(base, metric, out / f"group_desc-boxplot_{metric}", "mean",
+                                control_label, title=f"{metric}: baseline, by group")
+            figs.append((p, f"{metric} at baseline by group"))
+            if len(measures) > 1:
+                p = plots.box_strip(base, metric, out / f"group_desc-boxplotagecorrected_{metric}",
+                                    "mean_agecorrected", control_label,
+                                    title=f"{metric}: baseline, age-corrected to "
+                                          f"{ref_age:.1f} years")
+                figs.append((p, f"{metric} at baseline, age-corrected to {ref_age:.1f} years"))
+            for clin in clinical_columns:
+                safe = "".join(ch for ch in clin if ch.isalnum())
+                p = plots.scatter_clinical(base, metric, clin, out / f"group_desc-{safe}_{metric}",
+                                           "mean", control_label)
+                figs.append((p, f"{metric} at baseline against {clin}"))
+            p = plots.spaghetti(data, metric, out / f"group_desc-spaghetti_{metric}", "mean",
+                                control_label)
+            figs.append((p, f"{metric} over sessions"))
+        figs = [(p, c) for p, c in figs if p]
+        for p, _ in figs:
+            written += p
+    t_figs = time.perf_counter() - start - t_tables
+
+    # report
+    from .report import figure_html, table_html, write_report
+    cov_text = ", ".join(covariates) or "none"
+    blocks = [("Cohort", [table_html(_cohort_table(data, control_label))]),
+              ("Methods", [METHODS.format(group_column=group_column, control_label=control_label,
+                                          ref=f"{ref_age:.1f} years" if np.isfinite(ref_age)
+                                          else "reference age", covariates=cov_text)])]
+    if figs:
+        blocks.append(("Figures", [figure_html(p[0], c) for p, c in figs]))
+    sel = summary[summary.section == "baseline"]
+    blocks.append(("Group summary (baseline; group_summary.tsv)", [table_html(sel[[
+        "measure", "group", "roi", "hemisphere", "metric", "source", "n", "mean_sd",
+        "median_iqr", "note"]])]))
+    cmp_cols = ["section", "measure", "roi", "hemisphere", "metric", "group_a", "group_b", "n_a",
+                "n_b", "difference", "percent_difference", "p_mwu", "q_mwu", "r_rb", "p_welch",
+                "q_welch", "cohen_d", "note"]
+    blocks.append(("Group comparisons (baseline and change; group_comparisons.tsv)",
+                   [table_html(comparison[comparison.section.isin(["baseline", "change"])]
+                               [cmp_cols])]))
+    blocks.append(("Age fit on controls (group_agefit.tsv)", [table_html(fits)]))
+    if not change.empty:
+        blocks.append(("Longitudinal change within groups (group_longitudinal_summary.tsv)",
+                       [table_html(change_sum)]))
+    if corr is not None:
+        blocks.append(("Correlations (group_correlations.tsv)",
+                       [table_html(corr[corr.subset == "all"])]))
+    blocks.append(("Files", ["<ul>" + "".join(
+        f"<li><a href='{p.name}'>{p.name}</a></li>" for p in written
+        if p.suffix in (".tsv", ".json")) + "</ul>"]))
+    written.append(write_report(out / "report.html", "bids-iron group report", blocks))
+    log.info("group: %d files in %s (tables %.1f s, figures %.1f s)", len(written), out,
+             t_tables, t_figs)
+    return written

@@ -1,0 +1,99 @@
+"""A synthetic cohort with known effects, written as bids-iron outputs (tests, benchmarks, demos).
+
+Model of each ROI value (``mean`` of roistats.tsv) for participant i at a session of age t:
+
+    value = a (1 - exp(-b t)) + c                 (age curve, every participant)
+            + group_effect                        (patients only)
+            + yearly_change * years_since_first   (patients only, beyond ageing)
+            + edss_slope * (EDSS - edss_mean)     (patients only; EDSS per participant)
+            + noise (SD ``noise``)
+
+with per-metric scaling (r2star in 1/s; t2star = 1/r2star; chi and lfs in ppm). EDSS is n/a
+for controls. The truth is returned so that callers can check what the statistics recover.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_ROIS = [("caudate", "left"), ("caudate", "right"), ("putamen", "left"),
+                ("putamen", "right"), ("globus_pallidus", "left"),
+                ("globus_pallidus", "right"), ("thalamus", "left"), ("thalamus", "right"),
+                ("red_nucleus", "bilateral"), ("substantia_nigra", "bilateral")]
+#: metric -> (a, b, c, group_effect, yearly_change, edss_slope, noise)
+TRUTH = {"r2star": (15.0, 0.05, 14.0, 2.0, 0.5, 0.8, 1.0),
+         "chi": (0.10, 0.05, 0.0, 0.012, 0.004, 0.006, 0.008),
+         "lfs": (0.02, 0.05, 0.0, 0.003, 0.001, 0.0015, 0.002)}
+
+
+def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, interval_years=2.0,
+                rois=DEFAULT_ROIS, metrics=("r2star", "t2star", "chi", "lfs"), seed=0,
+                age_range=(20.0, 70.0), edss_mean=3.0, with_acq_time=True,
+                age_in="participants"):
+    """Write ``root/bids`` (participants.tsv, sessions.tsv) and ``root/derivatives``
+    (roistats.tsv per session). Returns (bids_dir, output_dir, truth dict).
+
+    ``age_in``: ``participants`` (baseline age; sessions add acq_time) or ``sessions``.
+    The first group is the controls (no group effect, no extra change, EDSS n/a).
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    bids, deriv = root / "bids", root / "derivatives"
+    bids.mkdir(parents=True, exist_ok=True)
+    prow = []
+    sub_i = 0
+    start = datetime.datetime(2015, 1, 5, 9, 0, 0)
+    for gi, (group, n) in enumerate(zip(groups, n_per_group)):
+        patient = gi > 0
+        for _ in range(n):
+            sub_i += 1
+            sub = f"sub-{sub_i:03d}"
+            age0 = rng.uniform(*age_range)
+            edss = float(np.round(rng.uniform(0, 6) * 2) / 2) if patient else np.nan
+            sex = "F" if rng.random() < 0.6 else "M"
+            prow.append({"participant_id": sub, "age": round(age0, 2), "sex": sex,
+                         "group": group, "EDSS": edss})
+            srows = []
+            t0 = start + datetime.timedelta(days=int(rng.integers(0, 700)))
+            for s in range(sessions):
+                years = s * interval_years
+                acq = t0 + datetime.timedelta(days=years * 365.25)
+                ses = f"ses-{s + 1:02d}"
+                age = age0 + years
+                srows.append({"session_id": ses,
+                              "acq_time": acq.strftime("%Y-%m-%dT%H:%M:%S") if with_acq_time
+                              else "n/a", "age": round(age, 2)})
+                rows = []
+                for roi, hemi in rois:
+                    base_r2 = None
+                    for metric in metrics:
+                        key = "r2star" if metric == "t2star" else metric
+                        a, b, c, ge, yc, es, noise = TRUTH[key]
+                        v = a * (1 - np.exp(-b * age)) + c + rng.normal(0, noise)
+                        if patient:
+                            v += ge + yc * years + es * (edss - edss_mean)
+                        if metric == "r2star":
+                            base_r2 = v
+                        if metric == "t2star":
+                            v = 1.0 / (base_r2 if base_r2 is not None else v)
+                        rows.append({"roi": roi, "hemisphere": hemi, "metric": metric,
+                                     "mean": v, "median": v, "sd": abs(v) * 0.1,
+                                     "n_voxels": 200, "volume_mm3": 1600.0, "source": "atlas"})
+                d = deriv / sub / ses / "anat"
+                d.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(rows).to_csv(d / f"{sub}_{ses}_roistats.tsv", sep="\t", index=False,
+                                          float_format="%.8g")
+            sdf = pd.DataFrame(srows)
+            if age_in != "sessions":
+                sdf = sdf.drop(columns="age")
+            (bids / sub).mkdir(exist_ok=True)
+            sdf.to_csv(bids / sub / f"{sub}_sessions.tsv", sep="\t", index=False, na_rep="n/a")
+    pdf = pd.DataFrame(prow)
+    pdf.to_csv(bids / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    truth = {"metrics": TRUTH, "edss_mean": edss_mean, "interval_years": interval_years,
+             "groups": list(groups)}
+    return bids, deriv, truth

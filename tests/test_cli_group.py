@@ -1,0 +1,28 @@
+"""`bids-iron BIDS_DIR OUTPUT_DIR group` from the command line."""
+
+import pandas as pd
+
+from bids_iron.group.synthetic import make_cohort
+from conftest import run_cli
+
+
+def test_group_level_command(tmp_path):
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(8, 8), rois=[("putamen", "left"), ("globus_pallidus", "left")],
+                               metrics=("r2star", "chi"))
+    code, _, err = run_cli(bids, out, "group", "--clinical-columns", "EDSS", "--no-figures")
+    assert code == 0, err
+    group = out / "group"
+    for name in ("group_roistats", "group_summary", "group_comparisons", "group_correlations"):
+        assert (group / f"{name}.tsv").exists() and (group / f"{name}.json").exists(), name
+    comparisons = pd.read_csv(group / "group_comparisons.tsv", sep="\t")
+    assert {"roi", "metric"} <= set(comparisons.columns)
+    assert (group / "report.html").exists()
+
+
+def test_group_level_missing_column(tmp_path):
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(4, 4), rois=[("putamen", "left")],
+                               metrics=("r2star",))
+    code, _, err = run_cli(bids, out, "group", "--group-column", "diagnosis")
+    assert code == 2 and "Traceback" not in err
+    line = [l for l in err.splitlines() if l.startswith("bids-iron: error:")][0]
+    assert "participants.tsv" in line and "diagnosis" in line
