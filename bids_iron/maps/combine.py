@@ -9,9 +9,9 @@ negated before these functions (see DESIGN.md, "Conventions").
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from bids_iron.maps.unwrap import DEFAULT_UNWRAP_METHOD, UNWRAP_METHODS, unwrap_phase
+from bids_iron.maps.unwrap import (DEFAULT_UNWRAP_METHOD, UNWRAP_METHODS, _unwrap_first_echo,
+                                   unwrap_phase)
 
 __all__ = ["remove_phase_offset_mcpc3ds", "fit_field_from_phase", "estimate_field_map",
            "FieldMap"]
@@ -113,6 +113,9 @@ def remove_phase_offset_mcpc3ds(phase, magnitude, te, voxel_size, mask=None, sig
     multi-channel phase data from multi-echo acquisitions (ASPIRE). Magn Reson Med
     2018;79:2996-3006.
     """
+    from bids_iron.maps._romeo import (gaussian_smooth_pair, offset_from_phasor, offset_phasor,
+                                       subtract_offset)
+
     phase, magnitude, te, mask = _check_echoes(phase, magnitude, te, mask, min_echoes=2)
     if magnitude is None:
         raise ValueError("magnitude is required")
@@ -126,24 +129,25 @@ def remove_phase_offset_mcpc3ds(phase, magnitude, te, voxel_size, mask=None, sig
         raise ValueError(f"unwrap_method must be one of {UNWRAP_METHODS}, got {unwrap_method!r}")
     if not sigma_mm >= 0:
         raise ValueError(f"sigma_mm must be >= 0, got {sigma_mm!r}")
-    diff = _wrap(phase[..., b] - phase[..., a])
-    mag_pair = np.sqrt(magnitude[..., a] * magnitude[..., b])
-    dphi = unwrap_phase(diff, voxel_size, magnitude=mag_pair, mask=mask, method=unwrap_method,
-                        workers=workers)
-    if mask.any():
-        dphi -= np.float32(_TWO_PI * np.round(np.median(dphi[mask]) / _TWO_PI))
     ratio = te[a] / (te[b] - te[a])
-    offset = phase[..., a] - np.float32(ratio) * dphi
+    dphi = _wrap(phase[..., b] - phase[..., a])
+    # With TE_a an integer multiple of TE_b - TE_a (e.g. TE2 = 2 TE1, as in ASPIRE), wraps of
+    # dphi shift the offset by multiples of 2*pi only, which leave exp(i offset), and so both
+    # outputs, unchanged: the spatial unwrapping (the costliest step) is then skipped.
+    if abs(ratio - np.round(ratio)) > 1e-6 * abs(ratio):
+        mag_pair = np.sqrt(magnitude[..., a] * magnitude[..., b])
+        dphi = unwrap_phase(dphi, voxel_size, magnitude=mag_pair, mask=mask,
+                            method=unwrap_method, workers=workers)
+        if mask.any():
+            dphi -= np.float32(_TWO_PI * np.round(np.median(dphi[mask]) / _TWO_PI))
+    # raw offset and its magnitude-weighted phasor in one pass (float32, no complex arrays)
+    offset, re, im = offset_phasor(phase, magnitude, a, dphi, np.float32(ratio), mask)
     if sigma_mm > 0:
-        weight = magnitude[..., a] * mask
-        z = weight * np.exp(1j * offset)
-        sigma = sigma_mm / voxel_size
-        re = ndimage.gaussian_filter(z.real.astype(np.float32), sigma, mode="nearest")
-        im = ndimage.gaussian_filter(z.imag.astype(np.float32), sigma, mode="nearest")
-        offset = np.arctan2(im, re)
-        offset[(re == 0) & (im == 0)] = 0.0
-    offset = _wrap(offset)
-    corrected = _wrap(phase - offset[..., None])
+        re, im = gaussian_smooth_pair(re, im, sigma_mm / voxel_size)
+        offset = offset_from_phasor(re, im)
+    else:
+        offset = _wrap(offset)
+    corrected = subtract_offset(phase, offset)
     return corrected, offset
 
 
@@ -191,24 +195,15 @@ def fit_field_from_phase(unwrapped, magnitude, te, mask=None):
     True
     """
     unwrapped, magnitude, te, mask = _check_echoes(unwrapped, magnitude, te, mask, "unwrapped")
-    te32 = te.astype(np.float32)
-    phi = unwrapped[mask]  # (N, E): compute only inside the mask
-    w = np.ones(phi.shape, np.float32) if magnitude is None else magnitude[mask] ** 2
-    den = np.sum(w * te32 ** 2, axis=-1)
-    num = np.sum(w * te32 * phi, axis=-1)
-    n = phi.shape[1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope = np.where(den > 0, num / den, 0.0).astype(np.float32)
-        if n > 1:
-            res = phi - slope[:, None] * te32
-            var = np.sum(w * res ** 2, axis=-1) / (n - 1)
-            sd = np.where(den > 0, np.sqrt(var / den), np.inf)
-        else:
-            sd = np.full(slope.shape, np.inf)
+    from bids_iron.maps._romeo import temporal_unwrap_fit
+
     field = np.zeros(mask.shape, np.float32)
     field_sd = np.zeros(mask.shape, np.float32)
-    field[mask] = slope / np.float32(_TWO_PI)
-    field_sd[mask] = sd / np.float32(_TWO_PI)
+    use_mag = magnitude is not None
+    # fit only (compiled, one pass over the mask voxels); the echo-1 and unwrapped-output
+    # arguments of the temporal step are unused placeholders
+    temporal_unwrap_fit(unwrapped, field, magnitude if use_mag else unwrapped, te, mask,
+                        unwrapped, field, field_sd, use_mag, False, True)
     return field, field_sd
 
 
@@ -279,6 +274,8 @@ def estimate_field_map(phase, magnitude, te, voxel_size, mask=None,
     Eckstein K et al. Magn Reson Med 2018;79:2996-3006 (MCPC-3D-S).
     Dymerska B et al. Magn Reson Med 2021;85:2294-2308 (ROMEO, template unwrapping).
     """
+    from bids_iron.maps._romeo import temporal_unwrap_fit
+
     phase, magnitude, te, mask = _check_echoes(phase, magnitude, te, mask, min_echoes=2)
     if magnitude is None:
         raise ValueError("magnitude is required")
@@ -294,13 +291,16 @@ def estimate_field_map(phase, magnitude, te, voxel_size, mask=None,
                                                       mask=m, sigma_mm=sigma_mm,
                                                       unwrap_method=unwrap_method,
                                                       workers=workers)
-    unwrapped_c = unwrap_phase(corrected, voxel_size, magnitude=magnitude[box], mask=m, te=te,
-                               method=unwrap_method, workers=workers)
-    field_c, sd_c = fit_field_from_phase(unwrapped_c, magnitude[box], te, m)
+    # echo 1 spatially, then (fused, one pass over the mask voxels) the later echoes
+    # temporally and the weighted fit, written straight into the full-size outputs
+    mag_c = magnitude[box]
+    first = _unwrap_first_echo(corrected, m, te, mag_c, unwrap_method, voxel_size, workers)
     shape = mask.shape
     field, field_sd, offset = (np.zeros(shape, np.float32) for _ in range(3))
     unwrapped = np.zeros(phase.shape, np.float32)
-    field[box], field_sd[box], offset[box], unwrapped[box] = field_c, sd_c, offset_c, unwrapped_c
+    temporal_unwrap_fit(corrected, first, mag_c, te, m, unwrapped[box], field[box],
+                        field_sd[box], True, True, True)
+    offset[box] = offset_c
     return FieldMap(field_hz=field, field_sd_hz=field_sd, phase_offset=offset,
                     unwrapped=unwrapped)
 

@@ -108,22 +108,13 @@ def unwrap_echoes_temporally(wrapped, te, first_unwrapped, magnitude=None, mask=
     first_unwrapped = np.asarray(first_unwrapped, np.float32)
     if first_unwrapped.shape != wrapped.shape[:3]:
         raise ValueError("first_unwrapped must have the shape of one echo")
-    n_echoes = wrapped.shape[3]
-    w_in = wrapped[mask]  # (N, E): only the voxels in the mask
-    out_m = np.empty(w_in.shape, np.float32)
-    out_m[:, 0] = first_unwrapped[mask]
-    mag_m = None if magnitude is None else magnitude[mask]
-    num = np.zeros(w_in.shape[0], np.float32)
-    den = np.zeros(w_in.shape[0], np.float32)
-    two_pi = np.float32(_TWO_PI)
-    for k in range(1, n_echoes):
-        wk = np.float32(1.0) if mag_m is None else mag_m[:, k - 1] ** 2 + np.float32(1e-30)
-        num += wk * np.float32(te[k - 1]) * out_m[:, k - 1]
-        den += wk * np.float32(te[k - 1] ** 2)
-        predicted = num / den * np.float32(te[k])
-        out_m[:, k] = w_in[:, k] + two_pi * np.round((predicted - w_in[:, k]) / two_pi)
+    from bids_iron.maps._romeo import temporal_unwrap_fit
+
     out = np.zeros(wrapped.shape, np.float32)
-    out[mask] = out_m
+    use_mag = magnitude is not None
+    dummy = np.zeros((1, 1, 1), np.float32)
+    temporal_unwrap_fit(wrapped, first_unwrapped, magnitude if use_mag else wrapped,
+                        te, mask, out, dummy, dummy, use_mag, True, False)
     return out
 
 
@@ -135,29 +126,27 @@ def _center_global(unwrapped, mask):
 
 
 def _laplacian_3d(wrapped, mask, voxel_size, workers):
-    z = np.exp(1j * wrapped.astype(np.float32)).astype(np.complex64)
-    z[~mask] = 0
-    # Laplacian of the true phase from the wrapped phase: Im(conj(z) * lap(z)), |z| = 1
-    lap_z = np.zeros_like(z)
-    for axis, d in enumerate(voxel_size):
-        padded = np.pad(z, [(1, 1) if a == axis else (0, 0) for a in range(3)], mode="edge")
-        sl = lambda a, b: tuple(slice(a, b) if ax == axis else slice(None) for ax in range(3))
-        lap_z += (padded[sl(2, None)] + padded[sl(None, -2)] - 2 * z) / np.float32(d * d)
-    rhs = np.imag(np.conj(z) * lap_z).astype(np.float32)
-    rhs[~mask] = 0
+    from bids_iron.maps._romeo import wrapped_laplacian
+
+    # Laplacian of the true phase from the wrapped phase: Im(conj(z) * lap(z)), |z| = 1,
+    # z = 0 outside the mask (compiled, float32)
+    rhs = wrapped_laplacian(np.ascontiguousarray(wrapped, np.float32),
+                            np.ascontiguousarray(mask, bool),
+                            1.0 / np.asarray(voxel_size, np.float64) ** 2)
     # Neumann-boundary Poisson solve with DCT-II (eigenvalues of the same 3-point stencil)
-    eig = np.zeros(wrapped.shape, np.float64)
+    eig = np.zeros(wrapped.shape, np.float32)
     for axis, (n, d) in enumerate(zip(wrapped.shape, voxel_size)):
         lam = (2.0 * np.cos(np.pi * np.arange(n) / n) - 2.0) / (d * d)
-        eig = eig + lam.reshape([-1 if a == axis else 1 for a in range(3)])
+        eig = eig + lam.astype(np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
     eig[0, 0, 0] = 1.0
-    spec = scipy.fft.dctn(rhs, type=2, norm="ortho", workers=workers) / eig.astype(np.float32)
+    spec = scipy.fft.dctn(rhs, type=2, norm="ortho", workers=workers)
+    spec /= eig
     spec[0, 0, 0] = 0.0
     lap = scipy.fft.idctn(spec, type=2, norm="ortho", workers=workers).astype(np.float32)
     # global constant: the one that best matches the wrapped data, then round to congruence
     if mask.any():
-        c = np.angle(np.sum(np.exp(1j * (wrapped[mask] - lap[mask]).astype(np.float64))))
-        lap += np.float32(c)
+        resid = (wrapped[mask] - lap[mask]).astype(np.float64)
+        lap += np.float32(np.arctan2(np.sin(resid).sum(), np.cos(resid).sum()))
     out = wrapped + np.float32(_TWO_PI) * np.round((lap - wrapped) / np.float32(_TWO_PI))
     out[~mask] = 0.0
     return out.astype(np.float32)
@@ -223,55 +212,39 @@ def unwrap_laplacian(wrapped, voxel_size, mask=None, te=None, magnitude=None, wo
     if wrapped.ndim == 3:
         return _laplacian_3d(wrapped, mask, voxel_size, workers)
     if te is not None:
-        first = _center_global(_laplacian_3d(wrapped[..., 0], mask, voxel_size, workers), mask)
+        first = _unwrap_first_echo(wrapped, mask, te, magnitude, "laplacian", voxel_size, workers)
         return unwrap_echoes_temporally(wrapped, te, first, magnitude, mask)
     return np.stack([_laplacian_3d(wrapped[..., k], mask, voxel_size, workers)
                      for k in range(wrapped.shape[3])], axis=-1)
 
 
-def _edge_quality(phase, mask, magnitude=None, phase2=None, te_ratio=None):
-    """Quality in [0, 1] of the edges (v, v + e_d), shape (3, X, Y, Z), 0 where unusable."""
-    shape = phase.shape
-    if magnitude is not None and mask.any():
-        mref = np.float32(np.percentile(magnitude[mask], 90)) or np.float32(1.0)
-    quality = np.zeros((3,) + shape, np.float32)
-    for d in range(3):
-        lo = tuple(slice(0, -1) if a == d else slice(None) for a in range(3))
-        hi = tuple(slice(1, None) if a == d else slice(None) for a in range(3))
-        diff = _wrap(phase[hi] - phase[lo])
-        q = 1.0 - np.abs(diff) / np.float32(np.pi)
-        if phase2 is not None:
-            diff2 = _wrap(phase2[hi] - phase2[lo])
-            q *= np.maximum(0.0, 1.0 - np.abs(_wrap(diff - te_ratio * diff2)) / np.float32(np.pi))
-        if magnitude is not None:
-            m1, m2 = magnitude[lo], magnitude[hi]
-            mmin, mmax = np.minimum(m1, m2), np.maximum(m1, m2)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                q *= np.where(mmax > 0, (mmin / mmax) ** 2, 0.0)
-            q *= np.clip(mmin / mref, 0.0, 1.0)
-        q *= mask[lo] & mask[hi]
-        quality[(d,) + lo] = q
-    return quality
+def _magnitude_reference(magnitude, mask):
+    """90th percentile of the magnitude in the mask (1 if undefined or 0)."""
+    if magnitude is None or not mask.any():
+        return np.float32(1.0)
+    return np.float32(np.percentile(magnitude[mask], 90)) or np.float32(1.0)
 
 
 def _region_growing_3d(phase, mask, magnitude=None, phase2=None, te_ratio=None):
-    from bids_iron.maps._romeo import grow_regions
+    from bids_iron.maps._romeo import edge_bins, grow_regions
 
-    quality = _edge_quality(phase, mask, magnitude, phase2, te_ratio)
-    wbin = np.zeros(quality.shape, np.uint8)
-    usable = quality > 0
-    wbin[usable] = (1 + np.floor(quality[usable] * 254.0)).astype(np.uint8)
-    # seed: the voxel with the best sum of its edge qualities (smoothed neighbourhood)
-    score = quality.sum(axis=0)
-    score[1:] += quality[0, :-1]
-    score[:, 1:] += quality[1, :, :-1]
-    score[:, :, 1:] += quality[2, :, :, :-1]
-    seed = int(np.argmax(score)) if mask.any() else -1
-    strides = np.array([phase.shape[1] * phase.shape[2], phase.shape[2], 1], np.int64)
-    out, _ = grow_regions(np.ascontiguousarray(phase, np.float32).ravel(),
-                          wbin.reshape(3, -1), strides, seed)
-    out = out.reshape(phase.shape)
-    out[~mask] = 0.0
+    out = np.zeros(phase.shape, np.float32)
+    if not mask.any():
+        return out
+    # only the mask's bounding box has usable edges (smaller arrays: faster growth)
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in
+                (np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))))
+    crop = (lambda a: None if a is None else np.ascontiguousarray(a[box], np.float32))
+    ph, mag, ph2 = crop(phase), crop(magnitude), crop(phase2)
+    m = np.ascontiguousarray(mask[box])
+    use_mag, use_p2 = mag is not None, ph2 is not None
+    # edge qualities and the seed: the voxel with the best sum of its edge qualities
+    wbin, seed = edge_bins(ph, m, mag if use_mag else ph, ph2 if use_p2 else ph,
+                           np.float32(te_ratio if use_p2 else 1.0),
+                           _magnitude_reference(mag, m), use_mag, use_p2)
+    strides = np.array([ph.shape[1] * ph.shape[2], ph.shape[2], 1], np.int64)
+    grown, _ = grow_regions(ph.ravel(), wbin.reshape(-1, 4), strides, seed)
+    out[box] = np.where(m, grown.reshape(ph.shape), np.float32(0.0))
     return out
 
 
@@ -336,15 +309,28 @@ def unwrap_region_growing(wrapped, magnitude=None, mask=None, te=None):
         return _region_growing_3d(wrapped, mask, magnitude)
     mag = (lambda k: None) if magnitude is None else (lambda k: magnitude[..., k])
     if te is not None:
-        if wrapped.shape[3] > 1:
-            first = _region_growing_3d(wrapped[..., 0], mask, mag(0), wrapped[..., 1],
-                                       np.float32(te[0] / te[1]))
-        else:
-            first = _region_growing_3d(wrapped[..., 0], mask, mag(0))
-        first = _center_global(first, mask)
+        first = _unwrap_first_echo(wrapped, mask, te, magnitude, "region_growing")
         return unwrap_echoes_temporally(wrapped, te, first, magnitude, mask)
     return np.stack([_region_growing_3d(wrapped[..., k], mask, mag(k))
                      for k in range(wrapped.shape[3])], axis=-1)
+
+
+def _unwrap_first_echo(wrapped, mask, te, magnitude, method, voxel_size=None, workers=-1):
+    """Echo 1 of checked 4-D input unwrapped spatially as the ``te`` path of ``method`` does.
+
+    Region growing uses echo 2's gradient coherence (if there is an echo 2); the result is
+    shifted by the 2*pi multiple that brings its median in the mask nearest to 0.
+    """
+    if method == "laplacian":
+        first = _laplacian_3d(wrapped[..., 0], mask, voxel_size, workers)
+    else:
+        mag0 = None if magnitude is None else magnitude[..., 0]
+        if wrapped.shape[3] > 1:
+            first = _region_growing_3d(wrapped[..., 0], mask, mag0, wrapped[..., 1],
+                                       np.float32(te[0] / te[1]))
+        else:
+            first = _region_growing_3d(wrapped[..., 0], mask, mag0)
+    return _center_global(first, mask)
 
 
 #: Available unwrapping methods (name -> function with the `unwrap_phase` arguments).
