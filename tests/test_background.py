@@ -58,11 +58,11 @@ def test_recovers_local_field(fields, method):
 
 def test_default_and_erosion(fields):
     total, _, mask, vs = fields
-    assert DEFAULT_BACKGROUND_METHOD == "resharp"
-    _, m_v = remove_background_vsharp(total, mask, vs)  # smallest default radius: 3 voxels
-    ball3 = (np.indices((7, 7, 7)) - 3.0)
-    ball3 = (ball3 ** 2).sum(0) <= 9.0
-    assert np.array_equal(m_v, ndimage.binary_erosion(mask, ball3))
+    assert DEFAULT_BACKGROUND_METHOD == "vsharp"
+    _, m_v = remove_background_vsharp(total, mask, vs)  # smallest default radius: 8 mm
+    ball8 = (np.indices((9, 9, 9)) - 4.0) * np.asarray(vs, float).reshape(3, 1, 1, 1)
+    ball8 = (ball8 ** 2).sum(0) <= 64.0
+    assert np.array_equal(m_v, ndimage.binary_erosion(mask, ball8))
     _, m_v2 = remove_background_vsharp(total, mask, vs, radii_mm=(4.0, 8.0))
     ball = (np.indices((5, 5, 5)) - 2.0)
     ball = (ball ** 2).sum(0) <= 4.0

@@ -46,10 +46,15 @@ def test_lfs_pipeline_matches_truth(lfs_case):
     # paramagnetic nucleus depends on its shape, so its sign is not asserted)
     wm = ph.label_mask("white_matter") & inner
     lfs_wm = local_field_shift(local_hz, m, B0, reference_mask=wm)
-    for name in ("globus_pallidus", "putamen", "red_nucleus", "vein"):
+    checked = 0
+    for name in ("globus_pallidus", "putamen", "red_nucleus", "caudate", "vein"):
         roi = ph.label_mask(name) & inner
+        if roi.sum() < 3:  # e.g. the vein near the top lies outside the 8 mm V-SHARP mask
+            continue
         truth = local_ppm[roi].mean() - local_ppm[wm].mean()
         assert lfs_wm[roi].mean() == pytest.approx(truth, abs=max(0.004, 0.15 * abs(truth))), name
+        checked += 1
+    assert checked >= 3
 
 
 def test_lfs_exact_units_and_reference(lfs_case):

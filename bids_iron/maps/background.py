@@ -17,18 +17,30 @@ Mask erosion (the second returned array):
 method     output mask
 ========== =================================================================================
 vsharp     brain mask eroded by the *smallest* radius (voxels whose smallest ball fits in the
-           mask); the default radii start at three voxels, so about three voxels are lost.
-resharp    brain mask eroded by the (single) sphere radius.
+           mask); the default radii start at 8 mm, so about 8 mm are lost.
+resharp    brain mask eroded by the (single) sphere radius (default 8 mm).
 pdf        not eroded: the brain mask itself.
 ========== =================================================================================
 
-Default method (measured, ``benchmarks/accuracy_phase_chain.py``): on the qsm-forward head
-phantom (2 mm, 3 T, SNR 100, air cavity, skull next to the brain) the whole chain with
-**RESHARP** gave an LFS-vs-true-local-field correlation of 0.972 and chi ROI means over 12
-nuclei with slope 0.97 (TV-ADMM) / 0.99 (MEDI-like), r = 0.999. V-SHARP reached 0.50 (radii
-1 voxel..12 mm), 0.89 (6..25 mm) and 0.93 (6..35 mm) for LFS; with a smallest radius under
-3 voxels its boundary errors spread through the inversion (chi r < 0.8). RESHARP is
-therefore the default; V-SHARP and PDF remain selectable.
+Default method and radii (measured, ``benchmarks/accuracy_phase_chain.py``, whole chain
+with TV-ADMM on the qsm-forward head phantom: 3 T, SNR 100, air cavity, skull next to the
+brain). The leakage of the skull's and the cavity's field into the first millimetres inside
+the mask scales with distance, not with voxels, so the radii are set in mm:
+
+====================================  =========  ==========  ===========  ==========
+V-SHARP radii / RESHARP radius        grid       LFS r       chi slope    chi r
+====================================  =========  ==========  ===========  ==========
+V-SHARP 1 voxel..12 mm (common)       2 mm       0.50        0.73         0.56
+V-SHARP 6..25 mm                      1 mm       0.91        0.81         0.70
+V-SHARP 8..35 mm, step 3 (default)    2 mm       0.972       1.000        0.999
+V-SHARP 8..35 mm, step 3 (default)    1 mm       0.976       0.991        0.999
+V-SHARP 8..35 mm, step 3 (default)    2x2x3 mm   0.950       1.015        0.997
+RESHARP 4 mm                          1 mm       0.91        0.84         0.87
+RESHARP 8 mm (default)                1 mm       0.978       0.971        1.000
+RESHARP 8 mm (default)                2 mm       0.972       0.974        0.999
+====================================  =========  ==========  ===========  ==========
+
+V-SHARP is the default (its chi slope is closest to 1); RESHARP and PDF remain selectable.
 
 Computations run on the bounding box of the mask plus a margin, zero padded to FFT-friendly
 sizes, with real-to-complex FFTs (``scipy.fft.rfftn``) in float32.
@@ -159,17 +171,24 @@ def _demean(local, mask):
     return local.astype(np.float32)
 
 
-def _default_radii(voxel_size):
-    """From three (largest) voxels up to 25 mm, in steps of max(one voxel, 2 mm).
+#: Default V-SHARP radii (mm): smallest, largest, step (see the module docstring).
+VSHARP_RADII_MM = (8.0, 35.0, 3.0)
+#: Default RESHARP radius (mm).
+RESHARP_RADIUS_MM = 8.0
 
-    Three voxels: smaller balls leave boundary errors that spread through a dipole inversion;
-    25 mm: larger balls keep more of the slowly varying local field (see module docstring).
+
+def _default_radii(voxel_size):
+    """From 8 mm up to 35 mm in steps of 3 mm (at least one largest voxel apart).
+
+    8 mm: smaller balls leave the background leaking near the mask boundary, and those errors
+    spread through a dipole inversion; 35 mm: larger balls keep more of the slowly varying
+    local field (see the module docstring).
     """
     voxel = float(np.max(voxel_size))
-    step = max(voxel, 2.0)
-    smallest = 3.0 * voxel
-    largest = max(25.0, smallest)
-    return tuple(np.arange(smallest, largest + 1e-6, step))
+    smallest, largest, step = VSHARP_RADII_MM
+    smallest = max(smallest, voxel)
+    step = max(step, voxel)
+    return tuple(np.arange(smallest, max(largest, smallest) + 1e-6, step))
 
 
 def _axpy(a, x, y):
@@ -280,8 +299,8 @@ def remove_background_vsharp(field, mask, voxel_size, radii_mm=None, threshold=0
         Voxel size in mm.
     radii_mm : sequence of float, optional
         Ball radii in mm (any order; at least one voxel besides the centre must fit in the
-        smallest). Default: from three voxels (of the largest voxel dimension) up to 25 mm in
-        steps of max(one voxel, 2 mm), e.g. 3, 5, ..., 25 mm at 1 mm isotropic.
+        smallest). Default: 8, 11, ..., 35 mm (`VSHARP_RADII_MM`; steps of at least one
+        voxel).
     threshold : float
         TSVD truncation of the deconvolution, in (0, 1). Default 0.05.
     workers : int
@@ -415,7 +434,7 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
     voxel_size : sequence of 3 float
         mm.
     radius_mm : float, optional
-        SMV radius in mm. Default: 4 voxels of the largest voxel dimension (e.g. 4 mm at 1 mm).
+        SMV radius in mm. Default: `RESHARP_RADIUS_MM` (8 mm), at least two voxels.
     alpha : float
         Regularisation weight (dimensionless, > 0; the problem is scale invariant). Default 0.05.
     tol : float
@@ -462,7 +481,7 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
     field, mask, voxel_size = _check_field_mask(field, mask, voxel_size)
     workers = _check_workers(workers)
     if radius_mm is None:
-        radius_mm = 4.0 * float(np.max(voxel_size))
+        radius_mm = max(RESHARP_RADIUS_MM, 2.0 * float(np.max(voxel_size)))
     if not np.isscalar(radius_mm) or not np.isfinite(radius_mm) or not radius_mm > 0:
         raise ValueError(f"radius_mm must be a positive number, got {radius_mm!r}")
     count = _ball_count(voxel_size, radius_mm)
@@ -651,7 +670,7 @@ BACKGROUND_METHODS = {
 }
 
 #: Default background removal method (chosen by end-to-end accuracy, see the module docstring).
-DEFAULT_BACKGROUND_METHOD = "resharp"
+DEFAULT_BACKGROUND_METHOD = "vsharp"
 
 
 def remove_background(field, mask, voxel_size, method=DEFAULT_BACKGROUND_METHOD, **options):
