@@ -1,0 +1,653 @@
+"""Registration of templates, T1w and FLAIR to the native MEGRE space (ANTsPy), label transfer.
+
+Native space is the MEGRE voxel grid. Its reference image for registration is the
+root-sum-of-squares (RSS) of the magnitude echoes (`native_reference`): RSS has a higher SNR than
+echo 1 alone and keeps echo 1's tissue contrast while adding the T2*-darkening of the
+iron-rich nuclei (globus pallidus, substantia nigra, red nucleus, dentate) that the later
+echoes show, i.e. the very structures whose boundaries matter here; the signal drop-out near
+air cavities, strongest in late echoes, is diluted by the early echoes.
+
+Strategy (`register_to_session`), all in world space with ANTs (antsRegistration through
+ANTsPy's raw interface, so every option is explicit):
+
+* without T1w: template T1w -> MEGRE RSS directly: rigid, affine, SyN, all with Mattes mutual
+  information (the contrasts differ);
+* with T1w: T1w -> MEGRE rigid (mutual information), template -> T1w affine + SyN; the chain
+  is template -> T1w -> MEGRE.
+
+Speed: registration runs on 2 mm copies of both images (``reg_resolution``), three levels
+(8, 4, 2 mm), SyN 60x40x10 iterations; transforms live in world space, so they are applied to
+the 1 mm atlases and the native grid afterwards. Deterministic: fixed ``--random-seed`` and
+regular (not random) metric sampling. The number of ITK threads follows ``n_threads`` (set
+before ANTs is first used) or ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS.
+
+SUIT (dentate): the SUIT T1w is registered to the template once (affine + SyN on the posterior
+fossa, identity start as SUIT coordinates are close to MNI) and cached under ``cache_dir``
+keyed by the input files and parameters; dentate labels are then warped through
+SUIT -> template -> MEGRE in one resampling.
+
+Labels go to the native grid with ANTs' ``genericLabel`` interpolator (each label's indicator
+is interpolated and the most likely label wins), which keeps small nuclei rounder and more
+accurate than nearest neighbour; brain masks and lesion masks are interpolated linearly and
+thresholded at 0.5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import BidsIronError, InputError
+from . import rois
+
+__all__ = ["native_reference", "register_to_session", "register_rigid", "resample_to_native",
+           "warp_labels_to_native", "mask_to_native", "SessionRegistration", "RigidTransform",
+           "NativeLabels", "dice", "native_label_table", "REG_RESOLUTION", "SEED"]
+
+#: Grid spacing (mm) on which registrations are computed.
+REG_RESOLUTION = 2.0
+#: Random seed given to antsRegistration.
+SEED = 20240
+#: Version of the registration parameters (part of the SUIT cache key).
+PARAMS_VERSION = "1"
+
+
+def _ants(n_threads=None):
+    """Import ants after setting the ITK thread count (ITK reads it when it starts)."""
+    if n_threads:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(n_threads))
+    import ants
+    return ants
+
+
+# ----------------------------------------------------------------------------- images
+
+def _as_img3d(img, what="image"):
+    if isinstance(img, (str, Path)):
+        path = Path(img)
+        try:
+            img = nib.load(str(path))
+        except FileNotFoundError:
+            raise InputError(f"{path}: {what} not found") from None
+        except Exception as exc:
+            raise InputError(f"{path}: {what} cannot be read as NIfTI ({exc}); re-convert it") from None
+    if img.ndim == 4 and img.shape[3] == 1:
+        img = nib.Nifti1Image(np.asanyarray(img.dataobj)[..., 0], img.affine)
+    if img.ndim != 3:
+        raise InputError(f"{getattr(img, 'get_filename', lambda: what)() or what}: expected a 3-D "
+                         f"{what}, got shape {img.shape}")
+    return img
+
+
+def native_reference(magnitude, affine=None):
+    """The native-space reference image: root-sum-of-squares of the magnitude echoes.
+
+    Parameters
+    ----------
+    magnitude : MegreData, nibabel image (3-D or 4-D, echoes last) or ndarray
+    affine : ndarray (4, 4), optional
+        Needed when ``magnitude`` is an array.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        3-D float32 image on the MEGRE grid.
+    """
+    if hasattr(magnitude, "magnitude") and hasattr(magnitude, "affine"):  # MegreData
+        data, affine = magnitude.magnitude, magnitude.affine
+    elif isinstance(magnitude, nib.spatialimages.SpatialImage):
+        data, affine = np.asanyarray(magnitude.dataobj), magnitude.affine
+    else:
+        data = np.asarray(magnitude)
+        if affine is None:
+            raise ValueError("affine is required when magnitude is an array")
+    data = np.asarray(data, np.float32)
+    if data.ndim == 4:
+        data = np.sqrt(np.sum(np.square(data, dtype=np.float64), axis=-1)).astype(np.float32)
+    if data.ndim != 3:
+        raise ValueError(f"magnitude must be 3-D or 4-D, got shape {data.shape}")
+    img = nib.Nifti1Image(data, np.asarray(affine, float))
+    img.header.set_xyzt_units("mm", "sec")
+    return img
+
+
+def _last_echo(magnitude):
+    """The last (most T2*-weighted) echo as a 3-D image, or None for a single 3-D image."""
+    if hasattr(magnitude, "magnitude") and hasattr(magnitude, "affine"):
+        data, affine = magnitude.magnitude, magnitude.affine
+    elif isinstance(magnitude, nib.spatialimages.SpatialImage):
+        data, affine = magnitude.dataobj, magnitude.affine
+    else:
+        return None
+    if len(data.shape) != 4 or data.shape[3] < 2:
+        return None
+    return nib.Nifti1Image(np.asarray(data[..., -1], np.float32), affine)
+
+
+def _save(img, path):
+    img = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, str(path))
+    return str(path)
+
+
+def _resample_grid(img, spacing):
+    """A grid covering ``img``'s field of view with voxels of ``spacing`` mm (same axes)."""
+    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    if np.all(zooms >= spacing - 1e-3):
+        return img.shape[:3], img.affine
+    extent = np.asarray(img.shape[:3]) * zooms
+    shape = tuple(int(n) for n in np.maximum(np.ceil(extent / spacing), 1))
+    direction = img.affine[:3, :3] / zooms
+    new = np.eye(4)
+    new[:3, :3] = direction * spacing
+    # keep the field-of-view corner (voxel edges) in place
+    corner = img.affine[:3, :3] @ np.full(3, -0.5) + img.affine[:3, 3]
+    new[:3, 3] = corner + new[:3, :3] @ np.full(3, 0.5)
+    return shape, new
+
+
+def _downsample(img, spacing):
+    """``img`` resampled (linear, after an anti-alias Gaussian) to ``spacing`` mm voxels."""
+    from scipy import ndimage
+    shape, affine = _resample_grid(img, spacing)
+    if shape == img.shape[:3] and np.allclose(affine, img.affine):
+        return img
+    data = np.asarray(img.dataobj, np.float32)
+    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    sigma = np.maximum((spacing / zooms - 1.0) * 0.5, 0)
+    data = ndimage.gaussian_filter(data, sigma) if np.any(sigma > 0) else data
+    ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    m = np.linalg.inv(img.affine) @ affine
+    coords = (m[:3, :3] @ ijk + m[:3, 3:4]).reshape((3,) + shape)
+    out = ndimage.map_coordinates(data, coords, order=1, mode="nearest")
+    return nib.Nifti1Image(out.astype(np.float32), affine)
+
+
+def _crop_to_box(img, lo, hi):
+    """Crop ``img`` to the world bounding box [lo, hi] (mm)."""
+    inv = np.linalg.inv(img.affine)
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    ijk = (inv[:3, :3] @ corners.T + inv[:3, 3:4]).T
+    i0 = np.clip(np.floor(ijk.min(0)).astype(int), 0, np.asarray(img.shape[:3]) - 1)
+    i1 = np.clip(np.ceil(ijk.max(0)).astype(int) + 1, 1, np.asarray(img.shape[:3]))
+    data = np.asarray(img.dataobj, np.float32)[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]]
+    affine = img.affine.copy()
+    affine[:3, 3] = img.affine[:3, :3] @ i0 + img.affine[:3, 3]
+    return nib.Nifti1Image(data, affine)
+
+
+def _bbox_world(img):
+    ijk = np.array([[a, b, c] for a in (0, img.shape[0] - 1) for b in (0, img.shape[1] - 1)
+                    for c in (0, img.shape[2] - 1)], float)
+    xyz = (img.affine[:3, :3] @ ijk.T + img.affine[:3, 3:4]).T
+    return xyz.min(0), xyz.max(0)
+
+
+# ----------------------------------------------------------------------------- ANTs calls
+
+def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI", bins=32,
+           extra=()):
+    """antsRegistration arguments of one stage; ``extra`` adds (fixed, moving) MI channels."""
+    pairs = [(fixed, moving)] + list(extra)
+    metrics = []
+    for k, (f, m) in enumerate(pairs):
+        if kind == "SyN":
+            metrics.append(f"MI[{f},{m},1,{bins}]" if (metric == "MI" or k) else f"CC[{f},{m},1,2]")
+        else:
+            metrics.append(f"MI[{f},{m},1,{bins},Regular,0.25]")
+    transform = f"SyN[{step},3,0]" if kind == "SyN" else f"{kind}[{step}]"
+    args = []
+    for m in metrics:
+        args += ["--metric", m]
+    return args + ["--transform", transform,
+                   "--convergence", f"[{'x'.join(map(str, iterations))},1e-6,10]",
+                   "--shrink-factors", "x".join(map(str, shrink)),
+                   "--smoothing-sigmas", "x".join(map(str, smooth)) + "vox"]
+
+
+def _run_ants(fixed, moving, stages, prefix, init="com", n_threads=None, seed=SEED):
+    """Run antsRegistration on image files; returns ``(affine_mat, warp or None, inverse_warp)``."""
+    ants = _ants(n_threads)
+    prefix = str(prefix)
+    if init == "com":
+        init_args = ["--initial-moving-transform", f"[{fixed},{moving},1]"]
+    elif init == "identity":
+        init_args = []
+    else:
+        init_args = ["--initial-moving-transform", str(init)]
+    args = ["--dimensionality", "3", "--float", "1", "--collapse-output-transforms", "1",
+            "--output", f"[{prefix}]", "--interpolation", "Linear",
+            "--winsorize-image-intensities", "[0.005,0.995]", "--use-histogram-matching", "0",
+            "--random-seed", str(seed), "--write-composite-transform", "0"] + init_args
+    for st in stages:
+        args += st
+    try:
+        ants.registration(args, None)
+    except RuntimeError as exc:
+        raise BidsIronError(f"ANTs registration of {Path(moving).name} to {Path(fixed).name} failed "
+                            f"({exc}); check that both images show the head") from None
+    affine = prefix + "0GenericAffine.mat"
+    warp = prefix + "1Warp.nii.gz"
+    inv = prefix + "1InverseWarp.nii.gz"
+    return affine, (warp if os.path.exists(warp) else None), (inv if os.path.exists(inv) else None)
+
+
+def _levels(syn_iterations):
+    return dict(shrink=(4, 2, 1), smooth=(2, 1, 0), syn=tuple(syn_iterations))
+
+
+def _affine_syn(fixed, moving, prefix, syn_metric, syn_iterations, n_threads, seed, rigid=True,
+                init="com", extra=()):
+    lv = _levels(syn_iterations)
+    stages = []
+    if rigid:
+        stages.append(_stage("Rigid", fixed, moving, (500, 250, 100), lv["shrink"], lv["smooth"],
+                             extra=extra))
+    stages.append(_stage("Affine", fixed, moving, (500, 250, 100), lv["shrink"], lv["smooth"],
+                         extra=extra))
+    if any(lv["syn"]):
+        stages.append(_stage("SyN", fixed, moving, lv["syn"], lv["shrink"], lv["smooth"],
+                             step=0.1, metric=syn_metric, extra=extra))
+    return _run_ants(fixed, moving, stages, prefix, init=init, n_threads=n_threads, seed=seed)
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass
+class RigidTransform:
+    """A rigid transform from `register_rigid` (moving image -> fixed grid).
+
+    ``path`` is an ANTs ``.mat`` usable with antsApplyTransforms; ``matrix`` the 4x4 RAS
+    world matrix mapping a FIXED-space point to the MOVING-space point it shows (the
+    resampling direction).
+    """
+
+    path: str
+    matrix: np.ndarray
+
+    @property
+    def translation_mm(self):
+        """Length (mm) of the translation of the world centre (0, 0, 0)."""
+        return float(np.linalg.norm(self.matrix[:3, 3]))
+
+    @property
+    def rotation_deg(self):
+        """Rotation angle (degrees) of the rotation part."""
+        r = self.matrix[:3, :3]
+        return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))))
+
+
+@dataclass
+class SessionRegistration:
+    """Template (and SUIT) -> native MEGRE transforms of one session.
+
+    Attributes
+    ----------
+    native : nibabel image
+        The native reference (RSS magnitude) on the MEGRE grid.
+    template : str
+    transforms : list of str
+        ANTs transform files, antsApplyTransforms order, that resample a template-space image
+        onto the native grid (``-t`` list: last applied first to native points).
+    suit_transforms : list of str or None
+        SUIT -> template files, appended after ``transforms`` for SUIT-space images.
+    files : dict of str -> str
+        Derivative files: ``"from-<tpl>_to-MEGRE_mode-image_xfm.nii.gz"`` (and
+        ``"from-SUIT_to-MEGRE_mode-image_xfm.nii.gz"`` when the dentate is used) are ANTs
+        displacement fields composed over the native field of view on a 2 mm grid; with a T1w
+        also ``"from-T1w_to-MEGRE_mode-image_xfm.mat"`` and ``"from-<tpl>_to-T1w_..."`` parts.
+    timings : dict of str -> float
+        Seconds per step.
+    """
+
+    native: object
+    template: str
+    transforms: list
+    suit_transforms: list | None = None
+    files: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    work_dir: str | None = None
+
+    def chain(self, space=None):
+        """Transform list for images in ``space`` (template name or ``"SUIT"``)."""
+        if space in (None, self.template):
+            return list(self.transforms)
+        if space == "SUIT" and self.suit_transforms:
+            return list(self.transforms) + list(self.suit_transforms)
+        raise BidsIronError(f"no transform from space {space} to MEGRE (registered: {self.template})")
+
+    def to_native(self, img, interpolation="linear", space=None):
+        """Resample a template-space (or SUIT) image onto the native grid; returns an array."""
+        return resample_to_native(img, self.native, self.chain(space), interpolation)
+
+
+@dataclass
+class NativeLabels:
+    """Labels on the native grid: ``labels`` (int16, `rois.NATIVE_LABELS` indices) and the
+    template brain mask (bool); ``image`` is the dseg NIfTI, ``table`` its (index, name) rows."""
+
+    labels: np.ndarray
+    brain_mask: np.ndarray | None
+    image: object
+    table: list
+
+
+def _to_ants_image(img, ants):
+    return ants.from_nibabel_nifti(img) if hasattr(ants, "from_nibabel_nifti") else ants.from_nibabel(img)
+
+
+def _to_ants(img, ants):
+    """nibabel 3-D image -> ANTsImage (RAS -> LPS), float32."""
+    data = np.asarray(img.dataobj, np.float32)
+    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    direction = img.affine[:3, :3] / zooms
+    flip = np.diag([-1.0, -1.0, 1.0])
+    origin = flip @ img.affine[:3, 3]
+    return ants.from_numpy(data, origin=tuple(origin), spacing=tuple(zooms),
+                           direction=flip @ direction)
+
+
+def resample_to_native(img, native, transforms, interpolation="linear", default=0.0, n_threads=None):
+    """Apply ANTs transforms to ``img`` and sample it on ``native``'s grid.
+
+    Parameters
+    ----------
+    img : nibabel image or path
+        The moving image (3-D).
+    native : nibabel image or path
+        Defines the output grid (the MEGRE grid).
+    transforms : list of str
+        antsApplyTransforms order; ``[]`` for a pure resampling.
+    interpolation : {"linear", "nearestNeighbor", "genericLabel", "bSpline", ...}
+
+    Returns
+    -------
+    ndarray (float32; integer-valued for label interpolators)
+    """
+    ants = _ants(n_threads)
+    moving = _to_ants(_as_img3d(img), ants)
+    fixed = _to_ants(_as_img3d(native, "native reference"), ants)
+    if not transforms:
+        transforms = [_identity_file()]
+    out = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=list(transforms),
+                                interpolator=interpolation, whichtoinvert=[False] * len(transforms),
+                                defaultvalue=default)
+    return out.numpy().astype(np.float32)
+
+
+_IDENTITY = None
+
+
+def _identity_file():
+    global _IDENTITY
+    if _IDENTITY is None or not os.path.exists(_IDENTITY):
+        ants = _ants()
+        tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
+        fd, path = tempfile.mkstemp(suffix="_identity.mat")
+        os.close(fd)
+        ants.write_transform(tx, path)
+        _IDENTITY = path
+    return _IDENTITY
+
+
+def mask_to_native(mask_img, native, transforms, threshold=0.5):
+    """A binary mask (e.g. a lesion mask in FLAIR space) on the native grid: linear
+    interpolation of the 0/1 mask, then ``>= threshold`` (partial-volume fraction)."""
+    img = _as_img3d(mask_img, "mask")
+    data = (np.asanyarray(img.dataobj) > 0).astype(np.float32)
+    out = resample_to_native(nib.Nifti1Image(data, img.affine), native, transforms, "linear")
+    return out >= threshold
+
+
+def _ants_mat_to_ras(path):
+    """4x4 RAS matrix (fixed point -> moving point) of an ANTs affine ``.mat``."""
+    ants = _ants()
+    tx = ants.read_transform(path)
+    p = np.asarray(tx.parameters, float)
+    c = np.asarray(tx.fixed_parameters, float)
+    a = p[:9].reshape(3, 3)
+    t = p[9:12]
+    flip = np.diag([-1.0, -1.0, 1.0])
+    m = np.eye(4)
+    m[:3, :3] = flip @ a @ flip
+    m[:3, 3] = flip @ (t + c - a @ c)
+    return m
+
+
+def register_rigid(moving_img, fixed_img, work_dir=None, prefix="rigid_", n_threads=None,
+                   reg_resolution=REG_RESOLUTION, seed=SEED):
+    """Rigid registration (mutual information) of ``moving_img`` (FLAIR, T1w) to ``fixed_img``.
+
+    Both images are registered on copies of at most ``reg_resolution`` mm voxels, at 8, 4 and
+    2 mm. Use `resample_to_native` (``[result.path]``) to bring the moving image (or masks in
+    its space, `mask_to_native`) onto the fixed grid.
+
+    Returns
+    -------
+    RigidTransform
+    """
+    work = Path(work_dir or tempfile.mkdtemp(prefix="bids_iron_reg_"))
+    work.mkdir(parents=True, exist_ok=True)
+    fixed = _downsample(_as_img3d(fixed_img, "fixed image"), reg_resolution)
+    moving = _downsample(_as_img3d(moving_img, "moving image"), reg_resolution)
+    f = _save(fixed, work / f"{prefix}fixed.nii")
+    m = _save(moving, work / f"{prefix}moving.nii")
+    stages = [_stage("Rigid", f, m, (500, 250, 100), (4, 2, 1), (2, 1, 0))]
+    affine, _, _ = _run_ants(f, m, stages, work / prefix, init="com", n_threads=n_threads, seed=seed)
+    return RigidTransform(path=affine, matrix=_ants_mat_to_ras(affine))
+
+
+def _file_key(paths, extra):
+    h = hashlib.sha1()
+    for p in paths:
+        st = Path(p).stat()
+        h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h.update(json.dumps(extra, sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterations=(60, 40, 10)):
+    """SUIT T1w -> template transforms (cached under ``cache_dir``); antsApplyTransforms order.
+
+    The template is cropped to SUIT's field of view (+10 mm) and the registration starts at
+    identity (SUIT coordinates are close to MNI). Runs once per set of input files; later calls
+    reuse the files ``suit-to-<tpl>-<key>_0GenericAffine.mat`` / ``_1Warp.nii.gz``.
+    """
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    tpl_path = atlas_files.t1w_coarse or atlas_files.t1w
+    key = _file_key([atlas_files.suit_t1w, tpl_path],
+                    {"v": PARAMS_VERSION, "syn": list(syn_iterations), "seed": seed})
+    prefix = cache / f"suit-to-{atlas_files.template}-{key}_"
+    affine, warp = str(prefix) + "0GenericAffine.mat", str(prefix) + "1Warp.nii.gz"
+    if os.path.exists(affine) and os.path.exists(warp):
+        return [warp, affine]
+    suit = _downsample(_as_img3d(atlas_files.suit_t1w, "SUIT T1w"), REG_RESOLUTION)
+    lo, hi = _bbox_world(suit)
+    tpl = _crop_to_box(_downsample(_as_img3d(tpl_path, "template T1w"), REG_RESOLUTION),
+                       lo - 10.0, hi + 10.0)
+    f = _save(tpl, str(prefix) + "fixed.nii")
+    m = _save(suit, str(prefix) + "moving.nii")
+    a, w, _ = _affine_syn(f, m, prefix, "CC", syn_iterations, n_threads, seed, rigid=False,
+                          init="identity")
+    for p in (f, m):
+        os.remove(p)
+    return [w, a] if w else [a]
+
+
+def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, cache_dir=None,
+                        n_threads=None, reg_resolution=REG_RESOLUTION,
+                        syn_iterations=(60, 40, 10), seed=SEED, compose=True, use_t2w=True):
+    """Register a template (and SUIT) to one session's native MEGRE space.
+
+    Parameters
+    ----------
+    magnitude_img : MegreData, nibabel image (3-D/4-D) or path
+        The MEGRE magnitude; 4-D echoes are combined by RSS (`native_reference`).
+    template : AtlasFiles or path or nibabel image
+        `bids_iron.anatomy.templates.AtlasFiles` (its 2 mm T1w is used when present and its
+        SUIT T1w, if any, is registered too) or a template T1w image.
+    t1w_img : nibabel image or path, optional
+        The session's T1w: then T1w -> MEGRE rigid and template -> T1w affine + SyN.
+    work_dir : path, optional
+        Where transform files are written (default: a new temporary folder).
+    cache_dir : path, optional
+        Where the SUIT -> template transform is cached (default ``work_dir``); give a folder
+        shared by all sessions of a run to compute it once.
+    n_threads : int, optional
+        ITK threads (set before ANTs is first used in the process).
+    reg_resolution : float
+        Registration grid spacing (mm).
+    syn_iterations : tuple of int
+        SyN iterations at 8, 4 and 2 mm (``(0, 0, 0)``: affine only).
+    seed : int
+        antsRegistration random seed.
+    compose : bool
+        Also write the composed displacement fields (derivatives, ``files``).
+    use_t2w : bool
+        Without T1w, when the template has a T2w (``AtlasFiles.t2w_coarse``) and the MEGRE
+        has several echoes, add a second mutual-information channel: template T2w <-> last
+        echo (both show the iron-rich nuclei dark, which a T1w does not).
+
+    Returns
+    -------
+    SessionRegistration
+    """
+    t_start = time.perf_counter()
+    timings = {}
+    work = Path(work_dir or tempfile.mkdtemp(prefix="bids_iron_reg_"))
+    work.mkdir(parents=True, exist_ok=True)
+    if isinstance(magnitude_img, (str, Path)):
+        magnitude_img = nib.load(str(magnitude_img))
+    native = native_reference(magnitude_img)
+    late = _last_echo(magnitude_img)
+    atlas_files = template if hasattr(template, "atlases") else None
+    if atlas_files is not None:
+        tpl_name = atlas_files.template
+        tpl_img = _as_img3d(atlas_files.t1w_coarse or atlas_files.t1w, "template T1w")
+    else:
+        tpl_name = "template"
+        tpl_img = _as_img3d(template, "template T1w")
+    fixed = _save(_downsample(native, reg_resolution), work / "native_reg.nii")
+    moving = _save(_downsample(tpl_img, reg_resolution), work / "template_reg.nii")
+    extra = []
+    t2w = getattr(atlas_files, "t2w_coarse", None) if use_t2w else None
+    if t2w is not None and late is not None and t1w_img is None:
+        extra = [(_save(_downsample(late, reg_resolution), work / "native_late_reg.nii"),
+                  _save(_downsample(_as_img3d(t2w, "template T2w"), reg_resolution),
+                        work / "template_t2w_reg.nii"))]
+    timings["prepare"] = time.perf_counter() - t_start
+    files = {}
+    t0 = time.perf_counter()
+    if t1w_img is None:
+        affine, warp, _ = _affine_syn(fixed, moving, work / f"from-{tpl_name}_to-MEGRE_",
+                                      _SYN_METRIC, syn_iterations, n_threads, seed, extra=extra)
+        transforms = [warp, affine] if warp else [affine]
+        timings["template_to_megre"] = time.perf_counter() - t0
+    else:
+        t1w = _as_img3d(t1w_img, "T1w")
+        t1w_reg = _save(_downsample(t1w, reg_resolution), work / "t1w_reg.nii")
+        rigid = register_rigid(t1w, native, work, prefix="from-T1w_to-MEGRE_",
+                               n_threads=n_threads, reg_resolution=reg_resolution, seed=seed)
+        timings["t1w_to_megre"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        affine, warp, _ = _affine_syn(t1w_reg, moving, work / f"from-{tpl_name}_to-T1w_",
+                                      "CC", syn_iterations, n_threads, seed)
+        timings["template_to_t1w"] = time.perf_counter() - t0
+        transforms = [rigid.path] + ([warp, affine] if warp else [affine])
+        files["from-T1w_to-MEGRE_mode-image_xfm.mat"] = rigid.path
+        files[f"from-{tpl_name}_to-T1w_mode-image_xfm.mat"] = affine
+        if warp:
+            files[f"from-{tpl_name}_to-T1w_mode-image_xfm.nii.gz"] = warp
+    suit = None
+    if atlas_files is not None and atlas_files.suit_t1w is not None:
+        t0 = time.perf_counter()
+        suit = register_suit(atlas_files, cache_dir or work, n_threads, seed)
+        timings["suit_to_template"] = time.perf_counter() - t0
+    reg = SessionRegistration(native=native, template=tpl_name, transforms=transforms,
+                              suit_transforms=suit, files=files, timings=timings, work_dir=str(work))
+    if compose:
+        t0 = time.perf_counter()
+        ants = _ants(n_threads)
+        grid = _to_ants(_downsample(native, reg_resolution), ants)
+        for space, name in ((tpl_name, f"from-{tpl_name}_to-MEGRE_mode-image_xfm.nii.gz"),
+                            ("SUIT", "from-SUIT_to-MEGRE_mode-image_xfm.nii.gz")):
+            if space == "SUIT" and not suit:
+                continue
+            chain = reg.chain(space)
+            out = ants.apply_transforms(fixed=grid, moving=grid, transformlist=chain,
+                                        whichtoinvert=[False] * len(chain),
+                                        compose=str(work / name.replace(".nii.gz", "_")))
+            final = work / name
+            os.replace(out, final)
+            files[name] = str(final)
+        timings["compose"] = time.perf_counter() - t0
+    for p in [fixed, moving] + [q for pair in extra for q in pair]:
+        os.remove(p)
+    timings["total"] = time.perf_counter() - t_start
+    return reg
+
+
+def native_label_table(labels=None):
+    """``[(index, name)]`` rows of the native dseg TSV (`rois.label_name`); only the indices
+    present in ``labels`` when given."""
+    present = None if labels is None else set(np.unique(labels).tolist())
+    return [(i, rois.label_name(*rois.NATIVE_LABELS[i])) for i in sorted(rois.NATIVE_LABELS)
+            if present is None or i in present]
+
+
+def warp_labels_to_native(registration, atlas_files, template_labels=None,
+                          interpolation="genericLabel"):
+    """Bring the atlases and the template brain mask onto the native MEGRE grid.
+
+    Parameters
+    ----------
+    registration : SessionRegistration
+    atlas_files : AtlasFiles
+    template_labels : dict of space -> image, optional
+        From `templates.build_template_labels` (computed when not given).
+    interpolation : {"genericLabel", "nearestNeighbor"}
+
+    Returns
+    -------
+    NativeLabels
+        One label array with the fixed indices of `rois.NATIVE_LABELS`: the template-space map
+        (MASSP20 with the pulvinar of MIAL67 overriding thalamus voxels, posterior internal
+        capsule, white_matter reference), then the SUIT dentate nuclei written over it.
+        Note: the ROI ``thalamus`` of the tables is thalamus + pulvinar labels.
+    """
+    from .templates import build_template_labels
+    if template_labels is None:
+        template_labels = build_template_labels(atlas_files)
+    native = registration.native
+    labels = np.zeros(native.shape[:3], np.int16)
+    for space, img in template_labels.items():
+        if space != registration.template and space != "SUIT":
+            raise BidsIronError(f"atlas space {space} differs from the registered template "
+                                f"{registration.template}; use --atlas-template {registration.template}")
+        if space == "SUIT" and not registration.suit_transforms:
+            continue
+        warped = np.rint(registration.to_native(img, interpolation, space=space)).astype(np.int16)
+        labels = np.where(warped > 0, warped, labels) if space == "SUIT" else np.where(labels > 0, labels, warped)
+    brain = None
+    if atlas_files.brain_mask is not None:
+        brain = mask_to_native(atlas_files.brain_mask, native, registration.chain())
+    image = nib.Nifti1Image(labels, native.affine)
+    image.header.set_data_dtype(np.int16)
+    return NativeLabels(labels=labels, brain_mask=brain, image=image, table=native_label_table(labels))
+
+
+def dice(a, b):
+    """Dice coefficient of two boolean arrays (1.0 when both are empty)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)

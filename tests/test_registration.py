@@ -1,0 +1,172 @@
+"""Template registration and label transfer on a synthetic TEMPLATEFLOW_HOME (tests/tf_home.py).
+
+The subject is the template anatomy moved by a known rigid motion and a smooth warp, with
+MEGRE magnitude contrast; the atlas labels warped to it must overlap the true nuclei.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+import tf_home as T  # noqa: E402
+
+from bids_iron.anatomy import registration as R  # noqa: E402
+from bids_iron.anatomy import rois  # noqa: E402
+from bids_iron.anatomy import templates as TP  # noqa: E402
+from bids_iron.errors import BidsIronError, InputError  # noqa: E402
+
+ROIS = ("caudate", "putamen", "globus_pallidus", "thalamus", "pulvinar", "substantia_nigra",
+        "red_nucleus", "dentate_nucleus")
+#: Smooth warp amplitude of the test subject (mm); see the report for larger warps.
+WARP_MM = 2.0
+
+
+@pytest.fixture(scope="module")
+def tf_root(tmp_path_factory):
+    return T.build_tf_home(tmp_path_factory.mktemp("tf") / "templateflow")
+
+
+@pytest.fixture(scope="module")
+def registered(tf_root, tmp_path_factory):
+    af = TP.fetch_atlas_files(templateflow_home=tf_root)
+    subj = T.make_subject(warp_mm=WARP_MM)
+    img = nib.Nifti1Image(subj.magnitude, subj.affine)
+    work = tmp_path_factory.mktemp("reg")
+    reg = R.register_to_session(img, af, work_dir=work, cache_dir=work / "cache", n_threads=2)
+    labels = R.warp_labels_to_native(reg, af)
+    return af, subj, reg, labels
+
+
+def _dice_table(subj, labels):
+    out = {}
+    for roi in ROIS:
+        for h, hemi in ((1, "left"), (2, "right")):
+            est = labels == rois.NATIVE_INDEX[(roi, hemi)]
+            if roi == "thalamus":  # the ROI thalamus is thalamus + pulvinar labels
+                est |= labels == rois.NATIVE_INDEX[("pulvinar", hemi)]
+            out[(roi, hemi)] = R.dice(T.truth_mask(subj, roi, h), est)
+    return out
+
+
+def test_fetch_atlas_files_maps_real_tables(tf_root):
+    af = TP.fetch_atlas_files(templateflow_home=tf_root)
+    massp = af.atlases[0]
+    assert massp.mapping[1] == rois.NATIVE_INDEX[("caudate", "left")]
+    assert massp.mapping[9] == massp.mapping[11] == rois.NATIVE_INDEX[("globus_pallidus", "left")]
+    assert af.atlases[1].mapping == {1: rois.NATIVE_INDEX[("pulvinar", "left")],
+                                     8: rois.NATIVE_INDEX[("pulvinar", "right")]}
+    assert af.atlases[2].space == "SUIT" and 29 in af.atlases[2].mapping
+
+
+def test_template_labels_posterior_limb_and_white_matter(tf_root):
+    af = TP.fetch_atlas_files(templateflow_home=tf_root)
+    maps = TP.build_template_labels(af)
+    lab = np.asarray(maps[af.template].dataobj)
+    whole = np.asarray(nib.load(str(af.atlases[0].dseg)).dataobj) == 21  # left capsule
+    plic = lab == rois.NATIVE_INDEX[("internal_capsule", "left")]
+    assert 0 < plic.sum() < whole.sum() and not (plic & ~whole).any()
+    wm = np.isin(lab, [rois.NATIVE_INDEX[("white_matter", h)] for h in ("left", "right")])
+    assert wm.sum() > 1000
+    pulv = lab == rois.NATIVE_INDEX[("pulvinar", "left")]
+    assert pulv.any() and not (pulv & (lab == rois.NATIVE_INDEX[("thalamus", "left")])).any()
+
+
+LARGE = ("caudate", "putamen", "globus_pallidus", "thalamus")
+
+
+def test_registration_recovers_large_nuclei(registered):
+    _af, subj, reg, nl = registered
+    table = _dice_table(subj, nl.labels)
+    print("Dice:", {f"{r}-{h[0]}": round(v, 3) for (r, h), v in table.items()})
+    print("timings:", {k: round(v, 1) for k, v in reg.timings.items()})
+    assert min(v for (r, _h), v in table.items() if r in LARGE) >= 0.85, table
+    for name in reg.files:
+        assert name.endswith("_mode-image_xfm.nii.gz") and Path(reg.files[name]).is_file()
+    assert nl.labels.shape == subj.labels.shape and nl.labels.dtype == np.int16
+    assert set(np.unique(nl.labels)) <= set(rois.NATIVE_LABELS) | {0}
+
+
+@pytest.mark.xfail(reason="known gap: in the phantom, SN/RN/dentate sit in featureless white matter "
+                   "and are nearly iso-intense to it in the RSS magnitude (Dice 0.56-0.79 at a 2 mm warp)",
+                   strict=False)
+def test_registration_recovers_small_nuclei(registered):
+    _af, subj, _reg, nl = registered
+    table = _dice_table(subj, nl.labels)
+    assert min(table.values()) >= 0.8, table
+
+
+def test_template_brain_mask(registered):
+    from bids_iron.anatomy.brain_mask import mask_from_magnitude
+    _af, subj, _reg, nl = registered
+    d_template = R.dice(nl.brain_mask, subj.brain_mask)
+    d_magnitude = R.dice(mask_from_magnitude(subj.magnitude, (2.0, 2.0, 2.0)), subj.brain_mask)
+    print(f"brain mask Dice: template {d_template:.3f}, magnitude {d_magnitude:.3f}")
+    assert d_template > 0.9
+
+
+def test_missing_template_file_names_templateflow_home(tmp_path):
+    root = T.build_tf_home(tmp_path / "tf", fine=2.0, suit=False,
+                           omit=("tpl-MNI152NLin2009cAsym_res-01_atlas-MASSP20_dseg.nii.gz",))
+    with pytest.raises(BidsIronError) as err:
+        TP.fetch_atlas_files(templateflow_home=root, dentate=False)
+    msg = str(err.value)
+    assert "TEMPLATEFLOW_HOME" in msg and str(root) in msg and "MASSP20_dseg.nii.gz" in msg
+    assert "MNI152NLin2009cAsym" in msg and "\n" not in msg
+
+
+def test_custom_atlas(tf_root, tmp_path):
+    src = Path(tf_root) / "tpl-MNI152NLin2009cAsym" / "tpl-MNI152NLin2009cAsym_res-01_atlas-MASSP20_dseg.nii.gz"
+    tsv = tmp_path / "labels.tsv"
+    tsv.write_text("index\tname\n1\tLeft-Caudate\n2\tcaudate_right\n38\tputamen\n13\thippocampus\n")
+    with pytest.warns(UserWarning, match="hippocampus"):
+        af = TP.custom_atlas(src, tsv, "MNI152NLin2009cAsym", templateflow_home=tf_root)
+    source = af.atlases[0]
+    assert source.mapping == {1: rois.NATIVE_INDEX[("caudate", "left")],
+                              2: rois.NATIVE_INDEX[("caudate", "right")],
+                              38: rois.NATIVE_INDEX[("putamen", "bilateral")]}
+    assert source.skipped == ["hippocampus"]
+    lab = np.asarray(TP.build_template_labels(af)[af.template].dataobj)
+    assert (lab == rois.NATIVE_INDEX[("putamen", "bilateral")]).sum() > 100
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("index\tname\n1\thippocampus\n")
+    with pytest.raises(InputError, match="vocabulary"):
+        TP.custom_atlas(src, bad, "MNI152NLin2009cAsym", templateflow_home=tf_root)
+
+
+def test_flair_rigid_registration(tmp_path):
+    """A FLAIR-like image moved by 5 mm and 5 degrees is registered back within 1 mm / 1 deg."""
+    subj = T.make_subject(rot_deg=(0, 0, 0), shift_mm=(0, 0, 0), warp_mm=0.0, snr=None)
+    native = R.native_reference(nib.Nifti1Image(subj.magnitude, subj.affine))
+    rot = T.rotation((5.0, 0.0, 0.0))
+    shift = np.array([3.0, -3.0, 2.65])  # |shift| = 5 mm
+    world = T._world(subj.labels.shape, subj.affine)
+    q = np.tensordot(rot, world, axes=1) + shift.reshape(3, 1, 1, 1)
+    # FLAIR grid: the anatomy at native point q is shown at FLAIR point world
+    lab, _ = T.sample_labels(T.reference_phantom(1.0), T.centred_affine((128, 128, 100), 1.0), q)
+    flair_contrast = dict(T.T1W_CONTRAST, csf=0.05, white_matter=0.55, gray_matter=0.8)
+    flair = nib.Nifti1Image(T.t1w_like(lab, 0.5, flair_contrast), subj.affine)
+    rt = R.register_rigid(flair, native, tmp_path)
+    # truth: a native point p shows FLAIR point m(p) with q(m) = p  ->  m = rot^T (p - shift)
+    truth = np.eye(4)
+    truth[:3, :3] = rot.T
+    truth[:3, 3] = -rot.T @ shift
+    pts = np.stack(np.meshgrid(*[np.linspace(-40, 40, 5)] * 3, indexing="ij")).reshape(3, -1)
+    err = np.linalg.norm((rt.matrix[:3, :3] @ pts + rt.matrix[:3, 3:4]) - (truth[:3, :3] @ pts + truth[:3, 3:4]), axis=0)
+    centre_err = float(np.linalg.norm(rt.matrix[:3, 3] - truth[:3, 3]))
+    print(f"FLAIR rigid: rotation {rt.rotation_deg:.2f} deg (true 5), centre error {centre_err:.2f} mm, "
+          f"mean/max error over a 80 mm cube {err.mean():.2f}/{err.max():.2f} mm")
+    assert abs(rt.rotation_deg - 5.0) < 1.0
+    assert centre_err < 1.0 and err.mean() < 1.0
+    # FLAIR and a lesion mask carried to the native grid
+    lesion = nib.Nifti1Image((np.linalg.norm(world - np.array([20, 10, 10]).reshape(3, 1, 1, 1), axis=0) < 6)
+                             .astype(np.uint8), subj.affine)
+    on_native = R.mask_to_native(lesion, native, [rt.path])
+    centre = rot @ np.array([20.0, 10.0, 10.0]) + shift  # FLAIR point c shows native rot c + shift
+    true_lesion = np.linalg.norm(world - centre.reshape(3, 1, 1, 1), axis=0) < 6
+    assert R.dice(on_native, true_lesion) > 0.8
