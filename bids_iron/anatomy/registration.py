@@ -58,6 +58,9 @@ REG_RESOLUTION = 2.0
 SEED = 20240
 #: Version of the registration parameters (part of the SUIT cache key).
 PARAMS_VERSION = "1"
+#: Similarity metric of the template->MEGRE registration: mutual information, because the
+#: template (T1w) and the MEGRE magnitude have different contrasts.
+SYN_METRIC = "MI"
 
 
 def _ants(n_threads=None):
@@ -550,7 +553,7 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     t0 = time.perf_counter()
     if t1w_img is None:
         affine, warp, _ = _affine_syn(fixed, moving, work / f"from-{tpl_name}_to-MEGRE_",
-                                      _SYN_METRIC, syn_iterations, n_threads, seed, extra=extra)
+                                      SYN_METRIC, syn_iterations, n_threads, seed, extra=extra)
         transforms = [warp, affine] if warp else [affine]
         timings["template_to_megre"] = time.perf_counter() - t0
     else:
