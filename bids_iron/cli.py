@@ -81,11 +81,43 @@ def build_parser():
                     default=dipole.DEFAULT_DIPOLE_METHOD,
                     help="dipole inversion: TKD, iterative Tikhonov (CG), TV-ADMM or "
                          "MEDI-like magnitude-weighted TV")
-    ph.add_argument("--chi-reference", choices=["mean", "csf", "none"], default="mean",
-                    help="subtract the mean susceptibility of the whole brain (mean), of CSF "
-                         "found by its low R2* (csf, mainly the ventricles) or nothing (none)")
+    ph.add_argument("--chi-reference", choices=["csf", "white_matter", "mean", "none"],
+                    default="csf",
+                    help="chi is reported relative to: csf (lateral ventricles of the atlas; "
+                         "without anatomy, CSF found by its low R2*), white_matter (atlas), "
+                         "mean (whole brain) or none")
+    ph.add_argument("--lfs-reference", choices=["internal_capsule", "mean"],
+                    default="internal_capsule",
+                    help="LFS is reported relative to the posterior limb of the internal "
+                         "capsule (atlas; Hammond 2008) or the whole-brain mean")
+    ph.add_argument("--brain-mask", choices=["magnitude", "template"], default="magnitude",
+                    help="phase-stage brain mask: from the magnitude (measured better on "
+                         "simulations) or the template's mask registered to the session")
     ph.add_argument("--swi", action="store_true",
                     help="also write SWI and its minimum-intensity projection")
+    an = p.add_argument_group("anatomy: registration, atlas ROIs, lesions, ROI tables, report")
+    an.add_argument("--no-anatomy", action="store_true",
+                    help="maps only: no template registration, ROI table or atlas references")
+    an.add_argument("--templateflow-home", type=Path, metavar="DIR",
+                    help="a TemplateFlow home holding the template and atlases (default: "
+                         "$TEMPLATEFLOW_HOME); needed offline")
+    an.add_argument("--atlas-template", default="MNI152NLin2009cAsym", metavar="NAME",
+                    help="TemplateFlow template that is registered to each session")
+    an.add_argument("--atlas-file", type=Path, metavar="FILE",
+                    help="your own label map in --atlas-template space (with --atlas-labels)")
+    an.add_argument("--atlas-labels", type=Path, metavar="TSV",
+                    help="index/name table of --atlas-file; names map onto the ROI vocabulary "
+                         "(e.g. left_caudate)")
+    an.add_argument("--no-t1w", action="store_true",
+                    help="register the template to the MEGRE magnitude even when a T1w exists")
+    an.add_argument("--lesion-masks", type=Path, metavar="DIR",
+                    help="derivatives folder with sub-<l>[/ses-<s>]/anat/sub-<l>[_ses-<s>]"
+                         "_space-{FLAIR,T1w}_desc-lesion_mask.nii.gz per session")
+    an.add_argument("--exclude-vessels", choices=["chi", "r2star"],
+                    help="drop voxels above median + K x MAD of this map inside each ROI")
+    an.add_argument("--vessel-k", type=float, default=3.0, metavar="K",
+                    help="outlier threshold of --exclude-vessels (robust SDs)")
+    an.add_argument("--no-report", action="store_true", help="no HTML report")
     grp = p.add_argument_group("group level")
     grp.add_argument("--group-column", default="group",
                      help="participants.tsv column with the group of each participant")
@@ -169,6 +201,13 @@ def _run(args):
         return _run_group(args)
     if args.mask is not None and not args.mask.is_file():
         raise BidsIronError(f"{args.mask}: --mask file not found")
+    if (args.atlas_file is None) != (args.atlas_labels is None):
+        raise BidsIronError("--atlas-file and --atlas-labels go together: give both")
+    for option, path in (("--atlas-file", args.atlas_file), ("--atlas-labels", args.atlas_labels)):
+        if path is not None and not path.is_file():
+            raise BidsIronError(f"{path}: {option} file not found")
+    if args.lesion_masks is not None and not args.lesion_masks.is_dir():
+        raise BidsIronError(f"{args.lesion_masks}: --lesion-masks folder not found")
     options = Options(r2star_method=args.r2star_method, b0=args.b0, force=args.force,
                       work_dir=args.work_dir, n_procs=args.n_procs, phase=not args.no_phase,
                       clean_work_dir=args.clean_workdir,
@@ -176,7 +215,13 @@ def _run(args):
                       invert_phase=args.invert_phase, mask=args.mask,
                       unwrap_method=args.unwrap_method,
                       background_method=args.background_method, qsm_method=args.qsm_method,
-                      chi_reference=args.chi_reference, swi=args.swi)
+                      chi_reference=args.chi_reference, swi=args.swi,
+                      lfs_reference=args.lfs_reference, brain_mask=args.brain_mask,
+                      anatomy=not args.no_anatomy, templateflow_home=args.templateflow_home,
+                      atlas_template=args.atlas_template, atlas_file=args.atlas_file,
+                      atlas_labels=args.atlas_labels, use_t1w=not args.no_t1w,
+                      lesion_masks=args.lesion_masks, exclude_vessels=args.exclude_vessels,
+                      vessel_k=args.vessel_k, report=not args.no_report)
     results = run_participants(args.bids_dir, args.output_dir, args.participant_label,
                                args.session_label, options)
     failed = [r for r in results if r.status == "failed"]

@@ -104,10 +104,18 @@ def veins_paramagnetic(chi, r2star, mask):
     return float(np.median(chi[top]))
 
 
-def run_phase_stage(data, options, stage, r2star=None):
+def _atlas_reference(labels, roi, support):
+    from .anatomy_stage import reference_mask
+
+    return reference_mask(labels, roi, support) if labels is not None else None
+
+
+def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mask=None):
     """Compute field, local field, LFS, chi (and SWI) for one session's `MegreData`.
 
-    ``stage(name)`` is a context manager that logs and times a step.
+    ``stage(name)`` is a context manager that logs and times a step. ``labels`` (native atlas
+    labels) provide the reference regions (CSF, white matter, posterior internal capsule);
+    ``template_mask`` is the template's brain mask warped to the session.
     """
     facts = {}
     source = str(data.sources[len(data.te)]) if len(data.sources) > len(data.te) else "phase"
@@ -127,6 +135,12 @@ def run_phase_stage(data, options, stage, r2star=None):
         if options.mask is not None:
             mask = load_mask(options.mask, data)
             facts["MaskSource"] = f"user mask {options.mask}"
+        elif options.brain_mask == "template":
+            if template_mask is None or not template_mask.any():
+                raise InputError(f"{data.sources[0]}: --brain-mask template needs the anatomy "
+                                 "stage (template registration); drop --no-anatomy")
+            mask = template_mask.astype(bool)
+            facts["MaskSource"] = "template brain mask registered to the session"
         else:
             mask = mask_from_magnitude(data.magnitude, voxel_size)
             facts["MaskSource"] = methods.MASK
@@ -143,9 +157,21 @@ def run_phase_stage(data, options, stage, r2star=None):
             field_hz, mask, voxel_size, method=options.background_method, **bg_params)
     local_ppm = hz_to_ppm(local_hz, data.b0).astype(np.float32)
     with stage("local field shift"):
-        lfs_ref = lfs_maps.lfs_reference_value(local_hz, mask_local, data.b0)
-        lfs_ppm = lfs_maps.local_field_shift(local_hz, mask_local, data.b0)
-        facts["LFSReference"] = "whole-brain mean of the (eroded) mask"
+        lfs_region, facts["LFSReference"] = None, "whole-brain mean of the (eroded) mask"
+        if options.lfs_reference == "internal_capsule":
+            lfs_region = _atlas_reference(labels, "internal_capsule", mask_local)
+            if lfs_region is not None:
+                facts["LFSReference"] = ("posterior limb of the internal capsule (atlas, "
+                                         "eroded by 1 voxel)")
+                facts["LFSReferenceVoxels"] = int(lfs_region.sum())
+            else:
+                facts["LFSReference"] += (" (posterior internal capsule unavailable: "
+                                          + ("too small in the mask)" if labels is not None
+                                             else "no anatomy stage)"))
+        lfs_ref = lfs_maps.lfs_reference_value(local_hz, mask_local, data.b0,
+                                               reference_mask=lfs_region)
+        lfs_ppm = lfs_maps.local_field_shift(local_hz, mask_local, data.b0,
+                                             reference_mask=lfs_region)
         facts["LFSReferenceValue"] = round(float(lfs_ref), 6)
     with stage(f"dipole inversion ({options.qsm_method})"):
         params = {}
@@ -154,14 +180,34 @@ def run_phase_stage(data, options, stage, r2star=None):
         result = dipole_maps.invert_dipole(local_ppm, mask_local, voxel_size, tuple(b0_dir),
                                            method=options.qsm_method, **params)
         reference = {"none": None, "mean": "mean"}.get(options.chi_reference)
+        chi_reference_text = {
+            "mean": "whole-brain mean of the (eroded) mask",
+            "none": "none (mean of the inversion)"}.get(options.chi_reference)
         if options.chi_reference == "csf":
-            if r2star is None:
-                raise InputError("--chi-reference csf needs the R2* map of the session")
-            reference = csf_mask_from_r2star(r2star, mask_local)
+            reference = _atlas_reference(labels, "csf", mask_local)
+            chi_reference_text = "CSF of the lateral ventricles (atlas, eroded by 1 voxel)"
+            if reference is None:
+                if r2star is None:
+                    raise InputError("--chi-reference csf needs the R2* map of the session")
+                reference = csf_mask_from_r2star(r2star, mask_local)
+                chi_reference_text = (f"CSF: brain voxels with R2* < {CSF_MAX_R2STAR:g} 1/s, "
+                                      "eroded by 1 voxel, components of >= 20 voxels (mainly "
+                                      "the lateral ventricles)")
             if reference.sum() < 20:
-                raise InputError(f"{data.sources[0]}: --chi-reference csf found no CSF "
-                                 f"(R2* < {CSF_MAX_R2STAR:g} 1/s) in the brain mask; use "
-                                 "--chi-reference mean")
+                LOGGER.warning("%s: fewer than 20 CSF voxels (atlas ventricles or R2* < %g 1/s) "
+                               "in the brain mask; chi is referenced to the whole-brain mean",
+                               data.sources[0].name, CSF_MAX_R2STAR)
+                reference = "mean"
+                chi_reference_text = ("whole-brain mean of the (eroded) mask (CSF reference "
+                                      "unavailable: fewer than 20 CSF voxels in the mask)")
+            else:
+                facts["ChiReferenceVoxels"] = int(reference.sum())
+        elif options.chi_reference == "white_matter":
+            reference = _atlas_reference(labels, "white_matter", mask_local)
+            if reference is None:
+                raise InputError(f"{data.sources[0]}: --chi-reference white_matter needs the "
+                                 "atlas white matter (anatomy stage) inside the brain mask")
+            chi_reference_text = "white matter (template WM probability > 0.9, eroded)"
             facts["ChiReferenceVoxels"] = int(reference.sum())
         if reference is None:
             chi = result.chi
@@ -170,11 +216,7 @@ def run_phase_stage(data, options, stage, r2star=None):
             chi, value = dipole_maps.reference_chi(result.chi, mask_local, reference,
                                                    return_reference=True)
             facts["ChiReferenceValue"] = round(float(value), 6)
-        facts["ChiReference"] = {
-            "mean": "whole-brain mean of the (eroded) mask",
-            "csf": f"CSF: brain voxels with R2* < {CSF_MAX_R2STAR:g} 1/s, eroded by 1 voxel, "
-                   "components of >= 20 voxels (mainly the lateral ventricles)",
-            "none": "none (mean of the inversion)"}[options.chi_reference]
+        facts["ChiReference"] = chi_reference_text
         facts["DipoleInversion"] = {"n_fft": result.n_fft, "n_iter": result.n_iter,
                                     "converged": bool(getattr(result, "converged", True)),
                                     **{k: v for k, v in result.parameters.items()

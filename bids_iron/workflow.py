@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from .maps import background as background_maps
 from .maps import dipole as dipole_maps
 from .maps import r2star as r2star_maps
 from .maps import unwrap as unwrap_maps
+from .anatomy_stage import prepare_atlases, run_anatomy_stage, write_roi_tables
+from .bids.derivatives import atomic_path
 from .phase_stage import run_phase_stage
 from .report import methods
 
@@ -47,8 +50,20 @@ class Options:
     unwrap_method: str = unwrap_maps.DEFAULT_UNWRAP_METHOD
     background_method: str = background_maps.DEFAULT_BACKGROUND_METHOD
     qsm_method: str = dipole_maps.DEFAULT_DIPOLE_METHOD
-    chi_reference: str = "mean"
+    chi_reference: str = "csf"
+    lfs_reference: str = "internal_capsule"
+    brain_mask: str = "magnitude"
     swi: bool = False
+    anatomy: bool = True
+    templateflow_home: Path | None = None
+    atlas_template: str = "MNI152NLin2009cAsym"
+    atlas_file: Path | None = None
+    atlas_labels: Path | None = None
+    use_t1w: bool = True
+    lesion_masks: Path | None = None
+    exclude_vessels: str | None = None
+    vessel_k: float = 3.0
+    report: bool = True
     force: bool = False
     work_dir: Path | None = None
     n_procs: int | None = None  # None: default_n_procs()
@@ -59,7 +74,8 @@ class Options:
     def digest(self):
         """Hash of the options that change outputs (not force/n_procs/work_dir)."""
         keep = {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("force", "n_procs", "n_threads", "work_dir", "clean_work_dir")}
+                if k not in ("force", "n_procs", "n_threads", "work_dir", "clean_work_dir",
+                             "templateflow_home", "report")}
         keep["version"] = __version__
         return options_digest(keep)
 
@@ -122,7 +138,7 @@ def _common_sidecar(derivs, data, extra=None):
     return sidecar
 
 
-def write_r2star_maps(derivs, inputs, data, options, log):
+def write_r2star_maps(derivs, inputs, data, options, log, work_root=None):
     """Fit R2* and write R2*, T2* and S0 maps; return the written paths."""
     method = options.r2star_method
     with _Stage(log, inputs.label, f"R2* fit ({method}, {len(data.te)} echoes)"):
@@ -140,16 +156,18 @@ def write_r2star_maps(derivs, inputs, data, options, log):
         sidecar = _common_sidecar(derivs, data, {"Units": units, "Description": desc, **base})
         outputs.append(derivs.save_map(inputs, array, data.affine, suffix, sidecar,
                                        header=data.header))
-    if options.work_dir is not None:
-        work = Path(options.work_dir) / inputs.label
+    if work_root is not None:
+        work = Path(work_root) / inputs.label
         work.mkdir(parents=True, exist_ok=True)
         np.save(work / "r2star_fit_residual.npy", fit.residual)
     return outputs, fit
 
 
-def write_phase_maps(derivs, inputs, data, options, log, r2star):
-    """Run the phase stage and write mask, field, LFS, chi (and SWI); return the paths."""
-    res = run_phase_stage(data, options, _Stage(log, inputs.label), r2star=r2star)
+def write_phase_maps(derivs, inputs, data, options, log, r2star, anatomy=None):
+    """Run the phase stage and write mask, field, LFS, chi (and SWI); return paths, results."""
+    res = run_phase_stage(data, options, _Stage(log, inputs.label), r2star=r2star,
+                          labels=None if anatomy is None else anatomy.labels,
+                          template_mask=None if anatomy is None else anatomy.template_mask)
     facts = res.facts
     unwrap = methods.UNWRAP[options.unwrap_method]
     background = methods.BACKGROUND[options.background_method]
@@ -183,7 +201,9 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star):
     save(res.lfs_ppm, "fieldmap", "lfs", "ppm", methods.LFS[0], methods.LFS[1],
          {**bg, "Description": "local field shift (LFS, Hammond 2008) in ppm of B0",
           "LFSReference": facts["LFSReference"],
-          "LFSReferenceValue": facts["LFSReferenceValue"]})
+          "LFSReferenceValue": facts["LFSReferenceValue"],
+          **({"LFSReferenceVoxels": facts["LFSReferenceVoxels"]}
+             if "LFSReferenceVoxels" in facts else {})})
     save(res.chi_ppm, "Chimap", None, "ppm", dipole[0], dipole[1],
          {**bg, "QSMMethod": options.qsm_method, "ChiReference": facts["ChiReference"],
           "ChiReferenceValue": facts["ChiReferenceValue"],
@@ -202,10 +222,10 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star):
              f"minimum-intensity projection of SWI over {facts['SWIMinIPSlices']} slices "
              "(sliding slab along the third voxel axis)", methods.SWI[1],
              {"MinIPSlices": facts["SWIMinIPSlices"]}, affine=mip_affine)
-    return outputs
+    return outputs, res
 
 
-def process_session(inputs, output_dir, bids_dir, options):
+def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, work_root=None):
     """Run every stage for one session. Returns a `SessionResult`; never raises."""
     t0 = time.perf_counter()
     derivs = Derivatives(output_dir, bids_dir)
@@ -219,17 +239,37 @@ def process_session(inputs, output_dir, bids_dir, options):
             result.status = "skipped"
             return result
         derivs.clear_done(inputs)
-        with _Stage(log, inputs.label, "loading and checking inputs"):
+        work_root = Path(work_root or options.work_dir or tempfile.mkdtemp(prefix="bids-iron-"))
+        stage = _Stage(log, inputs.label)
+        with stage("loading and checking inputs"):
             data = load_session(inputs, b0_override=options.b0, load_phase=options.phase)
-        outputs, fit = write_r2star_maps(derivs, inputs, data, options, log)
+        outputs, fit = write_r2star_maps(derivs, inputs, data, options, log, work_root)
+        anatomy = None
+        if options.anatomy and atlas_files is not None:
+            anatomy = run_anatomy_stage(derivs, inputs, data, options, atlas_files, stage,
+                                        work_root)
+            outputs += anatomy.outputs
+        phase = None
         if inputs.has_phase and options.phase:
-            outputs += write_phase_maps(derivs, inputs, data, options, log, fit.r2star)
+            phase_outputs, phase = write_phase_maps(derivs, inputs, data, options, log,
+                                                    fit.r2star, anatomy)
+            outputs += phase_outputs
         elif not options.phase:
             result.notes.append("--no-phase: phase stages skipped")
         if not inputs.has_phase:
             note = "magnitude only: R2*/T2*/S0 written; phase stages (field, LFS, QSM) skipped"
             log.info("%s: %s", inputs.label, note)
             result.notes.append(note)
+        table = lesions = None
+        if anatomy is not None:
+            with stage("ROI statistics"):
+                table, lesions, tables = write_roi_tables(derivs, inputs, data, options, fit,
+                                                          phase, anatomy)
+            outputs += tables
+        if options.report:
+            with stage("report section"):
+                outputs.append(write_report_section(derivs, inputs, data, options, fit, phase,
+                                                    anatomy, table, lesions, result.notes))
         derivs.mark_done(inputs, outputs, digest)
         result.status, result.outputs = "done", outputs
     except BidsIronError as exc:
@@ -243,6 +283,58 @@ def process_session(inputs, output_dir, bids_dir, options):
         log.removeHandler(handler)
         handler.close()
     return result
+
+
+def report_section_path(derivs, inputs):
+    """Where a session's report section is kept until the subject report is assembled."""
+    return derivs.root / f"sub-{inputs.subject}" / "figures" / f"{inputs.label}_report.html"
+
+
+def write_report_section(derivs, inputs, data, options, fit, phase, anatomy, table, lesions,
+                         notes):
+    """Render this session's report section (HTML with embedded figures) to a file."""
+    from .report.html import SessionReport, render_session_section
+
+    facts = {"R2starMethod": fit.method, "EchoTime": [float(t) for t in data.te],
+             "MagneticFieldStrength": data.b0, "ROIErosion": 1,
+             "VesselExclusion": options.exclude_vessels}
+    if phase is not None:
+        facts.update(phase.facts, UnwrappingMethod=options.unwrap_method,
+                     BackgroundRemovalMethod=options.background_method,
+                     QSMMethod=options.qsm_method)
+    if anatomy is not None:
+        facts.update(anatomy.facts)
+        facts.setdefault("Lesions", bool(anatomy.lesions is not None and anatomy.lesions.any()))
+    session = SessionReport(
+        label=inputs.label, magnitude=data.magnitude, r2star=fit.r2star,
+        lfs=None if phase is None else phase.lfs_ppm, chi=None if phase is None else phase.chi_ppm,
+        swi=None if phase is None else phase.swi, flair=None if anatomy is None else anatomy.flair,
+        mask=None if phase is None else phase.mask,
+        labels=None if anatomy is None else anatomy.labels,
+        template_in_native=None if anatomy is None else anatomy.template_in_native,
+        residual=fit.residual, lesions=None if anatomy is None else anatomy.lesions,
+        roi_table=table, lesion_table=lesions, facts=facts, voxel_size=data.voxel_size,
+        affine=data.affine, notes=list(notes))
+    path = report_section_path(derivs, inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(render_session_section(session), encoding="utf-8")
+    return path
+
+
+def assemble_reports(output_dir, subjects):
+    """Write OUTPUT_DIR/sub-<l>.html from the stored session sections of each subject."""
+    from .report.html import assemble_subject_report
+
+    written = []
+    for subject in sorted(set(subjects)):
+        folder = Path(output_dir) / f"sub-{subject}" / "figures"
+        sections = [(p.name[: -len("_report.html")], p.read_text(encoding="utf-8"))
+                    for p in sorted(folder.glob("*_report.html"))]
+        if sections:
+            written.append(assemble_subject_report(Path(output_dir) / f"sub-{subject}.html",
+                                                   subject, sections))
+    return written
 
 
 #: Peak memory one session may need (full-brain 1 mm, 6 echoes; measured <= 4 GB).
@@ -284,36 +376,51 @@ def run_participants(bids_dir, output_dir, participant_labels=None, session_labe
     Derivatives(output_dir, bids_dir).write_dataset_description()
     n = len(sessions)
     LOGGER.info("found %d session(s) with multi-echo GRE data", n)
+    atlas_files = None
+    if options.anatomy:  # once per run: missing templates stop here, before any work
+        atlas_files = prepare_atlases(options)
+        LOGGER.info("template %s with atlases %s", atlas_files.template,
+                    ", ".join(a.name for a in atlas_files.atlases))
     results = []
     n_procs = max(1, min(options.n_procs or default_n_procs(), n))
     LOGGER.info("running %d session(s) at a time", n_procs)
     if options.n_threads is None:
         options = dataclasses.replace(options, n_threads=max(1, (os.cpu_count() or 1) // n_procs))
+    own_work = options.work_dir is None
+    work_root = Path(tempfile.mkdtemp(prefix="bids-iron-work-")) if own_work \
+        else Path(options.work_dir)
 
     def report(i, res):
         extra = f" ({res.message})" if res.message else ""
         LOGGER.info("[%d/%d] %s: %s in %.1f s%s", i, n, res.label, res.status, res.seconds, extra)
 
-    if n_procs == 1:
-        for i, inputs in enumerate(sessions, start=1):
-            LOGGER.info("[%d/%d] %s: started", i, n, inputs.label)
-            res = process_session(inputs, output_dir, bids_dir, options)
-            results.append(res)
-            report(i, res)
-    else:
-        with concurrent.futures.ProcessPoolExecutor(n_procs, initializer=_worker_init) as pool:
-            futures = {pool.submit(process_session, s, output_dir, bids_dir, options): s
-                       for s in sessions}
-            for i, fut in enumerate(concurrent.futures.as_completed(futures), start=1):
-                try:
-                    res = fut.result()
-                except Exception as exc:  # the worker process itself died
-                    res = SessionResult(label=futures[fut].label, status="failed",
-                                        message=f"worker died: {exc}")
+    args = (output_dir, bids_dir, options, atlas_files, work_root)
+    try:
+        if n_procs == 1:
+            for i, inputs in enumerate(sessions, start=1):
+                LOGGER.info("[%d/%d] %s: started", i, n, inputs.label)
+                res = process_session(inputs, *args)
                 results.append(res)
                 report(i, res)
-    if options.clean_work_dir and options.work_dir is not None:
+        else:
+            with concurrent.futures.ProcessPoolExecutor(n_procs, initializer=_worker_init) as pool:
+                futures = {pool.submit(process_session, s, *args): s for s in sessions}
+                for i, fut in enumerate(concurrent.futures.as_completed(futures), start=1):
+                    try:
+                        res = fut.result()
+                    except Exception as exc:  # the worker process itself died
+                        res = SessionResult(label=futures[fut].label, status="failed",
+                                            message=f"worker died: {exc}")
+                    results.append(res)
+                    report(i, res)
+    finally:
+        if own_work:
+            shutil.rmtree(work_root, ignore_errors=True)
+    if options.report:
+        for path in assemble_reports(output_dir, [s.subject for s in sessions]):
+            LOGGER.info("report: %s", path)
+    if options.clean_work_dir and not own_work:
         for res in results:  # intermediates of finished sessions; failed ones stay for debugging
             if res.status == "done":
-                shutil.rmtree(Path(options.work_dir) / res.label, ignore_errors=True)
+                shutil.rmtree(work_root / res.label, ignore_errors=True)
     return results

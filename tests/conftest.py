@@ -54,10 +54,20 @@ def set_sidecar(path, **changes):
     Path(path).write_text(json.dumps(meta))
 
 
-def run_cli(*args):
-    """Run ``python -m bids_iron`` in a subprocess; return (code, stdout, stderr)."""
+def run_cli(*args, anatomy=False):
+    """Run ``python -m bids_iron`` in a subprocess; return (code, stdout, stderr).
+
+    Participant-level runs get ``--no-anatomy`` unless ``anatomy=True`` (or the test passes
+    ``--templateflow-home``/``--no-anatomy`` itself): the tests of other stages do not need
+    the template registration, which the anatomy tests exercise with a synthetic
+    TemplateFlow home.
+    """
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "bids_iron", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+    args = [str(a) for a in args]
+    if ("participant" in args and not anatomy
+            and not {"--templateflow-home", "--no-anatomy"} & set(args)):
+        args.append("--no-anatomy")
+    proc = subprocess.run([sys.executable, "-m", "bids_iron", *args],
+                          capture_output=True, text=True, timeout=900)
     return proc.returncode, proc.stdout, proc.stderr

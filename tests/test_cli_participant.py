@@ -15,7 +15,7 @@ import phantom as P
 def participant_run(sim_dataset, tmp_path_factory):
     root, truth = sim_dataset
     out = tmp_path_factory.mktemp("out") / "derivatives"
-    code = main([str(root), str(out), "participant"])
+    code = main([str(root), str(out), "participant", "--no-anatomy"])
     return root, truth, out, code
 
 

@@ -29,7 +29,7 @@ def test_sigkill_then_rerun_redoes_only_unfinished(head_phantom, tmp_path):
     root = _dataset(tmp_path / "ds", head_phantom)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "bids_iron", str(root), str(out),
-                             "participant", "--n-procs", "1"],
+                             "participant", "--n-procs", "1", "--no-anatomy"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started_second = out / "sub-01/ses-2/anat/sub-01_ses-2_R2starmap.nii.gz"
     deadline = time.time() + 300

@@ -1,42 +1,30 @@
-"""Fetch the TemplateFlow files of the default atlases (run at image build time).
+"""Fetch the TemplateFlow files of the default template and atlases (image build time).
 
-``python -m bids_iron.anatomy.prefetch`` downloads them into ``$TEMPLATEFLOW_HOME``; it
-needs internet and exits non-zero when a file cannot be had.
+``python -m bids_iron.anatomy.prefetch [TEMPLATE]`` downloads into ``$TEMPLATEFLOW_HOME``
+exactly the files `bids_iron.anatomy.templates.fetch_atlas_files` reads (and the optional
+2 mm T1w/T2w that speed up and guide registration); it needs internet and exits non-zero,
+with the missing file named, when a file cannot be had.
 """
 
 import sys
 
-#: (template, query) pairs of every TemplateFlow file the default anatomy stage reads.
-DEFAULT_TEMPLATE_FILES = (
-    ("MNI152NLin2009cAsym", dict(resolution=1, suffix="T1w", desc=None, extension=".nii.gz")),
-    ("MNI152NLin2009cAsym", dict(resolution=1, suffix="mask", desc="brain", extension=".nii.gz")),
-    ("MNI152NLin2009cAsym", dict(resolution=1, label="WM", suffix="probseg", extension=".nii.gz")),
-    ("MNI152NLin2009cAsym", dict(resolution=1, atlas="MASSP20", suffix="dseg", extension=".nii.gz")),
-    ("MNI152NLin2009cAsym", dict(resolution=1, atlas="MIAL67ThalamicNuclei", suffix="dseg",
-                                 extension=".nii.gz")),
-    ("SUIT", dict(suffix="T1w", desc=None, extension=".nii.gz")),
-    ("SUIT", dict(atlas="Diedrichsen2009", suffix="dseg", extension=".nii.gz")),
-)
 
+def main(argv=None):
+    from ..errors import BidsIronError
+    from .templates import DEFAULT_TEMPLATE, fetch_atlas_files
 
-def main():
-    from templateflow import api
-
-    missing = []
-    for template, query in DEFAULT_TEMPLATE_FILES:
-        try:
-            path = api.get(template, **query)
-        except Exception as exc:  # network errors come in many types
-            path, error = None, exc
-        else:
-            error = None
-        if not path:
-            missing.append(f"tpl-{template} {query}: {error or 'not found'}")
-        else:
-            print(f"fetched {path}")
-    if missing:
-        print("bids-iron prefetch: could not fetch\n  " + "\n  ".join(missing), file=sys.stderr)
+    argv = sys.argv[1:] if argv is None else argv
+    template = argv[0] if argv else DEFAULT_TEMPLATE
+    try:
+        files = fetch_atlas_files(template)
+    except BidsIronError as exc:
+        print(f"bids-iron prefetch: {exc}", file=sys.stderr)
         return 1
+    for path in (files.t1w, files.t1w_coarse, files.t2w_coarse, files.brain_mask,
+                 files.wm_probseg, files.suit_t1w, *[a.dseg for a in files.atlases],
+                 *[a.tsv for a in files.atlases]):
+        if path is not None:
+            print(f"have {path}")
     return 0
 
 

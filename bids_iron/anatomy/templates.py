@@ -126,7 +126,8 @@ def _tf_get(home, template, fname, **query):
         f"TemplateFlow file {fname} not found in TEMPLATEFLOW_HOME={home} (template {template}; "
         "offline?); pre-fetch it with `python -c \"from templateflow import api; "
         f"api.get('{template}', {', '.join(f'{k}={v!r}' for k, v in query.items())})\"` "
-        "on a machine with internet, or point --templateflow-home at a filled copy")
+        "on a machine with internet (all default files: python -m bids_iron.anatomy.prefetch), "
+        "point --templateflow-home at a filled copy, or run with --no-anatomy (maps only)")
 
 
 def _optional(home, template, fname, **query):

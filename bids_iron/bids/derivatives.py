@@ -146,9 +146,9 @@ class Derivatives:
         return self.session_dir(inputs) / datatype / f"{name}_{suffix}{ext}"
 
     def save_map(self, inputs, array, affine, suffix, sidecar, desc=None, header=None,
-                 dtype=np.float32):
+                 dtype=np.float32, space=None):
         """Write a map and its sidecar atomically; return the image path."""
-        path = self.path(inputs, suffix, desc=desc)
+        path = self.path(inputs, suffix, desc=desc, space=space)
         write_json(sidecar_path(path), sidecar)
         write_nifti(path, array, affine, header=header, dtype=dtype)
         return path

@@ -384,17 +384,61 @@ def _session_html(session, log):
     return "\n".join(out)
 
 
+def render_session_section(session):
+    """HTML of one session's section (a fragment `assemble_subject_report` can put together).
+
+    Sessions are processed in parallel processes and possibly in different runs, so the
+    workflow renders each section when its session finishes and assembles the subject's
+    report from the stored sections afterwards.
+    """
+    return _session_html(session, [])
+
+
+def assemble_subject_report(path, subject, sections):
+    """Write a subject's report from ``sections``: list of ``(label, html_fragment)``."""
+    from pathlib import Path
+
+    subject = str(subject)
+    subject = subject[4:] if subject.startswith("sub-") else subject
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = _report_head(subject, when, len(sections))
+    if sections:
+        parts.append("<nav>" + "".join(f'<a href="#{_anchor(label)}">{_esc(label)}</a>'
+                                       for label, _ in sections)
+                     + '<a href="#software">software</a></nav>')
+    parts.extend(fragment for _, fragment in sections)
+    parts.extend(_report_tail())
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+def _report_head(subject, when, n_sessions):
+    return ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+            f"<title>bids-iron report: sub-{_esc(subject)}</title>",
+            f"<style>{_CSS}</style>", "</head>", "<body>",
+            f"<h1>bids-iron report: sub-{_esc(subject)}</h1>",
+            f'<p class="note">bids-iron {_esc(__version__)}, generated {_esc(when)}; '
+            f"{n_sessions} session(s).</p>"]
+
+
+def _report_tail():
+    parts = ['<section id="software"><h2>Software</h2>']
+    versions = software_versions()
+    parts.append(_table_html([(k, v if v is not None else "not installed")
+                              for k, v in versions.items()], ("package", "version")))
+    parts.append("</section>")
+    parts.append("</body></html>")
+    return parts
+
+
 def render_subject_report(subject, sessions, timings=None):
     """The HTML text of a subject's report (see `write_subject_report`)."""
     subject = str(subject)
     subject = subject[4:] if subject.startswith("sub-") else subject
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>bids-iron report: sub-{_esc(subject)}</title>",
-             f"<style>{_CSS}</style>", "</head>", "<body>",
-             f"<h1>bids-iron report: sub-{_esc(subject)}</h1>",
-             f'<p class="note">bids-iron {_esc(__version__)}, generated {_esc(when)}; '
-             f"{len(sessions)} session(s).</p>"]
+    parts = _report_head(subject, when, len(sessions))
     if sessions:
         parts.append("<nav>" + "".join(f'<a href="#{_anchor(s.label)}">{_esc(s.label)}</a>'
                                        for s in sessions)
@@ -404,12 +448,7 @@ def render_subject_report(subject, sessions, timings=None):
         parts.append(_session_html(session, log))
         if timings is not None:
             timings.append((session.label, log))
-    parts.append('<section id="software"><h2>Software</h2>')
-    versions = software_versions()
-    parts.append(_table_html([(k, v if v is not None else "not installed")
-                              for k, v in versions.items()], ("package", "version")))
-    parts.append("</section>")
-    parts.append("</body></html>")
+    parts.extend(_report_tail())
     return "\n".join(parts) + "\n"
 
 

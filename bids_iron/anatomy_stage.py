@@ -1,0 +1,214 @@
+"""The anatomy half of a session: template registration, native labels, FLAIR and lesions,
+and the ROI tables.
+
+Registration and label transfer live in `bids_iron.anatomy.registration`, the atlases in
+`bids_iron.anatomy.templates`, the statistics in `bids_iron.anatomy.roistats`; this module
+runs them for one session and writes their derivatives.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .anatomy import roistats
+from .anatomy.rois import NATIVE_LABELS, label_name
+from .bids.derivatives import atomic_path, sidecar_path, write_json
+from .errors import InputError
+
+LOGGER = logging.getLogger("bids_iron")
+
+#: A reference region smaller than this (voxels, after erosion and masking) is not used.
+MIN_REFERENCE_VOXELS = 20
+
+
+@dataclass
+class AnatomyResult:
+    """Native-space anatomy of one session."""
+
+    labels: np.ndarray  # int16, rois.NATIVE_LABELS indices
+    template_mask: np.ndarray | None = None
+    template_in_native: np.ndarray | None = None
+    flair: np.ndarray | None = None
+    lesions: np.ndarray | None = None
+    outputs: list = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+
+
+def prepare_atlases(options):
+    """Locate the template and atlases once per run (fails fast with a clear message)."""
+    from .anatomy import templates
+
+    if options.atlas_file is not None:
+        return templates.custom_atlas(options.atlas_file, options.atlas_labels,
+                                      options.atlas_template, options.templateflow_home)
+    return templates.fetch_atlas_files(options.atlas_template, options.templateflow_home)
+
+
+def _find_lesion_mask(lesion_dir, inputs):
+    """``sub-<l>[/ses-<s>]/anat/sub-<l>[_ses-<s>]_space-{FLAIR,T1w}_desc-lesion_mask.nii[.gz]``."""
+    folder = Path(lesion_dir) / f"sub-{inputs.subject}"
+    stem = f"sub-{inputs.subject}"
+    if inputs.session:
+        folder = folder / f"ses-{inputs.session}"
+        stem += f"_ses-{inputs.session}"
+    for space in ("FLAIR", "T1w"):
+        for ext in (".nii.gz", ".nii"):
+            path = folder / "anat" / f"{stem}_space-{space}_desc-lesion_mask{ext}"
+            if path.exists():
+                return path, space
+    return None, None
+
+
+def _write_label_table(path, rows):
+    with atomic_path(path) as tmp:
+        tmp.write_text("index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in rows))
+
+
+def run_anatomy_stage(derivs, inputs, data, options, atlas_files, stage, work_dir):
+    """Register the template to the session, carry labels, FLAIR and lesions to MEGRE."""
+    from .anatomy import registration as reg_mod
+
+    facts = {"Template": atlas_files.template,
+             "Atlases": [a.name for a in atlas_files.atlases],
+             "RegistrationTool": f"ANTsPy {_version('antspyx')}"}
+    outputs = []
+    work = Path(work_dir) / inputs.label / "registration"
+    work.mkdir(parents=True, exist_ok=True)
+    t1w = None
+    if inputs.t1w is not None and options.use_t1w:
+        t1w = nib.load(str(inputs.t1w))
+    how = "via T1w (T1w->MEGRE rigid, template->T1w affine+SyN)" if t1w is not None else \
+        "template->MEGRE magnitude directly (rigid, affine, SyN; mutual information)"
+    with stage(f"registration {atlas_files.template} -> MEGRE, {how}"):
+        reg = reg_mod.register_to_session(data, atlas_files, t1w_img=t1w, work_dir=work,
+                                          cache_dir=Path(work_dir) / "templateflow_cache",
+                                          n_threads=options.n_threads)
+    facts["Registration"] = how
+    with stage("atlas labels to native space"):
+        native = reg_mod.warp_labels_to_native(reg, atlas_files)
+    labels = native.labels.astype(np.int16)
+    sidecar = {"Description": "deep gray matter nuclei and reference regions on the MEGRE grid "
+                              "(template atlases registered to the session)",
+               "Sources": [derivs.bids_uri(p) for p in data.sources[:1]],
+               "Template": atlas_files.template, "Atlases": facts["Atlases"],
+               "Registration": how, "Interpolation": "genericLabel (ANTs)"}
+    dseg = derivs.save_map(inputs, labels, data.affine, "dseg", sidecar, desc="iron",
+                           header=data.header, dtype=np.int16)
+    table = [(i, label_name(*NATIVE_LABELS[i])) for i in sorted(NATIVE_LABELS)]
+    tsv = dseg.with_name(dseg.name.replace(".nii.gz", ".tsv"))
+    _write_label_table(tsv, table)
+    outputs += [dseg, tsv]
+    # transforms as derivatives (ANTs displacement fields on the MEGRE field of view)
+    for key, path in sorted(reg.files.items()):
+        name = key if str(key).startswith("from-") else Path(path).name
+        target = derivs.session_dir(inputs) / "anat" / f"{inputs.label}_{name}"
+        with atomic_path(target) as tmp:
+            shutil.copyfile(path, tmp)
+        outputs.append(target)
+    result = AnatomyResult(labels=labels, template_mask=native.brain_mask, facts=facts)
+    try:
+        result.template_in_native = reg.to_native(nib.load(str(atlas_files.t1w_coarse
+                                                               or atlas_files.t1w)))
+    except Exception as exc:  # the QC figure is optional
+        LOGGER.debug("template in native space not computed: %s", exc)
+
+    flair_rigid = None
+    if inputs.flair is not None:
+        with stage("FLAIR -> MEGRE (rigid)"):
+            flair_img = nib.load(str(inputs.flair))
+            flair_rigid = reg_mod.register_rigid(flair_img, reg.native, work, prefix="from-FLAIR_to-MEGRE_",
+                                                 n_threads=options.n_threads)
+            result.flair = reg_mod.resample_to_native(flair_img, reg.native, [flair_rigid.path])
+        side = {"Description": "FLAIR resampled to the MEGRE grid (rigid, linear)",
+                "Sources": [derivs.bids_uri(inputs.flair)], "SpatialReference": "MEGRE grid"}
+        outputs.append(derivs.save_map(inputs, result.flair, data.affine, "FLAIR", side,
+                                       desc=None, header=data.header, space="MEGRE"))
+        facts["FLAIR"] = "registered rigidly to MEGRE (mutual information)"
+
+    if options.lesion_masks is not None:
+        path, space = _find_lesion_mask(options.lesion_masks, inputs)
+        if path is None:
+            facts["Lesions"] = "no lesion mask found for this session"
+        else:
+            if space == "FLAIR":
+                if flair_rigid is None:
+                    raise InputError(f"{path}: a FLAIR-space lesion mask needs the session's "
+                                     "FLAIR image in the BIDS dataset")
+                transforms = [flair_rigid.path]
+            else:
+                if t1w is None:
+                    if inputs.t1w is None:
+                        raise InputError(f"{path}: a T1w-space lesion mask needs the session's "
+                                         "T1w image in the BIDS dataset")
+                    t1w = nib.load(str(inputs.t1w))
+                rigid = reg_mod.register_rigid(t1w, reg.native, work, prefix="from-T1w_to-MEGRE_",
+                                               n_threads=options.n_threads)
+                transforms = [rigid.path]
+            with stage(f"lesion mask ({space}) -> MEGRE"):
+                try:
+                    lesion_img = nib.load(str(path))
+                except Exception as exc:
+                    raise InputError(f"{path}: cannot be read as NIfTI ({exc})") from None
+                result.lesions = reg_mod.mask_to_native(lesion_img, reg.native, transforms)
+            side = {"Description": f"lesion mask carried from {space} to the MEGRE grid "
+                                   "(rigid, linear interpolation, >= 0.5)",
+                    "Sources": [str(path)], "Type": "Lesion"}
+            outputs.append(derivs.save_map(inputs, result.lesions.astype(np.uint8), data.affine,
+                                           "mask", side, desc="lesion", header=data.header,
+                                           dtype=np.uint8, space="MEGRE"))
+            facts["Lesions"] = f"{int(result.lesions.sum())} voxels from {path.name}"
+    result.outputs = outputs
+    return result
+
+
+def reference_mask(labels, roi, support, erode=1):
+    """An eroded atlas reference region inside ``support``; None when too small."""
+    if labels is None:
+        return None
+    mask = roistats.roi_mask(labels, roi, erode=erode) & support
+    return mask if mask.sum() >= MIN_REFERENCE_VOXELS else None
+
+
+def write_roi_tables(derivs, inputs, data, options, fit, phase, anatomy):
+    """Write ``roistats.tsv`` (+ JSON), and the per-lesion table with lesions."""
+    maps = {"r2star": fit.r2star, "t2star": fit.t2star}
+    masks = {}
+    if phase is not None:
+        maps.update(lfs=phase.lfs_ppm, chi=phase.chi_ppm)
+        masks.update(lfs=phase.mask_local, chi=phase.mask_local)
+    vessels = ({"metric": options.exclude_vessels, "k": options.vessel_k}
+               if options.exclude_vessels else None)
+    table = roistats.roi_statistics(maps, anatomy.labels, data.voxel_size, masks=masks or None,
+                                    lesion_mask=anatomy.lesions, exclude_vessels=vessels)
+    path = derivs.path(inputs, "roistats", ext=".tsv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+    write_json(sidecar_path(path), roistats.data_dictionary(exclude_vessels=vessels))
+    outputs = [path, sidecar_path(path)]
+    lesions = None
+    if anatomy.lesions is not None and anatomy.lesions.any():
+        lesions = roistats.lesion_table(maps, anatomy.lesions, data.voxel_size,
+                                        affine=data.affine, masks=masks or None)
+        lpath = derivs.path(inputs, "roistats", desc="lesions", ext=".tsv")
+        with atomic_path(lpath) as tmp:
+            lesions.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        write_json(sidecar_path(lpath), roistats.lesion_data_dictionary())
+        outputs += [lpath, sidecar_path(lpath)]
+    return table, lesions, outputs
+
+
+def _version(dist):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
