@@ -175,8 +175,14 @@ def reference_mask(labels, roi, support, erode=1):
     return mask if mask.sum() >= MIN_REFERENCE_VOXELS else None
 
 
-def write_roi_tables(derivs, inputs, data, options, fit, phase, anatomy):
-    """Write ``roistats.tsv`` (+ JSON), and the per-lesion table with lesions."""
+def write_roi_tables(derivs, inputs, data, options, fit, phase, anatomy, user_rois=()):
+    """Write ``roistats.tsv`` (+ JSON), and the per-lesion table with lesions.
+
+    ``options.roi_source``: ``auto`` (user ROIs where given, atlas for the rest), ``atlas``,
+    ``user`` or ``both`` (rows of both, told apart by the ``source`` column).
+    """
+    import pandas as pd
+
     maps = {"r2star": fit.r2star, "t2star": fit.t2star}
     masks = {}
     if phase is not None:
@@ -184,17 +190,35 @@ def write_roi_tables(derivs, inputs, data, options, fit, phase, anatomy):
         masks.update(lfs=phase.mask_local, chi=phase.mask_local)
     vessels = ({"metric": options.exclude_vessels, "k": options.vessel_k}
                if options.exclude_vessels else None)
-    table = roistats.roi_statistics(maps, anatomy.labels, data.voxel_size, masks=masks or None,
-                                    lesion_mask=anatomy.lesions, exclude_vessels=vessels)
+    lesion_mask = None if anatomy is None else anatomy.lesions
+    parts = []
+    if options.roi_source != "atlas":
+        for user in user_rois:
+            table = user_roi_table(maps, masks, data.voxel_size, user, vessels)
+            if table is not None:
+                parts.append(table)
+    if anatomy is not None and options.roi_source != "user":
+        atlas = roistats.roi_statistics(maps, anatomy.labels, data.voxel_size,
+                                        masks=masks or None, lesion_mask=lesion_mask,
+                                        exclude_vessels=vessels, source="atlas")
+        if options.roi_source == "auto" and parts:
+            taken = {(r, h) for t in parts for r, h in zip(t.roi, t.hemisphere)}
+            atlas = atlas[[(r, h) not in taken for r, h in zip(atlas.roi, atlas.hemisphere)]]
+        parts.insert(0, atlas)
+    if not parts:
+        return None, None, []
+    table = pd.concat(parts, ignore_index=True)
     path = derivs.path(inputs, "roistats", ext=".tsv")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-    write_json(sidecar_path(path), roistats.data_dictionary(exclude_vessels=vessels))
+    sources = sorted(set(table["source"]))
+    write_json(sidecar_path(path), roistats.data_dictionary(exclude_vessels=vessels,
+                                                            source_levels=sources))
     outputs = [path, sidecar_path(path)]
     lesions = None
-    if anatomy.lesions is not None and anatomy.lesions.any():
-        lesions = roistats.lesion_table(maps, anatomy.lesions, data.voxel_size,
+    if lesion_mask is not None and lesion_mask.any():
+        lesions = roistats.lesion_table(maps, lesion_mask, data.voxel_size,
                                         affine=data.affine, masks=masks or None)
         lpath = derivs.path(inputs, "roistats", desc="lesions", ext=".tsv")
         with atomic_path(lpath) as tmp:
@@ -202,6 +226,20 @@ def write_roi_tables(derivs, inputs, data, options, fit, phase, anatomy):
         write_json(sidecar_path(lpath), roistats.lesion_data_dictionary())
         outputs += [lpath, sidecar_path(lpath)]
     return table, lesions, outputs
+
+
+def report_labels(anatomy, user_rois):
+    """Native labels for the report's contours: atlas labels, user ROIs drawn over them."""
+    from .anatomy.rois import NATIVE_INDEX
+
+    labels = None if anatomy is None else anatomy.labels.copy()
+    for user in user_rois:
+        for key, mask in user.masks.items():
+            if key in NATIVE_INDEX:
+                if labels is None:
+                    labels = np.zeros(mask.shape, np.int16)
+                labels[mask] = NATIVE_INDEX[key]
+    return labels
 
 
 def _version(dist):
@@ -212,3 +250,125 @@ def _version(dist):
     except PackageNotFoundError:
         return "not installed"
 
+
+
+# -- ROIs from the user's own segmentations (--roi-dseg, --freesurfer-dir) ------------------
+@dataclass
+class UserRois:
+    """User label maps carried to the MEGRE grid: ``masks`` {(roi, hemisphere): bool}."""
+
+    source: str  # "user" or "freesurfer"
+    path: Path
+    space: str
+    masks: dict
+
+
+def _same_grid(img, shape, affine):
+    return tuple(img.shape[:3]) == tuple(shape[:3]) and np.allclose(img.affine, affine, atol=1e-3)
+
+
+def load_user_rois(inputs, data, options, stage, work_dir, anatomy=None):
+    """Every user segmentation of the session on the MEGRE grid (list of `UserRois`).
+
+    Label maps on the MEGRE grid are used as they are; maps in T1w or FLAIR space (and
+    FreeSurfer's aseg, which lives in the T1w's scanner space) are carried over by a rigid
+    registration of that image to the MEGRE magnitude, with label interpolation.
+    """
+    from .anatomy import registration as reg_mod
+    from .anatomy.user_rois import load_freesurfer_aseg, load_user_labels
+
+    found = []
+    if options.roi_dseg is not None:
+        user = load_user_labels(options.roi_dseg, inputs.subject, inputs.session,
+                                options.roi_labels)
+        if user is None:
+            raise InputError(f"{options.roi_dseg}: no label map for {inputs.label} (expected "
+                             f"sub-{inputs.subject}/{'ses-' + inputs.session + '/' if inputs.session else ''}"
+                             f"anat/{inputs.label}[_space-<MEGRE|T1w|FLAIR>]_dseg.nii.gz)")
+        found.append(user)
+    if options.freesurfer_dir is not None:
+        aseg = load_freesurfer_aseg(options.freesurfer_dir, inputs.subject, inputs.session)
+        if aseg is None:
+            raise InputError(f"{options.freesurfer_dir}: no sub-{inputs.subject}/mri/aseg.mgz "
+                             f"for {inputs.label}")
+        found.append(aseg)
+    if not found:
+        return []
+    native = reg_mod.native_reference(data)
+    work = Path(work_dir) / inputs.label / "user_rois"
+    work.mkdir(parents=True, exist_ok=True)
+    rigid = {}
+    out = []
+    for labels in found:
+        img = labels.image
+        if labels.space == "MEGRE":
+            if not _same_grid(img, data.magnitude.shape, data.affine):
+                raise InputError(f"{labels.path}: its grid {tuple(img.shape[:3])} is not the MEGRE "
+                                 f"grid {tuple(data.magnitude.shape[:3])} (or the affines differ); "
+                                 "name its space (_space-T1w or _space-FLAIR) or resample it")
+            carried = np.rint(np.asanyarray(img.dataobj)).astype(np.int64)
+        else:
+            source_path = inputs.t1w if labels.space == "T1w" else inputs.flair
+            if source_path is None:
+                raise InputError(f"{labels.path}: a {labels.space}-space label map needs the "
+                                 f"session's {labels.space} image in the BIDS dataset")
+            moving = nib.load(str(source_path))
+            if labels.source == "user" and not _same_grid(img, moving.shape, moving.affine):
+                raise InputError(f"{labels.path}: its grid matches neither the MEGRE nor the "
+                                 f"{labels.space} image {Path(source_path).name}; resample it to "
+                                 f"the {labels.space} grid")
+            if labels.space not in rigid:
+                with stage(f"{labels.space} -> MEGRE (rigid) for user ROIs"):
+                    rigid[labels.space] = reg_mod.register_rigid(
+                        moving, native, work, prefix=f"from-{labels.space}_to-MEGRE_",
+                        n_threads=options.n_threads)
+            as_nifti = nib.Nifti1Image(np.rint(np.asanyarray(img.dataobj)).astype(np.float32),
+                                       img.affine)
+            carried = np.rint(reg_mod.resample_to_native(
+                as_nifti, native, [rigid[labels.space].path],
+                interpolation="genericLabel")).astype(np.int64)
+        masks = {}
+        for index, key in labels.names.items():
+            mask = carried == index
+            if mask.any():
+                masks[key] = masks.get(key, np.zeros(mask.shape, bool)) | mask
+        missing = sorted({f"{r}/{h}" for (r, h) in labels.names.values()}
+                         - {f"{r}/{h}" for (r, h) in masks})
+        if missing:
+            LOGGER.warning("%s: labels %s not found on the MEGRE grid", labels.path.name,
+                           ", ".join(missing[:8]))
+        out.append(UserRois(source=labels.source, path=labels.path, space=labels.space,
+                            masks=masks))
+    return out
+
+
+def user_roi_table(maps, masks, voxel_size, user, vessels=None, lesions=None):
+    """``roistats`` rows of one `UserRois`: vocabulary ROIs like the atlas ones (per hemisphere
+    and bilateral), other names under their own name."""
+    from .anatomy.rois import NATIVE_INDEX
+    import pandas as pd
+
+    native = np.zeros(next(iter(maps.values())).shape, np.int16)
+    provided = set()
+    others = {}
+    for (roi, hemi), mask in user.masks.items():
+        if (roi, hemi) in NATIVE_INDEX:
+            native[mask] = NATIVE_INDEX[(roi, hemi)]
+            provided.add((roi, hemi))
+            if hemi in ("left", "right"):
+                provided.add((roi, "bilateral"))
+        else:
+            others[(roi, hemi)] = mask
+    parts = []
+    if provided:
+        table = roistats.roi_statistics(maps, native, voxel_size, masks=masks or None,
+                                        exclude_vessels=vessels, source=user.source,
+                                        lesion_mask=lesions)
+        keep = [(r, h) in provided for r, h in zip(table.roi, table.hemisphere)]
+        parts.append(table[keep])
+    if others:
+        parts.append(roistats.mask_statistics(maps, others, voxel_size, masks=masks or None,
+                                              source=user.source))
+    if not parts:
+        return None
+    return pd.concat(parts, ignore_index=True)

@@ -118,6 +118,17 @@ def build_parser():
     an.add_argument("--vessel-k", type=float, default=3.0, metavar="K",
                     help="outlier threshold of --exclude-vessels (robust SDs)")
     an.add_argument("--no-report", action="store_true", help="no HTML report")
+    an.add_argument("--roi-dseg", type=Path, metavar="DIR",
+                    help="your own label maps: a derivatives folder with sub-<l>[/ses-<s>]/anat/"
+                         "sub-<l>[_ses-<s>][_space-<MEGRE|T1w|FLAIR>]_dseg.nii.gz (+ _dseg.tsv)")
+    an.add_argument("--roi-labels", type=Path, metavar="TSV",
+                    help="one index/name table for every --roi-dseg map (instead of sidecars)")
+    an.add_argument("--freesurfer-dir", type=Path, metavar="SUBJECTS_DIR",
+                    help="FreeSurfer subjects folder: mri/aseg.mgz gives caudate, putamen, "
+                         "pallidum, thalamus and lateral ventricles through the T1w")
+    an.add_argument("--roi-source", choices=["auto", "atlas", "user", "both"], default="auto",
+                    help="which ROIs fill the table: auto (user where given, atlas for the "
+                         "rest), atlas, user, or both (the source column tells them apart)")
     grp = p.add_argument_group("group level")
     grp.add_argument("--group-column", default="group",
                      help="participants.tsv column with the group of each participant")
@@ -206,6 +217,11 @@ def _run(args):
     for option, path in (("--atlas-file", args.atlas_file), ("--atlas-labels", args.atlas_labels)):
         if path is not None and not path.is_file():
             raise BidsIronError(f"{path}: {option} file not found")
+    for option, path in (("--roi-dseg", args.roi_dseg), ("--freesurfer-dir", args.freesurfer_dir)):
+        if path is not None and not path.is_dir():
+            raise BidsIronError(f"{path}: {option} folder not found")
+    if args.roi_labels is not None and not args.roi_labels.is_file():
+        raise BidsIronError(f"{args.roi_labels}: --roi-labels file not found")
     if args.lesion_masks is not None and not args.lesion_masks.is_dir():
         raise BidsIronError(f"{args.lesion_masks}: --lesion-masks folder not found")
     options = Options(r2star_method=args.r2star_method, b0=args.b0, force=args.force,
@@ -221,7 +237,9 @@ def _run(args):
                       atlas_template=args.atlas_template, atlas_file=args.atlas_file,
                       atlas_labels=args.atlas_labels, use_t1w=not args.no_t1w,
                       lesion_masks=args.lesion_masks, exclude_vessels=args.exclude_vessels,
-                      vessel_k=args.vessel_k, report=not args.no_report)
+                      vessel_k=args.vessel_k, report=not args.no_report,
+                      roi_dseg=args.roi_dseg, roi_labels=args.roi_labels,
+                      freesurfer_dir=args.freesurfer_dir, roi_source=args.roi_source)
     results = run_participants(args.bids_dir, args.output_dir, args.participant_label,
                                args.session_label, options)
     failed = [r for r in results if r.status == "failed"]

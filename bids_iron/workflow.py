@@ -29,7 +29,8 @@ from .maps import background as background_maps
 from .maps import dipole as dipole_maps
 from .maps import r2star as r2star_maps
 from .maps import unwrap as unwrap_maps
-from .anatomy_stage import prepare_atlases, run_anatomy_stage, write_roi_tables
+from .anatomy_stage import (load_user_rois, prepare_atlases, report_labels, run_anatomy_stage,
+                            write_roi_tables)
 from .bids.derivatives import atomic_path
 from .phase_stage import run_phase_stage
 from .report import methods
@@ -64,6 +65,10 @@ class Options:
     exclude_vessels: str | None = None
     vessel_k: float = 3.0
     report: bool = True
+    roi_dseg: Path | None = None
+    roi_labels: Path | None = None
+    freesurfer_dir: Path | None = None
+    roi_source: str = "auto"
     force: bool = False
     work_dir: Path | None = None
     n_procs: int | None = None  # None: default_n_procs()
@@ -260,16 +265,25 @@ def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, wor
             note = "magnitude only: R2*/T2*/S0 written; phase stages (field, LFS, QSM) skipped"
             log.info("%s: %s", inputs.label, note)
             result.notes.append(note)
+        user_rois = []
+        if options.roi_dseg is not None or options.freesurfer_dir is not None:
+            try:
+                user_rois = load_user_rois(inputs, data, options, stage, work_root, anatomy)
+            except BidsIronError as exc:  # the session keeps its atlas ROIs
+                note = f"user ROIs not used: {exc}"
+                log.warning("%s: %s", inputs.label, note)
+                result.notes.append(note)
         table = lesions = None
-        if anatomy is not None:
+        if anatomy is not None or user_rois:
             with stage("ROI statistics"):
                 table, lesions, tables = write_roi_tables(derivs, inputs, data, options, fit,
-                                                          phase, anatomy)
+                                                          phase, anatomy, user_rois)
             outputs += tables
         if options.report:
             with stage("report section"):
                 outputs.append(write_report_section(derivs, inputs, data, options, fit, phase,
-                                                    anatomy, table, lesions, result.notes))
+                                                    anatomy, table, lesions, result.notes,
+                                                    report_labels(anatomy, user_rois)))
         derivs.mark_done(inputs, outputs, digest)
         result.status, result.outputs = "done", outputs
     except BidsIronError as exc:
@@ -291,7 +305,7 @@ def report_section_path(derivs, inputs):
 
 
 def write_report_section(derivs, inputs, data, options, fit, phase, anatomy, table, lesions,
-                         notes):
+                         notes, labels=None):
     """Render this session's report section (HTML with embedded figures) to a file."""
     from .report.html import SessionReport, render_session_section
 
@@ -310,7 +324,7 @@ def write_report_section(derivs, inputs, data, options, fit, phase, anatomy, tab
         lfs=None if phase is None else phase.lfs_ppm, chi=None if phase is None else phase.chi_ppm,
         swi=None if phase is None else phase.swi, flair=None if anatomy is None else anatomy.flair,
         mask=None if phase is None else phase.mask,
-        labels=None if anatomy is None else anatomy.labels,
+        labels=labels,
         template_in_native=None if anatomy is None else anatomy.template_in_native,
         residual=fit.residual, lesions=None if anatomy is None else anatomy.lesions,
         roi_table=table, lesion_table=lesions, facts=facts, voxel_size=data.voxel_size,

@@ -623,3 +623,50 @@ def lesion_data_dictionary(connectivity=3):
 def label_names():
     """Native index -> dseg name (``left_caudate``...), for reports and ``dseg.tsv``."""
     return {index: label_name(*pair) for index, pair in NATIVE_LABELS.items()}
+
+
+def mask_statistics(maps, roi_masks, voxel_size, erode=1, masks=None, source="user",
+                    connectivity=1, zero_is_missing=True):
+    """The ``roistats`` rows of arbitrary named ROI masks (e.g. user labels outside the
+    vocabulary, kept under their own names).
+
+    Same rules as `roi_statistics`: each mask eroded by ``erode`` voxels, support masks per
+    metric, sample SD, volumes in mm^3; no vessel exclusion and no lesion handling.
+
+    Parameters
+    ----------
+    maps : dict of str -> ndarray, shape (X, Y, Z)
+    roi_masks : dict of (str, str) -> ndarray of bool
+        ``{(roi name, hemisphere): mask}`` on the maps' grid.
+    voxel_size : sequence of 3 float
+        mm.
+    erode, masks, source, connectivity, zero_is_missing
+        As in `roi_statistics`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns `COLUMNS`, one row per (roi, hemisphere, metric), in the order of
+        ``roi_masks``.
+    """
+    vox = _voxel_volume(voxel_size)
+    structure = _structure(connectivity)
+    shape = next(iter(roi_masks.values())).shape if roi_masks else None
+    maps = _check_maps(maps, shape) if shape is not None else {}
+    masks = _check_masks(masks, maps, shape) if shape is not None else {}
+    rows = []
+    for (roi, hemi), mask in roi_masks.items():
+        mask = np.asarray(mask, bool)
+        use = mask
+        if erode > 0:
+            use = ndimage.binary_erosion(mask, structure=structure, iterations=int(erode),
+                                         border_value=0)
+        for metric, arr in maps.items():
+            sel = use & _support(arr, masks.get(metric), zero_is_missing)
+            mean, median, sd, n = _stats(arr[sel])
+            rows.append((str(roi), hemi, metric, mean, median, sd, n, n * vox, str(source),
+                         int(mask.sum()) * vox, 0))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    return table.astype({"n_voxels": "int64", "n_excluded": "int64", "mean": "float64",
+                         "median": "float64", "sd": "float64", "volume_mm3": "float64",
+                         "label_volume_mm3": "float64"})
