@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -417,7 +418,11 @@ def run_participants(bids_dir, output_dir, participant_labels=None, session_labe
                 results.append(res)
                 report(i, res)
         else:
-            with concurrent.futures.ProcessPoolExecutor(n_procs, initializer=_worker_init) as pool:
+            # spawn, not fork: forking a process that already ran OpenMP threads (numba,
+            # BLAS) can abort the children
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=context,
+                                                        initializer=_worker_init) as pool:
                 futures = {pool.submit(process_session, s, *args): s for s in sessions}
                 for i, fut in enumerate(concurrent.futures.as_completed(futures), start=1):
                     try:

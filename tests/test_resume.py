@@ -57,8 +57,10 @@ def test_sigkill_then_rerun_redoes_only_unfinished(head_phantom, tmp_path):
             if path.name.endswith(".nii.gz"):
                 data = np.asanyarray(nib.load(str(path)).dataobj)  # reads the whole file
                 assert np.all(np.isfinite(data)), rel
-            else:
+            elif path.suffix == ".json":
                 json.loads(path.read_text())
+            else:  # the report section (HTML), complete
+                assert path.read_text().rstrip().endswith("</section>"), rel
     assert not list(out.rglob("*.tmp*")), "temporary files left behind"
 
 
