@@ -27,14 +27,28 @@ import phantom as P
 ph = P.make_phantom((48, 48, 36), (2.5, 2.5, 2.5))
 affine, _ = P.oblique_affine(ph.voxel_size, 0.0, 0, ph.labels.shape)
 P.write_megre(sys.argv[1], P.simulate_gre(ph, snr=80), affine, "01", "1")
+# the image is built offline (no TemplateFlow files inside): a synthetic TemplateFlow home
+# travels with the read-only input, in the dataset's code/ folder
+import tf_home
+tf_home.build_tf_home(sys.argv[1] + "/code/templateflow", fine=2.0)
 PY
 
 step "run (docker-run-like)"
-bash "$PODMAN_CI" run "$IMAGE" "$WORK/ds" "$WORK/out" participant ${BIDS_IRON_CONTAINER_ARGS:-}
-for f in R2starmap T2starmap S0map Chimap desc-lfs_fieldmap desc-total_fieldmap desc-brain_mask; do
+bash "$PODMAN_CI" run "$IMAGE" "$WORK/ds" "$WORK/out" participant \
+  --templateflow-home /data/code/templateflow ${BIDS_IRON_CONTAINER_ARGS:-}
+for f in R2starmap T2starmap S0map Chimap desc-lfs_fieldmap desc-total_fieldmap desc-brain_mask \
+         desc-iron_dseg; do
   test -s "$WORK/out/sub-01/ses-1/anat/sub-01_ses-1_${f}.nii.gz" || { echo "missing $f"; exit 1; }
 done
+test -s "$WORK/out/sub-01/ses-1/anat/sub-01_ses-1_roistats.tsv"
+test -s "$WORK/out/sub-01.html"
 test -s "$WORK/out/dataset_description.json"
+step "without templates: one clear line, exit 2"
+set +e
+bash "$PODMAN_CI" run "$IMAGE" "$WORK/ds" "$WORK/out2" participant > "$WORK/no-tf.log" 2>&1
+code=$?
+set -e
+test "$code" = 2 && grep -q "TEMPLATEFLOW_HOME" "$WORK/no-tf.log" && ! grep -q Traceback "$WORK/no-tf.log"
 step "derivatives present"
 
 if [ "${BIDS_IRON_SIF:-1}" = "1" ]; then
