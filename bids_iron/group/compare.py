@@ -48,7 +48,7 @@ def compare_two(a, b, label_a="a", label_b="b"):
     Examples
     --------
     >>> r = compare_two([1, 2, 3, 4], [5, 6, 7, 8])
-    >>> round(r["r_rb"], 3), round(r["cohen_d"], 3)
+    >>> round(float(r["r_rb"]), 3), round(float(r["cohen_d"]), 3)
     (-1.0, -3.098)
     """
     a, note_a = describe_missing(a)

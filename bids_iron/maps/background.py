@@ -689,7 +689,7 @@ def remove_background(field, mask, voxel_size, method=DEFAULT_BACKGROUND_METHOD,
     Examples
     --------
     >>> import numpy as np
-    >>> m = np.zeros((24, 24, 24), bool); m[4:20, 4:20, 4:20] = True
+    >>> m = np.zeros((40, 40, 40), bool); m[4:36, 4:36, 4:36] = True
     >>> local, m2 = remove_background(np.zeros(m.shape), m, (1, 1, 1), method="vsharp")
     >>> bool(m2.sum() < m.sum()), float(np.abs(local).max())
     (True, 0.0)
