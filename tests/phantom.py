@@ -8,6 +8,10 @@ Gaussian noise of ONE sigma = (mean brain magnitude of echo 1) / snr.
 Geometry: ellipsoids on a voxel grid, deep gray matter nuclei left/right of the midline
 (array axis 0 is left->right in RAS world space, axis 1 posterior->anterior, axis 2
 inferior->superior), an air cavity (sinus) below the frontal brain, a skull shell and a vein.
+The small nuclei have the anatomy that surrounds them in a real brain (`_posterior_fossa`):
+substantia nigra and red nucleus in a midbrain wrapped by CSF cisterns with the aqueduct
+behind, on a pons with the fourth ventricle behind it; the dentate nuclei in the white matter
+core of a cerebellum (cortex around it, a CSF tentorium above).
 All ground truth is in SI / ppm: R2* in 1/s, chi in ppm (paramagnetic positive), field in ppm.
 """
 
@@ -23,6 +27,11 @@ import qsm_forward
 from scipy import ndimage
 
 #: label index -> (name, chi ppm, R2* 1/s at 3 T, M0)
+#: Typical adult values at 3 T (chi relative to CSF; e.g. the reviews of Haacke et al. 2005 and
+#: the lifespan QSM data of Li et al. 2014): R2* GP ~40-50, SN ~35-45, RN and DN ~30-40, WM ~20
+#: 1/s, so the iron-rich nuclei are clearly darker than white matter on late echoes;
+#: brainstem (midbrain/pons tracts) and cerebellar white matter slightly diamagnetic like
+#: cerebral white matter; cerebellar cortex close to CSF. M0 is the echo-1 signal scale.
 TISSUES = {
     1: ("scalp_skull", -1.5, 60.0, 0.3),
     2: ("white_matter", -0.03, 20.0, 0.65),
@@ -32,11 +41,14 @@ TISSUES = {
     6: ("putamen", 0.05, 26.0, 0.78),
     7: ("globus_pallidus", 0.16, 42.0, 0.72),
     8: ("thalamus", 0.03, 21.0, 0.76),
-    9: ("substantia_nigra", 0.14, 36.0, 0.72),
-    10: ("red_nucleus", 0.11, 32.0, 0.73),
-    11: ("dentate_nucleus", 0.12, 31.0, 0.74),
+    9: ("substantia_nigra", 0.14, 40.0, 0.70),
+    10: ("red_nucleus", 0.11, 36.0, 0.70),
+    11: ("dentate_nucleus", 0.12, 36.0, 0.70),
     12: ("vein", 0.35, 45.0, 0.6),
     13: ("air_cavity", 9.0, 0.0, 0.0),
+    14: ("brainstem", -0.03, 22.0, 0.66),
+    15: ("cerebellum_gray_matter", 0.01, 16.0, 0.84),
+    16: ("cerebellum_white_matter", -0.03, 20.0, 0.66),
 }
 NUCLEI = ("caudate", "putamen", "globus_pallidus", "thalamus", "substantia_nigra",
           "red_nucleus", "dentate_nucleus")
@@ -72,6 +84,52 @@ def _ellipsoid(grid, centre, radii):
             + ((z - centre[2]) / radii[2]) ** 2) <= 1.0
 
 
+#: Centres (mm, right hemisphere; mirrored to the left) of the brainstem and cerebellar nuclei.
+SN_CENTRE = (9, -10, -14)
+RN_CENTRE = (5, -14, -8)
+#: The dentate sits in the cerebellar white matter, 12.6 mm inside the brain surface (its
+#: whole ellipsoid at least 6.7 mm inside, so it survives an 8 mm background-removal erosion
+#: at its core); real MNI coordinates are about (15, -57, -35) in a larger brain.
+DN_CENTRE = (14, -28, -14)
+
+
+def _posterior_fossa(grid, labels, brain):
+    """Paint the brainstem, cerebellum and their CSF spaces into ``labels`` (in place).
+
+    Structure that guides a registration around the small nuclei, as in a real brain:
+
+    * cerebellum (cortex label 15 with a white-matter core 16 per hemisphere) in the
+      posterior-inferior brain, separated from the occipital/temporal lobes by a 3 mm CSF
+      layer (tentorium and the cisterns around it);
+    * brainstem (14): midbrain (holding substantia nigra and red nucleus) on the pons,
+      wrapped by the ambient/crural cisterns (CSF ring), with the interpeduncular cistern
+      in the anterior midline notch, the cerebral aqueduct behind the red nuclei, the
+      prepontine cistern in front of the pons and the fourth ventricle between pons and
+      cerebellum, and the lower brainstem separated from the skull by CSF.
+    """
+    x, y, z = grid
+    csf, stem, cgm, cwm = 4, 14, 15, 16
+    fossa = _ellipsoid(grid, (0, -34, -16), (46, 20, 14)) & brain
+    labels[_ellipsoid(grid, (0, -34, -16), (49, 23, 17)) & brain & ~fossa] = csf  # tentorium
+    labels[fossa] = cgm
+    for sx in (-1, 1):
+        labels[_ellipsoid(grid, (sx * 15, -29, -15), (11, 10, 8)) & fossa] = cwm
+    midbrain = _ellipsoid(grid, (0, -10, -12), (16, 11, 10))
+    pons = _ellipsoid(grid, (0, -6, -28), (14, 12, 10))
+    cisterns = (_ellipsoid(grid, (0, -10, -12), (19, 14, 12)) & (z > -22) & (z < -3))
+    cisterns |= _ellipsoid(grid, (0, -6, -28), (17, 15, 12)) & (y > -8)  # prepontine
+    labels[cisterns & brain] = csf
+    # the lower brainstem is bathed in CSF (premedullary cistern, cisterna magna) rather than
+    # touching the skull: within 6 mm of the brain surface it is CSF
+    deep = _ellipsoid(grid, (0, 0, 2), (46, 46, 32))
+    labels[(midbrain | pons) & brain & ~deep] = csf
+    labels[(midbrain | pons) & deep] = stem
+    labels[_ellipsoid(grid, (0, 0, -16), (4, 5, 6)) & brain] = csf  # interpeduncular
+    aqueduct = (x ** 2 + (y + 18.5) ** 2 <= 1.5 ** 2) & (z > -22) & (z < -2)
+    labels[aqueduct] = csf
+    labels[_ellipsoid(grid, (0, -21, -27), (6, 3, 6)) & brain] = csf  # fourth ventricle
+
+
 def make_phantom(shape=(64, 64, 48), voxel_size=(2.0, 2.0, 2.0), seed=0):
     """Build a labelled head phantom.
 
@@ -94,6 +152,7 @@ def make_phantom(shape=(64, 64, 48), voxel_size=(2.0, 2.0, 2.0), seed=0):
     labels[brain] = 3
     labels[_ellipsoid(grid, (0, 0, 2), (46, 46, 32))] = 2
     labels[_ellipsoid(grid, (0, 4, 12), (9, 16, 6))] = 4  # ventricles (CSF)
+    _posterior_fossa(grid, labels, brain)
 
     def put(name, centre, radii, mirror=True):
         index = [k for k, v in TISSUES.items() if v[0] == name][0]
@@ -109,9 +168,9 @@ def make_phantom(shape=(64, 64, 48), voxel_size=(2.0, 2.0, 2.0), seed=0):
     put("caudate", (13, 16, 12), (5, 9, 7))
     put("putamen", (25, 6, 4), (5, 13, 8))
     put("globus_pallidus", (18, 2, 2), (4, 7, 5))
-    put("substantia_nigra", (9, -10, -14), (4, 6, 4))
-    put("red_nucleus", (5, -14, -8), (3.5, 3.5, 3.5))
-    put("dentate_nucleus", (14, -36, -24), (6, 6, 5))
+    put("substantia_nigra", SN_CENTRE, (4, 6, 4))
+    put("red_nucleus", RN_CENTRE, (3.5, 3.5, 3.5))
+    put("dentate_nucleus", DN_CENTRE, (6, 6, 5))
     vein = (np.abs(x - 0) < 2.1) & (np.abs(z - 30) < 2.1) & brain & (y > -40) & (y < 30)
     labels[vein] = 12
     sinus = _ellipsoid(grid, (0, 40, -38), (12, 9, 7))

@@ -1,7 +1,11 @@
 """Template registration and label transfer on a synthetic TEMPLATEFLOW_HOME (tests/tf_home.py).
 
 The subject is the template anatomy moved by a known rigid motion and a smooth warp, with
-MEGRE magnitude contrast; the atlas labels warped to it must overlap the true nuclei.
+MEGRE magnitude contrast; the atlas labels warped to it must overlap the true nuclei
+(Dice >= 0.8 for every nucleus and hemisphere, >= 0.85 for the large ones). At the test's
+2 mm warp the minimum over the nuclei was 0.85 (seed 0) and 0.82-0.87 for seeds 1-2; at a 3 mm
+warp one seed in two dropped the left pulvinar (a cut plane inside the thalamus, no image edge)
+and left red nucleus to 0.64-0.67.
 """
 
 import os
@@ -92,13 +96,18 @@ def test_registration_recovers_large_nuclei(registered):
     assert set(np.unique(nl.labels)) <= set(rois.NATIVE_LABELS) | {0}
 
 
-@pytest.mark.xfail(reason="known gap: in the phantom, SN/RN/dentate sit in featureless white matter "
-                   "and are nearly iso-intense to it in the RSS magnitude (Dice 0.56-0.79 at a 2 mm warp)",
-                   strict=False)
-def test_registration_recovers_small_nuclei(registered):
+def test_registration_recovers_every_nucleus(registered):
+    """Issue 4: Dice >= 0.8 for every nucleus and hemisphere, small ones included.
+
+    The phantom gives the small nuclei the anatomy that guides a real registration: substantia
+    nigra and red nucleus inside a midbrain wrapped by CSF cisterns (aqueduct behind), the
+    dentate inside cerebellar white matter under a CSF tentorium, and all three darker than
+    white matter on late echoes (R2* 36-40 1/s against 20 1/s).
+    """
     _af, subj, _reg, nl = registered
     table = _dice_table(subj, nl.labels)
-    assert min(table.values()) >= 0.8, table
+    low = {f"{r}-{h}": round(v, 3) for (r, h), v in table.items() if v < 0.8}
+    assert not low, low
 
 
 def test_template_brain_mask(registered):

@@ -49,13 +49,15 @@ SKELETON = Path(__import__("templateflow").__file__).parent / "conf" / "template
 T1W_CONTRAST = {"scalp_skull": 0.45, "white_matter": 1.0, "gray_matter": 0.62, "csf": 0.12,
                 "caudate": 0.66, "putamen": 0.7, "globus_pallidus": 0.9, "thalamus": 0.82,
                 "substantia_nigra": 0.84, "red_nucleus": 0.86, "dentate_nucleus": 0.86,
-                "vein": 0.62, "air_cavity": 0.0}
+                "vein": 0.62, "air_cavity": 0.0, "brainstem": 0.93,
+                "cerebellum_gray_matter": 0.6, "cerebellum_white_matter": 0.97}
 
 #: phantom tissue name -> T2w-like template intensity (iron-rich nuclei dark, CSF bright)
 T2W_CONTRAST = {"scalp_skull": 0.4, "white_matter": 0.5, "gray_matter": 0.7, "csf": 1.0,
                 "caudate": 0.62, "putamen": 0.55, "globus_pallidus": 0.3, "thalamus": 0.56,
                 "substantia_nigra": 0.3, "red_nucleus": 0.33, "dentate_nucleus": 0.35,
-                "vein": 0.3, "air_cavity": 0.0}
+                "vein": 0.3, "air_cavity": 0.0, "brainstem": 0.52,
+                "cerebellum_gray_matter": 0.72, "cerebellum_white_matter": 0.5}
 
 #: phantom nucleus -> MASSP20 indices (left, right) of the real table
 MASSP = {"caudate": (1, 2), "substantia_nigra": (5, 6), "red_nucleus": (7, 8),
@@ -130,7 +132,7 @@ def massp_labels(labels, hemi, world):
     for side, h in ((0, 1), (1, 2)):
         out[gp & (hemi == h) & inner] = MASSP_GPI[side]
         out[gp & (hemi == h) & ~inner] = MASSP_GPE[side]
-    csf = _by_name(labels, "csf")
+    csf = _by_name(labels, "csf") & (z > 3.0)  # the ventricles; cisterns and 4th ventricle are lower
     out[csf & (x < 0)] = MASSP_LV[0]
     out[csf & (x >= 0)] = MASSP_LV[1]
     wm = _by_name(labels, "white_matter")
@@ -236,8 +238,8 @@ def build_suit(root, ph, aff_ph, omit=()):
     dent = _by_name(lab, "dentate_nucleus")
     dseg[dent & (hemi == 1)] = SUIT_DENTATE[0]
     dseg[dent & (hemi == 2)] = SUIT_DENTATE[1]
-    # a crude 'lobule' label around the dentate so that the map is not only nuclei
-    body = ndimage.binary_dilation(dent, iterations=5) & ~dent & (lab > 1)
+    # a crude 'lobule' label (the cerebellar cortex, left/right) so that the map is not only nuclei
+    body = _by_name(lab, "cerebellum_gray_matter")
     dseg[body & (world_suit[0] < 0)] = 1
     dseg[body & (world_suit[0] >= 0)] = 2
     for name, arr, dtype in (("tpl-SUIT_T1w.nii.gz", t1w, np.float32),

@@ -716,7 +716,8 @@ def magnitude_edge_mask(magnitude, mask, voxel_size, edge_fraction=0.3):
     weights = np.ones(grads.shape, dtype=np.float32)
     if edge_fraction > 0 and mk.any():
         inside = grads[:, mk]
-        level = np.quantile(inside, 1.0 - edge_fraction)
+        # "higher": the threshold is a data value, so at most edge_fraction of voxels exceed it
+        level = np.quantile(inside, 1.0 - edge_fraction, method="higher")
         edges = (grads > level) & mk[None]
         weights[edges] = 0.0
     return weights
