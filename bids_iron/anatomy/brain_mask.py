@@ -9,6 +9,7 @@ enclosed and come back). `refine_mask_by_quality` then drops voxels with a poor 
 
 import numpy as np
 from scipy import ndimage
+from ..maps.kernels import check_voxel_size
 
 __all__ = ["mask_from_magnitude", "refine_mask_by_quality", "otsu_threshold"]
 
@@ -113,9 +114,7 @@ def mask_from_magnitude(magnitude, voxel_size, strip=False, opening_mm=3.0, clos
     magnitude = np.asarray(magnitude)
     if magnitude.ndim not in (3, 4) or magnitude.dtype.kind not in "fiu":
         raise ValueError(f"magnitude must be a real 3-D or 4-D array, got shape {magnitude.shape}")
-    voxel_size = np.asarray(voxel_size, np.float64).ravel()
-    if voxel_size.shape != (3,) or not np.all(voxel_size > 0):
-        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
+    voxel_size = check_voxel_size(voxel_size)
     if not (opening_mm >= 0 and closing_mm >= 0):
         raise ValueError("opening_mm and closing_mm must be >= 0")
     mag = np.abs(magnitude.astype(np.float32))

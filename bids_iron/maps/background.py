@@ -54,7 +54,7 @@ sizes, with real-to-complex FFTs (``scipy.fft.rfftn``) in float32.
 import numpy as np
 import scipy.fft
 
-from .kernels import dipole_kernel, sphere_kernel
+from .kernels import check_voxel_size, dipole_kernel, sphere_kernel
 
 __all__ = [
     "BACKGROUND_METHODS",
@@ -84,10 +84,7 @@ def _check_field_mask(field, mask, voxel_size):
         mask = mask.astype(bool)
     if not mask.any():
         raise ValueError("mask is empty")
-    voxel_size = np.asarray(voxel_size, dtype=np.float64)
-    if voxel_size.shape != (3,) or not np.all(np.isfinite(voxel_size)) or \
-            not np.all(voxel_size > 0):
-        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
+    voxel_size = check_voxel_size(voxel_size)
     if not np.all(np.isfinite(field[mask])):
         raise ValueError("field has non-finite values inside the mask")
     field = np.where(mask, field, 0).astype(np.float32)

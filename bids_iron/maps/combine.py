@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bids_iron.maps.unwrap import (DEFAULT_UNWRAP_METHOD, UNWRAP_METHODS, _unwrap_first_echo,
-                                   unwrap_phase)
+from .kernels import check_voxel_size
+from .unwrap import DEFAULT_UNWRAP_METHOD, UNWRAP_METHODS, _unwrap_first_echo, unwrap_phase
 
 __all__ = ["remove_phase_offset_mcpc3ds", "fit_field_from_phase", "estimate_field_map",
            "FieldMap"]
@@ -119,9 +119,7 @@ def remove_phase_offset_mcpc3ds(phase, magnitude, te, voxel_size, mask=None, sig
     phase, magnitude, te, mask = _check_echoes(phase, magnitude, te, mask, min_echoes=2)
     if magnitude is None:
         raise ValueError("magnitude is required")
-    voxel_size = np.asarray(voxel_size, np.float64).ravel()
-    if voxel_size.shape != (3,) or not np.all(voxel_size > 0):
-        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
+    voxel_size = check_voxel_size(voxel_size)
     a, b = (int(e) for e in echoes)
     if not (0 <= a < phase.shape[3] and 0 <= b < phase.shape[3] and a != b):
         raise ValueError(f"echoes must be two different echo indices, got {echoes!r}")
@@ -279,9 +277,7 @@ def estimate_field_map(phase, magnitude, te, voxel_size, mask=None,
     phase, magnitude, te, mask = _check_echoes(phase, magnitude, te, mask, min_echoes=2)
     if magnitude is None:
         raise ValueError("magnitude is required")
-    voxel_size = np.asarray(voxel_size, np.float64).ravel()
-    if voxel_size.shape != (3,) or not np.all(voxel_size > 0):
-        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
+    voxel_size = check_voxel_size(voxel_size)
     if unwrap_method not in UNWRAP_METHODS:
         raise ValueError(f"unwrap_method must be one of {UNWRAP_METHODS}, got {unwrap_method!r}")
     # work in the mask's bounding box (plus a margin for the offset smoothing)

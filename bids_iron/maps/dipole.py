@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
-from .kernels import dipole_kernel
+from .kernels import check_voxel_size, dipole_kernel
 
 #: Names accepted by `invert_dipole` (``method=``).
 DIPOLE_METHODS = ("tkd", "tikhonov_cg", "tv_admm", "medi")
@@ -94,9 +94,7 @@ def _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad):
     f = f.astype(np.float32)
     if not np.all(np.isfinite(f[m])):
         raise ValueError("local_field_ppm has non-finite values inside the mask")
-    vs = np.asarray(voxel_size, dtype=np.float64)
-    if vs.shape != (3,) or not np.all(np.isfinite(vs)) or not np.all(vs > 0):
-        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
+    vs = check_voxel_size(voxel_size)
     b = np.asarray(b0_dir, dtype=np.float64)
     if b.shape != (3,) or not np.all(np.isfinite(b)) or not np.linalg.norm(b) > 0:
         raise ValueError(f"b0_dir must be a non-zero 3-vector, got {b0_dir!r}")
@@ -707,9 +705,7 @@ def magnitude_edge_mask(magnitude, mask, voxel_size, edge_fraction=0.3):
         raise ValueError(f"mask must have the shape of magnitude {mag.shape}, got {mk.shape}")
     if not (np.isscalar(edge_fraction) and 0 <= edge_fraction < 1):
         raise ValueError(f"edge_fraction must be in [0, 1), got {edge_fraction!r}")
-    vs = np.asarray(voxel_size, dtype=np.float64)
-    if vs.shape != (3,) or not np.all(vs > 0):
-        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
+    vs = check_voxel_size(voxel_size)
     mag = np.where(mk, np.nan_to_num(mag.astype(np.float32)), np.float32(0))
     grads = np.stack([np.abs(np.diff(mag, axis=a, append=mag.take([-1], axis=a))) / np.float32(d)
                       for a, d in enumerate(vs)])

@@ -9,14 +9,30 @@ import numpy as np
 import scipy.fft
 
 
+def check_voxel_size(voxel_size):
+    """``voxel_size`` as a float64 array of three finite, positive sizes (mm).
+
+    Raises
+    ------
+    ValueError
+        Naming ``voxel_size`` when it is not three finite positive numbers.
+
+    Examples
+    --------
+    >>> check_voxel_size((1, 1, 2)).tolist()
+    [1.0, 1.0, 2.0]
+    """
+    vs = np.asarray(voxel_size, dtype=np.float64).ravel()
+    if vs.shape != (3,) or not np.all(np.isfinite(vs)) or not np.all(vs > 0):
+        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
+    return vs
+
+
 def _check_grid(shape, voxel_size):
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape must be three positive integers, got {shape!r}")
-    voxel_size = np.asarray(voxel_size, dtype=np.float64)
-    if voxel_size.shape != (3,) or not np.all(voxel_size > 0):
-        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
-    return shape, voxel_size
+    return shape, check_voxel_size(voxel_size)
 
 
 def _kspace_grid(shape, voxel_size, rfft):

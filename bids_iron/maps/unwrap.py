@@ -29,6 +29,8 @@ unwrapped spatially on its own.
 import numpy as np
 import scipy.fft
 
+from .kernels import check_voxel_size
+
 __all__ = ["unwrap_laplacian", "unwrap_region_growing", "unwrap_phase",
            "unwrap_echoes_temporally", "UNWRAP_METHODS", "DEFAULT_UNWRAP_METHOD"]
 
@@ -206,9 +208,7 @@ def unwrap_laplacian(wrapped, voxel_size, mask=None, te=None, magnitude=None, wo
     Opt Lett 2003;28:1194-1196.
     """
     wrapped, mask, te, magnitude = _check_common(wrapped, mask, te, magnitude)
-    voxel_size = np.asarray(voxel_size, np.float64).ravel()
-    if voxel_size.shape != (3,) or not np.all(voxel_size > 0):
-        raise ValueError(f"voxel_size must be three positive numbers (mm), got {voxel_size!r}")
+    voxel_size = check_voxel_size(voxel_size)
     if wrapped.ndim == 3:
         return _laplacian_3d(wrapped, mask, voxel_size, workers)
     if te is not None:
