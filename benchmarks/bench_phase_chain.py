@@ -169,10 +169,14 @@ def run_chain(cache_dir):
     data = MegreData(magnitude=d["magnitude"], te=d["te"], affine=d["affine"],
                      voxel_size=VOXEL, b0=float(d["b0"]), manufacturer="Siemens",
                      sources=[], phase=d["phase"], phase_is_radians=True)
+    from bids_iron.maps.r2star import fit_r2star
+
     options = Options()
     timer = StageTimer()
     t0, c0 = time.perf_counter(), time.process_time()
-    out = run_phase_stage(data, options, timer)
+    with timer("R2* fit (its map feeds the CSF reference, as in the app)"):
+        r2star = fit_r2star(data.magnitude, data.te).r2star
+    out = run_phase_stage(data, options, timer, r2star=r2star)
     total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = _peak_rss_gib()
     # V-SHARP on its own, on the same field and mask
