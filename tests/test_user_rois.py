@@ -189,3 +189,25 @@ def test_grid_matching_no_input_is_named(user_setup, tmp_path):
     _label_tsv(folder / "sub-01_ses-1_dseg.tsv")
     code, err, _ = _run(tmp_path, root, rois, "grid")
     assert code == 0 and "is not the MEGRE grid" in err
+
+
+def test_anatomy_through_the_t1w(user_setup):
+    """With a T1w in the session, the template goes template -> T1w -> MEGRE (the default)."""
+    import tf_home
+    from bids_iron.anatomy.rois import NATIVE_INDEX
+
+    base, root, ph, user = user_setup
+    tf = tf_home.build_tf_home(base / "templateflow_t1w", fine=2.0)
+    out = base / "out_anatomy_t1w"
+    code, _, err = run_cli(root, out, "participant", "--templateflow-home", tf, "--no-phase")
+    assert code == 0, err
+    anat = out / "sub-01/ses-1/anat"
+    side = json.loads((anat / "sub-01_ses-1_desc-iron_dseg.json").read_text())
+    assert side["Registration"].startswith("via T1w")
+    labels = np.asarray(nib.load(anat / "sub-01_ses-1_desc-iron_dseg.nii.gz").dataobj)
+    for name in ("caudate", "putamen", "globus_pallidus"):
+        for hemi in ("left", "right"):
+            got = labels == NATIVE_INDEX[(name, hemi)]
+            truth = ph.label_mask(name, hemi)
+            dice = 2 * (got & truth).sum() / (got.sum() + truth.sum())
+            assert dice >= 0.75, (name, hemi, dice)
