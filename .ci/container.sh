@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 PODMAN_CI=${PODMAN_CI:-../shared/container/podman-ci.sh}
 IMAGE=${BIDS_IRON_IMAGE:-localhost/bids-iron:ci}
 WORK=$(mktemp -d)
+# a fresh podman-ci work folder: `podman save` will not overwrite an archive an earlier run
+# left there (images themselves stay cached in podman's store)
+export PODMAN_CI_WORK=${PODMAN_CI_WORK:-$WORK/podman-ci}
 t0=$SECONDS
 step() { echo "[container $(( SECONDS - t0 ))s] $*"; }
 
