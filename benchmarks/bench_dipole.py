@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import fft_times, peak_rss_gib  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -82,35 +83,6 @@ def fft_floor(method, n_iter):
     return {"tkd": 2, "tikhonov_cg": 2 * n_iter + 2}.get(method, 4 * n_iter)
 
 
-def _time(fn, repeat=3):
-    fn()
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def fft_times(shape):
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    c = x.astype(np.complex64)
-    t_c = _time(lambda: scipy.fft.fftn(c, workers=-1))
-    t_r = _time(lambda: scipy.fft.rfftn(x, workers=-1))
-    return t_c, t_r
-
-
-def _peak_rss_gib():
-    """Peak resident memory of this process (VmHWM; ru_maxrss survives fork+exec on Linux)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0 ** 2
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 ** 2
-
-
 def run_one(method, cache_dir):
     """Child process: one inversion, JSON on stdout."""
     from bids_iron.maps.dipole import invert_dipole
@@ -120,7 +92,7 @@ def run_one(method, cache_dir):
     res = invert_dipole(data["field"], data["mask"], data["voxel_size"], (0.0, 0.0, 1.0),
                         method=method, **method_kwargs(method, data))
     elapsed = time.perf_counter() - t
-    rss = _peak_rss_gib()
+    rss = peak_rss_gib()
     print(json.dumps({"method": method, "time": elapsed, "n_fft": res.n_fft,
                       "n_iter": res.n_iter, "converged": res.converged, "rss_gib": rss,
                       "padded_shape": res.parameters["padded_shape"]}))

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import fft_times, peak_rss_gib  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -83,35 +84,6 @@ def make_data(cache_dir=None, verbose=True):
         print(f"simulated {SHAPE} x {len(TE)} echoes in {time.perf_counter() - t0:.1f} s "
               f"(cached in {path})")
     return data
-
-
-def _time(fn, repeat=3):
-    fn()
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def fft_times(shape):
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    c = x.astype(np.complex64)
-    t_c = _time(lambda: scipy.fft.fftn(c, workers=-1))
-    t_r = _time(lambda: scipy.fft.rfftn(x, workers=-1))
-    return t_c, t_r
-
-
-def _peak_rss_gib():
-    """Peak resident memory of this process (VmHWM, else ru_maxrss)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0 ** 2
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 ** 2
 
 
 class StageTimer:
@@ -178,7 +150,7 @@ def run_chain(cache_dir):
         r2star = fit_r2star(data.magnitude, data.te).r2star
     out = run_phase_stage(data, options, timer, r2star=r2star)
     total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
-    rss = _peak_rss_gib()
+    rss = peak_rss_gib()
     # V-SHARP on its own, on the same field and mask
     t, c = time.perf_counter(), time.process_time()
     local_v, mask_v = remove_background(out.field_hz, out.mask, VOXEL, method="vsharp")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import phantom as P
-from conftest import REAL_SMALL, run_cli, set_sidecar
+from conftest import run_cli, set_sidecar
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """ROIs from the user's own segmentations (--roi-dseg, --freesurfer-dir)."""
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
