@@ -12,6 +12,8 @@ WORK=$(mktemp -d)
 # a fresh podman-ci work folder: `podman save` will not overwrite an archive an earlier run
 # left there (images themselves stay cached in podman's store)
 export PODMAN_CI_WORK=${PODMAN_CI_WORK:-$WORK/podman-ci}
+# the Singularity smoke test reads it as uid 1000
+mkdir -p "$PODMAN_CI_WORK" && chmod 755 "$WORK" "$PODMAN_CI_WORK"
 t0=$SECONDS
 step() { echo "[container $(( SECONDS - t0 ))s] $*"; }
 
