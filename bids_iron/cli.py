@@ -90,6 +90,9 @@ def build_parser():
                     default="internal_capsule",
                     help="LFS is reported relative to the posterior limb of the internal "
                          "capsule (atlas; Hammond 2008) or the whole-brain mean")
+    ph.add_argument("--refine-mask", action="store_true",
+                    help="drop mask voxels whose field fit is poor (standard error above "
+                         "median + 5 MAD), e.g. low-signal borders, before background removal")
     ph.add_argument("--brain-mask", choices=["magnitude", "template"], default="magnitude",
                     help="phase-stage brain mask: from the magnitude (measured better on "
                          "simulations) or the template's mask registered to the session")
@@ -233,6 +236,7 @@ def _run(args):
                       background_method=args.background_method, qsm_method=args.qsm_method,
                       chi_reference=args.chi_reference, swi=args.swi,
                       lfs_reference=args.lfs_reference, brain_mask=args.brain_mask,
+                      refine_mask=args.refine_mask,
                       anatomy=not args.no_anatomy, templateflow_home=args.templateflow_home,
                       atlas_template=args.atlas_template, atlas_file=args.atlas_file,
                       atlas_labels=args.atlas_labels, use_t1w=not args.no_t1w,

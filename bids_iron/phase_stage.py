@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 
-from .anatomy.brain_mask import mask_from_magnitude
+from .anatomy.brain_mask import mask_from_magnitude, refine_mask_by_quality
 from .anatomy.tissue import CSF_MAX_R2STAR, csf_mask_from_r2star
 from .errors import InputError
 from .maps import background as background_maps
@@ -149,6 +149,14 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
                                   unwrap_method=options.unwrap_method)
     del phase
     field_hz = fmap.field_hz
+    if options.refine_mask:
+        with stage("mask refined by phase quality"):
+            before = int(mask.sum())
+            mask = refine_mask_by_quality(mask, fmap.field_sd_hz, voxel_size=voxel_size)
+            field_hz = np.where(mask, field_hz, 0).astype(np.float32)
+            facts["MaskSource"] += (f"; refined by phase quality: voxels whose field standard "
+                                    f"error exceeds median + 5 MAD removed ({before - int(mask.sum())} "
+                                    "voxels)")
     b0_dir = b0_direction_from_affine(data.affine)
     facts["B0Direction"] = [round(float(v), 6) for v in b0_dir]
     with stage(f"background removal ({options.background_method})"):

@@ -55,6 +55,7 @@ class Options:
     chi_reference: str = "csf"
     lfs_reference: str = "internal_capsule"
     brain_mask: str = "magnitude"
+    refine_mask: bool = False
     swi: bool = False
     anatomy: bool = True
     templateflow_home: Path | None = None
