@@ -313,3 +313,10 @@ def write_truth(root, phantom, affine, data=None, name="truth"):
     for key, arr in maps.items():
         nib.save(nib.Nifti1Image(np.asarray(arr, np.float32), affine), str(out / f"{key}.nii.gz"))
     return out
+
+
+def masked_correlation(a, b, mask):
+    """Pearson correlation of two maps inside ``mask`` (means removed there)."""
+    a = a[mask] - a[mask].mean()
+    b = b[mask] - b[mask].mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
