@@ -130,6 +130,19 @@ def _tf_get(home, template, fname, **query):
         "point --templateflow-home at a filled copy, or run with --no-anatomy (maps only)")
 
 
+def _template_images(home, t, masks_required):
+    """The template's 1 mm T1w (required), 2 mm T1w (optional), brain mask and WM probability
+    (required for the default atlases, optional with a custom atlas)."""
+    get_mask = _tf_get if masks_required else _optional
+    t1w = _tf_get(home, t, f"tpl-{t}_res-01_T1w.nii.gz", resolution=1, suffix="T1w", desc=None)
+    t1w2 = _optional(home, t, f"tpl-{t}_res-02_T1w.nii.gz", resolution=2, suffix="T1w", desc=None)
+    mask = get_mask(home, t, f"tpl-{t}_res-01_desc-brain_mask.nii.gz", resolution=1,
+                    desc="brain", suffix="mask")
+    wm = get_mask(home, t, f"tpl-{t}_res-01_label-WM_probseg.nii.gz", resolution=1,
+                  label="WM", suffix="probseg")
+    return t1w, t1w2, mask, wm
+
+
 def _optional(home, template, fname, **query):
     """An optional file: used when already in TEMPLATEFLOW_HOME (never downloaded)."""
     path = home / f"tpl-{template}" / fname
@@ -189,13 +202,8 @@ def fetch_atlas_files(template=DEFAULT_TEMPLATE, templateflow_home=None, dentate
     """
     home = _home(templateflow_home)
     t = template
-    t1w = _tf_get(home, t, f"tpl-{t}_res-01_T1w.nii.gz", resolution=1, suffix="T1w", desc=None)
-    t1w2 = _optional(home, t, f"tpl-{t}_res-02_T1w.nii.gz", resolution=2, suffix="T1w", desc=None)
+    t1w, t1w2, mask, wm = _template_images(home, t, masks_required=True)
     t2w2 = _optional(home, t, f"tpl-{t}_res-02_T2w.nii.gz", resolution=2, suffix="T2w", desc=None)
-    mask = _tf_get(home, t, f"tpl-{t}_res-01_desc-brain_mask.nii.gz", resolution=1,
-                   desc="brain", suffix="mask")
-    wm = _tf_get(home, t, f"tpl-{t}_res-01_label-WM_probseg.nii.gz", resolution=1,
-                 label="WM", suffix="probseg")
     atlases = []
     for atlas, dseg_name, tsv_name in (
             ("MASSP20", f"tpl-{t}_res-01_atlas-MASSP20_dseg.nii.gz", f"tpl-{t}_res-01_atlas-MASSP20_dseg.tsv"),
@@ -257,12 +265,7 @@ def custom_atlas(atlas_file, labels_tsv, template, templateflow_home=None):
                       stacklevel=2)
     home = _home(templateflow_home)
     t = template
-    t1w = _tf_get(home, t, f"tpl-{t}_res-01_T1w.nii.gz", resolution=1, suffix="T1w", desc=None)
-    t1w2 = _optional(home, t, f"tpl-{t}_res-02_T1w.nii.gz", resolution=2, suffix="T1w", desc=None)
-    mask = _optional(home, t, f"tpl-{t}_res-01_desc-brain_mask.nii.gz", resolution=1,
-                     desc="brain", suffix="mask")
-    wm = _optional(home, t, f"tpl-{t}_res-01_label-WM_probseg.nii.gz", resolution=1,
-                   label="WM", suffix="probseg")
+    t1w, t1w2, mask, wm = _template_images(home, t, masks_required=False)
     source = AtlasSource("custom", t, atlas_file, labels_tsv, mapping, skipped)
     return AtlasFiles(template=t, home=home, t1w=t1w, t1w_coarse=t1w2, brain_mask=mask,
                       wm_probseg=wm, atlases=[source])
