@@ -320,3 +320,21 @@ def masked_correlation(a, b, mask):
     a = a[mask] - a[mask].mean()
     b = b[mask] - b[mask].mean()
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def flattened_fields(ph):
+    """Total and local (truth) field in ppm of ``ph`` with cortex and white matter set to chi 0.
+
+    The local field then comes from the deep nuclei, the vein, the ventricles and the texture:
+    the sources this app measures. (With the phantom's cortical shell over white matter, the
+    local field near the brain edge is locally harmonic, which no SMV-based method can
+    recover; that case is measured in benchmarks, not asserted in unit tests.)
+    """
+    chi = ph.chi.copy()
+    for name in ("white_matter", "gray_matter"):
+        index = [k for k, v in TISSUES.items() if v[0] == name][0]
+        chi[ph.labels == index] -= TISSUES[index][1]
+    vs = list(ph.voxel_size)
+    total = qsm_forward.generate_field(chi, voxel_size=vs)
+    local = qsm_forward.generate_field(chi * ph.brain_mask, voxel_size=vs)
+    return total, local

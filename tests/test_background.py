@@ -2,33 +2,20 @@
 
 import numpy as np
 import pytest
-import qsm_forward
 from scipy import ndimage
 
 from bids_iron.maps.background import (BACKGROUND_METHODS, DEFAULT_BACKGROUND_METHOD,
                                        remove_background, remove_background_pdf,
                                        remove_background_resharp, remove_background_vsharp)
-from phantom import TISSUES, make_phantom, masked_correlation
+from phantom import flattened_fields, make_phantom, masked_correlation
 
 
 @pytest.fixture(scope="module")
 def fields():
-    """Total and local (truth) field in ppm on the 2 mm phantom.
-
-    Cortex and white matter are flattened to chi = 0 (plus the phantom's texture), so the
-    local field comes from the deep nuclei, the vein, the ventricles and the texture: the
-    sources this app measures. (With the phantom's 6 mm cortical shell of +0.02 ppm over white
-    matter of -0.03 ppm, the local field near the brain edge is locally harmonic, which no
-    SMV-based method can recover; that case is measured in benchmarks, not asserted here.)
-    """
+    """Total and local (truth) field in ppm on the 2 mm phantom, cortex and white matter
+    flattened (see `phantom.flattened_fields`)."""
     ph = make_phantom()
-    chi = ph.chi.copy()
-    for name in ("white_matter", "gray_matter"):
-        index = [k for k, v in TISSUES.items() if v[0] == name][0]
-        chi[ph.labels == index] -= TISSUES[index][1]
-    vs = list(ph.voxel_size)
-    total = qsm_forward.generate_field(chi, voxel_size=vs)
-    local = qsm_forward.generate_field(chi * ph.brain_mask, voxel_size=vs)
+    total, local = flattened_fields(ph)
     return total.astype(np.float32), local.astype(np.float32), ph.brain_mask, ph.voxel_size
 
 

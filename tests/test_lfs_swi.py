@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-import qsm_forward
 from scipy import ndimage
 
 from bids_iron.maps.background import remove_background_vsharp
 from bids_iron.maps.lfs import lfs_reference_value, local_field_shift
 from bids_iron.maps.swi import minimum_intensity_projection, swi, swi_phase_mask
 from bids_iron.maps.units import ppm_to_hz
-from phantom import TISSUES, make_phantom, masked_correlation
+from phantom import flattened_fields, make_phantom, masked_correlation
 
 B0 = 3.0
 
@@ -19,13 +18,8 @@ def lfs_case():
     """Total field in Hz (3 T) and truth local field in ppm; cortex/WM flattened (see
     test_background)."""
     ph = make_phantom()
-    chi = ph.chi.copy()
-    for name in ("white_matter", "gray_matter"):
-        index = [k for k, v in TISSUES.items() if v[0] == name][0]
-        chi[ph.labels == index] -= TISSUES[index][1]
-    vs = list(ph.voxel_size)
-    total_hz = ppm_to_hz(qsm_forward.generate_field(chi, voxel_size=vs), B0)
-    local_ppm = qsm_forward.generate_field(chi * ph.brain_mask, voxel_size=vs)
+    total_ppm, local_ppm = flattened_fields(ph)
+    total_hz = ppm_to_hz(total_ppm, B0)
     return ph, total_hz.astype(np.float32), local_ppm
 
 
