@@ -119,17 +119,21 @@ def read_roistats(paths):
     return data
 
 
+def _entity_ids(table, column, prefix, path):
+    """``table`` with ``column`` present and its values as ``<prefix><label>`` strings."""
+    if column not in table.columns:
+        raise InputError(f"{path}: column '{column}' is missing; add it (values {prefix}<label>)")
+    table[column] = table[column].astype(str).str.strip()
+    table.loc[~table[column].str.startswith(prefix), column] = prefix + table[column]
+    return table
+
+
 def _read_participants(bids_dir, group_column):
     path = Path(bids_dir) / "participants.tsv"
     if not path.exists():
         raise InputError(f"{path}: file not found; the group level needs participants.tsv with "
                          f"columns participant_id and '{group_column}'")
-    table = read_tsv(path)
-    if "participant_id" not in table.columns:
-        raise InputError(f"{path}: column 'participant_id' is missing; add it (values sub-<label>)")
-    table["participant_id"] = table["participant_id"].astype(str).str.strip()
-    table.loc[~table.participant_id.str.startswith("sub-"), "participant_id"] = \
-        "sub-" + table.participant_id
+    table = _entity_ids(read_tsv(path), "participant_id", "sub-", path)
     if table.participant_id.duplicated().any():
         dup = table.participant_id[table.participant_id.duplicated()].iloc[0]
         raise InputError(f"{path}: column 'participant_id' lists {dup} more than once; "
@@ -148,12 +152,7 @@ def _read_sessions(bids_dir, participants):
         path = Path(bids_dir) / sub / f"{sub}_sessions.tsv"
         if not path.exists():
             continue
-        table = read_tsv(path)
-        if "session_id" not in table.columns:
-            raise InputError(f"{path}: column 'session_id' is missing; add it (values ses-<label>)")
-        table["session_id"] = table["session_id"].astype(str).str.strip()
-        table.loc[~table.session_id.str.startswith("ses-"), "session_id"] = \
-            "ses-" + table.session_id
+        table = _entity_ids(read_tsv(path), "session_id", "ses-", path)
         table.insert(0, "participant_id", sub)
         if "acq_time" in table.columns:
             times = pd.to_datetime(table["acq_time"], errors="coerce", format="ISO8601")
