@@ -93,9 +93,13 @@ def build_parser():
     ph.add_argument("--refine-mask", action="store_true",
                     help="drop mask voxels whose field fit is poor (standard error above "
                          "median + 5 MAD), e.g. low-signal borders, before background removal")
-    ph.add_argument("--brain-mask", choices=["magnitude", "template"], default="magnitude",
-                    help="phase-stage brain mask: from the magnitude (measured better on "
-                         "simulations) or the template's mask registered to the session")
+    ph.add_argument("--brain-mask", choices=["magnitude", "threshold", "template"],
+                    default="magnitude",
+                    help="phase-stage brain mask: 'magnitude' strips scalp, fat, muscle and "
+                         "skull of a whole-head scan (Dice 0.99 on the realistic head "
+                         "phantom); 'threshold' is the plain Otsu mask (keeps the scalp; for "
+                         "brain-only crops); 'template' is the template's mask registered "
+                         "to the session")
     ph.add_argument("--swi", action="store_true",
                     help="also write SWI and its minimum-intensity projection")
     an = p.add_argument_group("anatomy: registration, atlas ROIs, lesions, ROI tables, report")

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 
-from .anatomy.brain_mask import mask_from_magnitude, refine_mask_by_quality
+from .anatomy.brain_mask import (BrainMaskError, brain_mask_from_gre, mask_from_magnitude,
+                                 refine_mask_by_quality)
 from .anatomy.tissue import CSF_MAX_R2STAR, csf_mask_from_r2star
 from .errors import InputError
 from .maps import background as background_maps
@@ -141,8 +142,16 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
                                  "stage (template registration); drop --no-anatomy")
             mask = template_mask.astype(bool)
             facts["MaskSource"] = "template brain mask registered to the session"
-        else:
+        elif options.brain_mask == "threshold":
             mask = mask_from_magnitude(data.magnitude, voxel_size)
+            facts["MaskSource"] = methods.MASK_THRESHOLD
+        else:
+            try:
+                mask = brain_mask_from_gre(data.magnitude, voxel_size)
+            except BrainMaskError as exc:
+                raise InputError(f"{data.sources[0]}: no brain found in the magnitude ({exc}); "
+                                 "give a brain mask with --mask, or try --brain-mask template "
+                                 "or --brain-mask threshold") from None
             facts["MaskSource"] = methods.MASK
     with stage(f"field map ({options.unwrap_method} unwrapping, MCPC-3D-S, weighted fit)"):
         fmap = estimate_field_map(phase, data.magnitude, data.te, voxel_size, mask=mask,

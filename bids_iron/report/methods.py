@@ -29,8 +29,13 @@ def describe(table, method):
     """(EstimationAlgorithm, EstimationReference) for ``method`` of ``table``."""
     return table[method]
 
-MASK = ("Otsu threshold of the root-sum-of-squares magnitude over echoes, hole filling, "
-        "morphological opening/closing and the largest connected component")
+MASK = ("whole-head GRE brain extraction: Otsu threshold of the root-sum-of-squares "
+        "magnitude over echoes, Euclidean erosion (4 mm, grown until the core no longer "
+        "reaches the scalp), largest component, opening back to the thresholded tissue and "
+        "hole filling")
+MASK_THRESHOLD = ("Otsu threshold of the root-sum-of-squares magnitude over echoes, hole "
+                  "filling, morphological opening/closing and the largest connected component "
+                  "(no scalp removal)")
 
 UNWRAP = {
     "region_growing": ("Quality-guided region growing (ROMEO-like) on echo 1, later echoes "
