@@ -26,16 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 import realistic_head as H  # noqa: E402
-from accuracy_dipole import metrics  # noqa: E402
 
-from bids_iron.bids.load import MegreData  # noqa: E402
 from bids_iron.maps.r2star import fit_r2star  # noqa: E402
 from bids_iron.phase_stage import run_phase_stage  # noqa: E402
 from bids_iron.workflow import Options  # noqa: E402
@@ -58,46 +55,6 @@ def simulate_variant(name, voxel, seed=0):
     return H.simulate(voxel_size=tuple(vs), seed=seed, **kw)
 
 
-def megre(acq):
-    return MegreData(magnitude=acq.magnitude, te=acq.te, affine=acq.affine,
-                     voxel_size=acq.voxel_size, b0=acq.b0, manufacturer="Siemens",
-                     sources=[Path("sim_echo-1_part-mag_MEGRE.nii.gz")] * len(acq.te)
-                     + [Path("sim_echo-1_part-phase_MEGRE.nii.gz")],
-                     phase=acq.phase, phase_is_radians=True)
-
-
-def roi_means(vol, acq, mask):
-    out = []
-    for n in H.NUCLEI:
-        for hemi in ("left", "right"):
-            roi = acq.label_mask(n, hemi) & mask
-            out.append(vol[roi].mean() if roi.sum() >= 3 else np.nan)
-    return np.array(out)
-
-
-def evaluate(acq, res, vox_ml):
-    truth_brain = acq.brain_mask
-    mask, m2 = res.mask, res.mask_local
-    dice = 2 * (mask & truth_brain).sum() / (mask.sum() + truth_brain.sum())
-    nonbrain = mask & ~truth_brain
-    lfs_t = roi_means(acq.local_field_ppm, acq, m2)
-    lfs_e = roi_means(res.lfs_ppm, acq, m2)
-    ok = np.isfinite(lfs_t) & np.isfinite(lfs_e)
-    r_lfs = np.corrcoef(lfs_t[ok], lfs_e[ok])[0, 1]
-    ev = m2 & truth_brain
-    met = metrics(res.chi_ppm, acq.chi, ev)
-    chi = res.chi_ppm - res.chi_ppm[ev].mean()
-    truth = acq.chi - acq.chi[ev].mean()
-    t, e = roi_means(truth, acq, ev), roi_means(chi, acq, ev)
-    ok = np.isfinite(t) & np.isfinite(e)
-    slope = np.polyfit(t[ok], e[ok], 1)[0]
-    return {"dice": dice, "volume_L": mask.sum() * vox_ml / 1000,
-            "nonbrain_ml": nonbrain.sum() * vox_ml, "kept": m2.sum() / max(mask.sum(), 1),
-            "lfs_r": r_lfs, "nrmse": met["nrmse"], "hfen": met["hfen"], "xsim": met["xsim"],
-            "slope": slope, "r": np.corrcoef(t[ok], e[ok])[0, 1],
-            "roi_err": float(np.mean(np.abs(e[ok] - t[ok]))), "n_roi": int(ok.sum())}
-
-
 def run(acq, options):
     r2 = fit_r2star(acq.magnitude, acq.te)
     r2star = getattr(r2, "r2star", r2[0] if isinstance(r2, tuple) else r2)
@@ -108,7 +65,7 @@ def run(acq, options):
         yield
         print(f"    {name}: {time.perf_counter() - t:.1f} s", flush=True)
 
-    return run_phase_stage(megre(acq), options, stage, r2star=r2star)
+    return run_phase_stage(H.as_megre(acq), options, stage, r2star=r2star)
 
 
 def parse_set(items):
@@ -135,7 +92,7 @@ def main():
         t = time.perf_counter()
         res = run(acq, options)
         dt = time.perf_counter() - t
-        m = evaluate(acq, res, float(np.prod(acq.voxel_size)) / 1000)
+        m = H.evaluate(acq, res)
         print(f"  {name}: " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in m.items()) + f"  ({dt:.1f} s)", flush=True)
 

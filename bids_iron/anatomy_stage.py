@@ -213,8 +213,11 @@ def write_roi_tables(derivs, inputs, data, options, fit, phase, anatomy, user_ro
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
     sources = sorted(set(table["source"]))
-    write_json(sidecar_path(path), roistats.data_dictionary(exclude_vessels=vessels,
-                                                            source_levels=sources))
+    dictionary = roistats.data_dictionary(exclude_vessels=vessels, source_levels=sources)
+    if phase is not None and "MaskQuality" in phase.facts:
+        dictionary["QualityControl"] = {"MaskQuality": phase.facts["MaskQuality"],
+                                        "MaskWarnings": phase.facts["MaskWarnings"]}
+    write_json(sidecar_path(path), dictionary)
     outputs = [path, sidecar_path(path)]
     lesions = None
     if lesion_mask is not None and lesion_mask.any():

@@ -15,6 +15,7 @@ import numpy as np
 
 from .anatomy.brain_mask import (BrainMaskError, brain_mask_from_gre, mask_from_magnitude,
                                  refine_mask_by_quality)
+from .anatomy.quality import mask_field_quality, quality_warnings
 from .anatomy.tissue import CSF_MAX_R2STAR, csf_mask_from_r2star
 from .errors import InputError
 from .maps import background as background_maps
@@ -105,6 +106,12 @@ def veins_paramagnetic(chi, r2star, mask):
     return float(np.median(chi[top]))
 
 
+def _session_name(data):
+    """The session's name for messages: the first input file's name up to its echo entity."""
+    name = data.sources[0].name if data.sources else "session"
+    return name.split("_echo-")[0] if "_echo-" in name else name
+
+
 def _atlas_reference(labels, roi, support):
     from .anatomy_stage import reference_mask
 
@@ -173,6 +180,16 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
         local_hz, mask_local = background_maps.remove_background(
             field_hz, mask, voxel_size, method=options.background_method, **bg_params)
     local_ppm = hz_to_ppm(local_hz, data.b0).astype(np.float32)
+    quality = mask_field_quality(mask, mask_local, local_hz, voxel_size)
+    facts["MaskQuality"] = {
+        "BrainVolumeML": round(quality["brain_volume_ml"], 1),
+        "PartialFieldOfView": quality["partial_fov"],
+        "FractionKeptByBackgroundRemoval": round(quality["kept_fraction"], 4),
+        "ResidualBackgroundFraction": (None if quality["residual_background"] is None
+                                       else round(quality["residual_background"], 4))}
+    facts["MaskWarnings"] = quality_warnings(quality, _session_name(data))
+    for line in facts["MaskWarnings"]:
+        LOGGER.warning("%s", line)
     with stage("local field shift"):
         lfs_region, facts["LFSReference"] = None, "whole-brain mean of the (eroded) mask"
         if options.lfs_reference == "internal_capsule":

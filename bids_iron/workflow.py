@@ -55,7 +55,7 @@ class Options:
     chi_reference: str = "csf"
     lfs_reference: str = "internal_capsule"
     brain_mask: str = "magnitude"
-    refine_mask: bool = False
+    refine_mask: bool = True
     swi: bool = False
     anatomy: bool = True
     templateflow_home: Path | None = None
@@ -196,8 +196,9 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star, anatomy=None):
                                        suffix, sidecar, desc=desc, header=data.header,
                                        dtype=dtype))
 
+    qc = {"MaskQuality": facts["MaskQuality"], "MaskWarnings": facts["MaskWarnings"]}
     save(res.mask.astype(np.uint8), "mask", "brain", "arbitrary", facts["MaskSource"], "",
-         {"Type": "Brain", "Description": "brain mask used for field estimation"},
+         {"Type": "Brain", "Description": "brain mask used for field estimation", **qc},
          dtype=np.uint8)
     save(res.field_hz, "fieldmap", "total", "Hz", f"{unwrap[0]}; {methods.FIELD[0]}",
          f"{unwrap[1]}; {methods.FIELD[1]}",
@@ -210,14 +211,14 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star, anatomy=None):
           "LFSReference": facts["LFSReference"],
           "LFSReferenceValue": facts["LFSReferenceValue"],
           **({"LFSReferenceVoxels": facts["LFSReferenceVoxels"]}
-             if "LFSReferenceVoxels" in facts else {})})
+             if "LFSReferenceVoxels" in facts else {}), **qc})
     save(res.chi_ppm, "Chimap", None, "ppm", dipole[0], dipole[1],
          {**bg, "QSMMethod": options.qsm_method, "ChiReference": facts["ChiReference"],
           "ChiReferenceValue": facts["ChiReferenceValue"],
           **({"ChiReferenceVoxels": facts["ChiReferenceVoxels"]}
              if "ChiReferenceVoxels" in facts else {}),
           "DipoleInversion": facts["DipoleInversion"],
-          "SignCheckHighR2starMedianChi": facts.get("SignCheckHighR2starMedianChi"),
+          "SignCheckHighR2starMedianChi": facts.get("SignCheckHighR2starMedianChi"), **qc,
           "Description": "magnetic susceptibility, ppm, paramagnetic positive"})
     if res.swi is not None:
         save(res.swi, "MEGRE", "swi", "arbitrary", methods.SWI[0], methods.SWI[1],

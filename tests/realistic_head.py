@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -410,3 +411,51 @@ def simulate(voxel_size=(2.0, 2.0, 2.0), angle_deg=0.0, coverage="full", snr=100
                        chi=chi_rel.astype(np.float32), r2star=r2s.astype(np.float32),
                        local_field_ppm=local.astype(np.float32),
                        total_field_ppm=total.astype(np.float32), sigma=sigma)
+
+
+def as_megre(acq):
+    """The acquisition as the app's `MegreData` (phase in radians, B0 3 T, Siemens)."""
+    from bids_iron.bids.load import MegreData
+
+    return MegreData(magnitude=acq.magnitude, te=acq.te, affine=acq.affine,
+                     voxel_size=acq.voxel_size, b0=acq.b0, manufacturer="Siemens",
+                     sources=[Path("sim_echo-1_part-mag_MEGRE.nii.gz")] * len(acq.te)
+                     + [Path("sim_echo-1_part-phase_MEGRE.nii.gz")],
+                     phase=acq.phase, phase_is_radians=True)
+
+
+def roi_means(vol, acq, mask):
+    """Means of ``vol`` in the 16 nucleus ROIs (left/right) inside ``mask`` (NaN if < 3 voxels)."""
+    out = []
+    for n in NUCLEI:
+        for hemi in ("left", "right"):
+            roi = acq.label_mask(n, hemi) & mask
+            out.append(vol[roi].mean() if roi.sum() >= 3 else np.nan)
+    return np.array(out)
+
+
+def evaluate(acq, res):
+    """Truth comparison of a phase-stage result (`PhaseResults`): mask, LFS and chi metrics."""
+    from qsm_metrics import metrics
+
+    vox_ml = float(np.prod(acq.voxel_size)) / 1000
+    truth_brain = acq.brain_mask
+    mask, m2 = res.mask, res.mask_local
+    dice = 2 * (mask & truth_brain).sum() / (mask.sum() + truth_brain.sum())
+    nonbrain = mask & ~truth_brain
+    lfs_t = roi_means(acq.local_field_ppm, acq, m2)
+    lfs_e = roi_means(res.lfs_ppm, acq, m2)
+    ok = np.isfinite(lfs_t) & np.isfinite(lfs_e)
+    r_lfs = np.corrcoef(lfs_t[ok], lfs_e[ok])[0, 1]
+    ev = m2 & truth_brain
+    met = metrics(res.chi_ppm, acq.chi, ev)
+    chi = res.chi_ppm - res.chi_ppm[ev].mean()
+    truth = acq.chi - acq.chi[ev].mean()
+    t, e = roi_means(truth, acq, ev), roi_means(chi, acq, ev)
+    ok = np.isfinite(t) & np.isfinite(e)
+    slope = np.polyfit(t[ok], e[ok], 1)[0]
+    return {"dice": dice, "volume_L": mask.sum() * vox_ml / 1000,
+            "nonbrain_ml": nonbrain.sum() * vox_ml, "kept": m2.sum() / max(mask.sum(), 1),
+            "lfs_r": r_lfs, "nrmse": met["nrmse"], "hfen": met["hfen"], "xsim": met["xsim"],
+            "slope": slope, "r": np.corrcoef(t[ok], e[ok])[0, 1],
+            "roi_err": float(np.mean(np.abs(e[ok] - t[ok]))), "n_roi": int(ok.sum())}

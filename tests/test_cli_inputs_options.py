@@ -105,13 +105,16 @@ def test_refine_mask_by_phase_quality(sim_dataset, tmp_path):
     root, _ = sim_dataset
     out = tmp_path / "out"
     code, _, err = run_cli(root, out, "participant", "--participant-label", "01",
-                           "--session-label", "2", "--refine-mask")
+                           "--session-label", "2")  # the default
     assert code == 0, err
     anat = out / "sub-01/ses-2/anat"
     side = json.loads((anat / "sub-01_ses-2_Chimap.json").read_text())
     assert "refined by phase quality" in side["MaskSource"]
     refined = nib.load(anat / "sub-01_ses-2_desc-brain_mask.nii.gz").get_fdata() > 0
     code, _, err = run_cli(root, tmp_path / "plain", "participant", "--participant-label", "01",
-                           "--session-label", "2")
+                           "--session-label", "2", "--no-refine-mask")
+    assert code == 0, err
+    side = json.loads((tmp_path / "plain/sub-01/ses-2/anat/sub-01_ses-2_Chimap.json").read_text())
+    assert "refined" not in side["MaskSource"]
     plain = nib.load(tmp_path / "plain/sub-01/ses-2/anat/sub-01_ses-2_desc-brain_mask.nii.gz").get_fdata() > 0
     assert refined.sum() <= plain.sum() and not (refined & ~plain).any()

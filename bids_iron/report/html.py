@@ -360,6 +360,11 @@ def _session_html(session, log):
     for key in ("SignCheckHighR2starMedianChi", "ChiReferenceValue", "LFSReferenceValue"):
         if session.facts.get(key) is not None:
             rows.append((key, _fmt(session.facts[key], 4)))
+    for key, value in (session.facts.get("MaskQuality") or {}).items():
+        if value is not None:
+            rows.append((key, str(value) if isinstance(value, bool) else _fmt(value, 4)))
+    for line in session.facts.get("MaskWarnings") or ():
+        rows.append(("warning", line))
     if rows:
         out.append(_table_html(rows, ("measure", "value")))
     if session.residual is not None:
