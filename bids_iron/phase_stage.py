@@ -165,7 +165,7 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
                                   unwrap_method=options.unwrap_method)
     del phase
     field_hz = fmap.field_hz
-    if options.refine_mask:
+    if options.refine_mask and options.mask is None:  # a user's mask is used as given
         with stage("mask refined by phase quality"):
             before = int(mask.sum())
             mask = refine_mask_by_quality(mask, fmap.field_sd_hz, voxel_size=voxel_size)
@@ -177,8 +177,18 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
     facts["B0Direction"] = [round(float(v), 6) for v in b0_dir]
     with stage(f"background removal ({options.background_method})"):
         bg_params = {"b0_dir": tuple(b0_dir)} if options.background_method == "pdf" else {}
-        local_hz, mask_local = background_maps.remove_background(
-            field_hz, mask, voxel_size, method=options.background_method, **bg_params)
+        try:
+            local_hz, mask_local = background_maps.remove_background(
+                field_hz, mask, voxel_size, method=options.background_method, **bg_params)
+        except background_maps.MaskVanishedError as exc:
+            # a small crop or thin slab: the SMV erosion leaves nothing; PDF needs no erosion
+            LOGGER.warning("%s: %s background removal left no brain (%s); using PDF instead "
+                           "(choose it with --background-method pdf)", _session_name(data),
+                           options.background_method, exc)
+            local_hz, mask_local = background_maps.remove_background(
+                field_hz, mask, voxel_size, method="pdf", b0_dir=tuple(b0_dir))
+            facts["BackgroundRemovalFallback"] = (f"pdf ({options.background_method} left no "
+                                                  "brain after its erosion)")
     local_ppm = hz_to_ppm(local_hz, data.b0).astype(np.float32)
     quality = mask_field_quality(mask, mask_local, local_hz, voxel_size)
     facts["MaskQuality"] = {

@@ -205,7 +205,9 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star, anatomy=None):
          {"Description": "total field (tissue + background), frequency offset in Hz"})
     bg = {"BackgroundRemovalMethod": options.background_method,
           "BackgroundRemovalAlgorithm": background[0],
-          "BackgroundRemovalReference": background[1]}
+          "BackgroundRemovalReference": background[1],
+          **({"BackgroundRemovalFallback": facts["BackgroundRemovalFallback"]}
+             if "BackgroundRemovalFallback" in facts else {})}
     save(res.lfs_ppm, "fieldmap", "lfs", "ppm", methods.LFS[0], methods.LFS[1],
          {**bg, "Description": "local field shift (LFS, Hammond 2008) in ppm of B0",
           "LFSReference": facts["LFSReference"],

@@ -125,7 +125,7 @@ def mask_from_magnitude(magnitude, voxel_size, strip=False, opening_mm=3.0, clos
     mag = np.abs(magnitude.astype(np.float32))
     img = np.sqrt(np.sum(mag ** 2, axis=-1)) if mag.ndim == 4 else mag
     img = np.where(np.isfinite(img), img, 0.0)
-    mask = img > _tissue_threshold(img)
+    mask = img > _tissue_threshold(img)[0]
     if strip and mask.sum() > 10 and np.ptp(img[mask]) > 0:
         t_brain = otsu_threshold(img[mask])
         mask = img > t_brain
@@ -170,8 +170,9 @@ def brain_mask_from_gre(magnitude, voxel_size, erode_mm=GRE_ERODE_MM, margin_mm=
     brain, separated from it only by the thin dark skull, which partial volume bridges in
     places; a threshold plus largest component keeps the whole head. Here:
 
-    1. tissue: the root-sum-of-squares over echoes above Otsu's threshold (or, when the
-       field of view holds tissue only, BET's robust threshold ``p2 + 0.1 (p98 - p2)``);
+    1. tissue: the root-sum-of-squares over echoes above Otsu's threshold. When the field
+       of view holds tissue only (a crop or slab: the darker Otsu class is too bright to be
+       noise), there is no scalp to strip and `mask_from_magnitude` is returned;
     2. head: everything above ``HEAD_NOISE_FACTOR`` x the dark class's median (at most
        half the tissue threshold), closed by 6 mm (ear canals, nostrils), with its holes
        (skull, sinuses) filled in 3-D and per axial slice; its depth is the distance to the head's outer
@@ -241,10 +242,10 @@ def brain_mask_from_gre(magnitude, voxel_size, erode_mm=GRE_ERODE_MM, margin_mm=
     mag = np.abs(magnitude.astype(np.float32))
     img = np.sqrt(np.sum(mag ** 2, axis=-1)) if mag.ndim == 4 else mag
     img = np.where(np.isfinite(img), img, 0.0)
-    t_tissue = _tissue_threshold(img)
+    t_tissue, background = _tissue_threshold(img)
+    if not background:  # a crop or slab of tissue only: no scalp to strip
+        return mask_from_magnitude(magnitude, voxel_size)
     tissue = img > t_tissue
-    if tissue.all():
-        return tissue
     low = img[img <= t_tissue]
     t_head = min(HEAD_NOISE_FACTOR * float(np.median(low)), 0.5 * t_tissue)
     head = _outline(img > t_head, voxel_size)
@@ -289,7 +290,8 @@ def _outline(tissue, voxel_size):
 
 
 def _tissue_threshold(img):
-    """Otsu's threshold of the image, or BET's robust one when no background is present."""
+    """(threshold, background present): Otsu's threshold of the image, or BET's robust one
+    when the field of view holds no background."""
     try:
         t_tissue = otsu_threshold(img)
     except ValueError:
@@ -299,8 +301,8 @@ def _tissue_threshold(img):
         # The darker Otsu class is not noise: the field of view holds tissue only (a crop or
         # slab). Use the robust-range threshold of BET instead, which keeps dark tissue.
         p2, p98 = np.percentile(img, [2, 98])
-        t_tissue = p2 + 0.1 * (p98 - p2)
-    return t_tissue
+        return p2 + 0.1 * (p98 - p2), False
+    return t_tissue, True
 
 
 def _fill_holes(mask):

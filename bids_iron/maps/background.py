@@ -58,12 +58,17 @@ from .kernels import check_voxel_size, dipole_kernel, sphere_kernel
 
 __all__ = [
     "BACKGROUND_METHODS",
+    "MaskVanishedError",
     "DEFAULT_BACKGROUND_METHOD",
     "remove_background",
     "remove_background_vsharp",
     "remove_background_resharp",
     "remove_background_pdf",
 ]
+
+
+class MaskVanishedError(ValueError):
+    """An SMV-based method's erosion left no voxel of the mask (a crop or slab too small)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +395,7 @@ def remove_background_vsharp(field, mask, voxel_size, radii_mm=None, threshold=0
         if mask_min is None:
             mask_min = eroded
             if not eroded.any():
-                raise ValueError("mask vanishes after erosion by the smallest radius "
+                raise MaskVanishedError("mask vanishes after erosion by the smallest radius "
                                  f"{radii[0]} mm")
         elif not eroded.any():
             break  # larger balls do not fit anywhere either
@@ -505,7 +510,7 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
     eroded = _erode(scipy.fft.rfftn(box.crop(mask), workers=workers), 1.0 - c, shape, count,
                     workers)
     if not eroded.any():
-        raise ValueError(f"mask vanishes after erosion by radius_mm={radius_mm}")
+        raise MaskVanishedError(f"mask vanishes after erosion by radius_mm={radius_mm}")
 
     # CG on the normal equations, run on the rfftn spectra of the vectors: C and alpha^2 are
     # diagonal there, so one operator application costs one inverse and one forward real FFT
