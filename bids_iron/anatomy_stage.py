@@ -186,8 +186,10 @@ def write_roi_tables(derivs, inputs, data, options, fit, phase, anatomy, user_ro
     maps = {"r2star": fit.r2star, "t2star": fit.t2star}
     masks = {}
     if phase is not None:
-        maps.update(lfs=phase.lfs_ppm, chi=phase.chi_ppm)
-        masks.update(lfs=phase.mask_local, chi=phase.mask_local)
+        wholebrain = phase.chi_ppm - float(phase.chi_ppm[phase.mask_local].mean())
+        maps.update(lfs=phase.lfs_ppm, chi=phase.chi_ppm, chi_wholebrain=wholebrain)
+        masks.update(lfs=phase.mask_local, chi=phase.mask_local,
+                     chi_wholebrain=phase.mask_local)
     vessels = ({"metric": options.exclude_vessels, "k": options.vessel_k}
                if options.exclude_vessels else None)
     lesion_mask = None if anatomy is None else anatomy.lesions

@@ -106,6 +106,23 @@ def veins_paramagnetic(chi, r2star, mask):
     return float(np.median(chi[top]))
 
 
+def wholebrain_reference(chi, mask, reference):
+    """The consensus' second reference: chi's whole-brain mean in ``mask`` (ppm, on the
+    reported scale) and the reference region's mean and SD after subtracting it.
+
+    ``reference`` is the reference region (bool array) or a string/None (no region).
+    """
+    mean = float(chi[mask].mean())
+    out = {"WholeBrainMean": round(mean, 6)}
+    if isinstance(reference, np.ndarray) and reference.sum() >= 2:
+        values = chi[reference & mask] - mean if (reference & mask).sum() >= 2 else \
+            chi[reference] - mean
+        out.update(ReferenceRegionMean=round(float(values.mean()), 6),
+                   ReferenceRegionSD=round(float(values.std(ddof=1)), 6),
+                   ReferenceRegionVoxels=int(values.size))
+    return out
+
+
 def _session_name(data):
     """The session's name for messages: the first input file's name up to its echo entity."""
     name = data.sources[0].name if data.sources else "session"
@@ -261,6 +278,7 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
                                                    return_reference=True)
             facts["ChiReferenceValue"] = round(float(value), 6)
         facts["ChiReference"] = chi_reference_text
+        facts["ChiWholeBrain"] = wholebrain_reference(chi, mask_local, reference)
         facts["DipoleInversion"] = {"n_fft": result.n_fft, "n_iter": result.n_iter,
                                     "converged": bool(getattr(result, "converged", True)),
                                     **{k: v for k, v in result.parameters.items()

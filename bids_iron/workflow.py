@@ -217,6 +217,7 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star, anatomy=None):
     save(res.chi_ppm, "Chimap", None, "ppm", dipole[0], dipole[1],
          {**bg, "QSMMethod": options.qsm_method, "ChiReference": facts["ChiReference"],
           "ChiReferenceValue": facts["ChiReferenceValue"],
+          "ChiWholeBrainReference": facts["ChiWholeBrain"],
           **({"ChiReferenceVoxels": facts["ChiReferenceVoxels"]}
              if "ChiReferenceVoxels" in facts else {}),
           "DipoleInversion": facts["DipoleInversion"],

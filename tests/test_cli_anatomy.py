@@ -89,10 +89,23 @@ def test_roi_table(anatomy_run):
                    "volume_mm3", "source"):
         assert column in table.columns
     assert set(NUCLEI) <= set(table["roi"])
-    assert {"r2star", "t2star", "lfs", "chi"} == set(table["metric"])
+    assert {"r2star", "t2star", "lfs", "chi", "chi_wholebrain"} == set(table["metric"])
     assert {"left", "right", "bilateral"} == set(table["hemisphere"])
     side = json.loads((anat / "sub-01_ses-1_roistats.json").read_text())
     assert side["metric"]["Levels"] and "mean" in side
+    qc = side["QualityControl"]
+    assert 300 < qc["MaskQuality"]["BrainVolumeML"] < 500  # the small test phantom's brain
+    assert any("outside 800-2200 mL" in w for w in qc["MaskWarnings"])
+    # whole-brain referenced chi: the CSF-referenced values shifted by one offset, and the
+    # CSF reference region's mean on that scale is in the Chimap sidecar
+    bil = table[table.hemisphere == "bilateral"].pivot(index="roi", columns="metric",
+                                                       values="mean")
+    offsets = (bil["chi_wholebrain"] - bil["chi"]).dropna()
+    assert offsets.std() < 1e-5
+    chi_side = json.loads((anat / "sub-01_ses-1_Chimap.json").read_text())
+    wb = chi_side["ChiWholeBrainReference"]
+    assert abs(offsets.mean() + wb["WholeBrainMean"]) < 1e-5
+    assert wb["ReferenceRegionVoxels"] >= 20 and wb["ReferenceRegionSD"] > 0
     # R2* of the large nuclei close to the truth (registration + 1-voxel erosion)
     r2 = table[(table.metric == "r2star") & (table.hemisphere == "bilateral")].set_index("roi")
     for name in ("putamen", "globus_pallidus", "caudate", "thalamus"):

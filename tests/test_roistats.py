@@ -259,7 +259,7 @@ def test_data_dictionary_covers_columns():
     assert set(dd) == set(COLUMNS)
     assert all("Description" in v for v in dd.values())
     assert set(dd["hemisphere"]["Levels"]) == {"left", "right", "bilateral"}
-    assert set(dd["metric"]["Levels"]) == {"r2star", "t2star", "lfs", "chi"}
+    assert set(dd["metric"]["Levels"]) == {"r2star", "t2star", "lfs", "chi", "chi_wholebrain"}
     assert "1/s" in dd["metric"]["Levels"]["r2star"]
     assert "(s)" in dd["metric"]["Levels"]["t2star"]
     assert "ppm" in dd["metric"]["Levels"]["chi"] and "ppm" in dd["metric"]["Levels"]["lfs"]

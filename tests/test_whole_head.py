@@ -116,11 +116,11 @@ def test_quality_numbers_and_warnings():
     lines = quality_warnings(q, "sub-01_ses-1")
     assert len(lines) == 1 and "partial coverage" in lines[0] and "sub-01_ses-1" in lines[0]
     eroded = np.zeros_like(mask)
-    eroded[10:30, 10:30, 5:25] = True
+    eroded[12:28, 12:28, 7:23] = True
     x = np.indices(mask.shape)[0].astype(float)
     q = mask_field_quality(mask, eroded, x, (2.0, 2.0, 2.0))
     lines = quality_warnings(q, "s")
-    assert any("kept 30 %" in line and "--background-method" in line for line in lines)
+    assert any("kept 15 %" in line and "--background-method" in line for line in lines)
     assert any("polynomial" in line for line in lines)
     with pytest.raises(ValueError, match="shape"):
         mask_field_quality(mask, mask[:-1], local, (2.0, 2.0, 2.0))

@@ -68,13 +68,18 @@ __all__ = ["METRICS", "METRIC_UNITS", "COLUMNS", "LESION_COLUMNS", "roi_statisti
            "roi_mask", "label_names"]
 
 #: Metrics in table order, and their units.
-METRICS = ("r2star", "t2star", "lfs", "chi")
-METRIC_UNITS = {"r2star": "1/s", "t2star": "s", "lfs": "ppm", "chi": "ppm"}
+METRICS = ("r2star", "t2star", "lfs", "chi", "chi_wholebrain")
+METRIC_UNITS = {"r2star": "1/s", "t2star": "s", "lfs": "ppm", "chi": "ppm",
+                "chi_wholebrain": "ppm"}
 METRIC_DESCRIPTIONS = {
     "r2star": "R2*, effective transverse relaxation rate (mono-exponential fit over echoes)",
     "t2star": "T2* = 1/R2*, effective transverse relaxation time",
     "lfs": "local field shift (background-removed field, referenced), ppm of B0",
-    "chi": "magnetic susceptibility from QSM, paramagnetic positive, referenced",
+    "chi": "magnetic susceptibility from QSM, paramagnetic positive, referenced (default: "
+           "CSF of the lateral ventricles; see the Chimap sidecar)",
+    "chi_wholebrain": "the same susceptibility referenced to the whole-brain mean of the "
+                      "(eroded) mask, the QSM consensus' second reference; the csf row gives "
+                      "the reference region's mean and SD on this scale",
 }
 #: Columns of the ROI table, in order (the DESIGN columns, then source and the extras).
 COLUMNS = ("roi", "hemisphere", "metric", "mean", "median", "sd", "n_voxels", "volume_mm3",
