@@ -248,8 +248,7 @@ def brain_mask_from_gre(magnitude, voxel_size, erode_mm=GRE_ERODE_MM, margin_mm=
     tissue = img > t_tissue
     low = img[img <= t_tissue]
     t_head = min(HEAD_NOISE_FACTOR * float(np.median(low)), 0.5 * t_tissue)
-    head = _outline(img > t_head, voxel_size)
-    depth = _edt(head, voxel_size) if not head.all() else np.full(head.shape, np.inf, np.float32)
+    depth = _head_depth(img > t_head, voxel_size)
     inside = _edt(tissue, voxel_size)
     radius = float(erode_mm)
     while True:
@@ -287,6 +286,28 @@ def _outline(tissue, voxel_size):
     closed = ~(_edt(~np.pad(grown, pad), voxel_size) <= r)
     closed = closed[tuple(slice(p[0], -p[0]) for p in pad)] | tissue
     return _fill_holes(closed)
+
+
+def _head_depth(head_voxels, voxel_size):
+    """Depth (mm) below the head's outer surface, on a grid of >= 2 mm voxels (coarse
+    enough for the scalp test, 8x fewer voxels at 1 mm), repeated back to the full grid."""
+    step = [max(1, int(2.0 // v)) for v in voxel_size]
+    shape = head_voxels.shape
+    if max(step) > 1:
+        pad = [(0, (-n) % s) for n, s in zip(shape, step)]
+        blocks = np.pad(head_voxels, pad).reshape(
+            [n for ns in zip([(n + p[1]) // s for n, p, s in zip(shape, pad, step)], step)
+             for n in ns])
+        coarse = blocks.any(axis=(1, 3, 5))
+    else:
+        coarse = head_voxels
+    vs = np.asarray(voxel_size, float) * step
+    head = _outline(coarse, vs)
+    depth = _edt(head, vs) if not head.all() else np.full(head.shape, np.inf, np.float32)
+    for axis, s in enumerate(step):
+        if s > 1:
+            depth = np.repeat(depth, s, axis=axis)
+    return depth[:shape[0], :shape[1], :shape[2]]
 
 
 def _tissue_threshold(img):
