@@ -287,8 +287,9 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
         check = veins_paramagnetic(chi, r2star, mask_local)
         facts["SignCheckHighR2starMedianChi"] = None if check is None else round(check, 5)
         if check is not None and check < 0:
-            LOGGER.warning("chi of the highest-R2* voxels (veins, iron) is negative (%.4f ppm): "
-                           "the phase sign may be inverted; try --invert-phase", check)
+            LOGGER.warning("%s: chi of the highest-R2* voxels (veins, iron) is negative (%.4f "
+                           "ppm): the phase sign may be inverted; try --invert-phase",
+                           _session_name(data), check)
     out = PhaseResults(mask=mask, mask_local=mask_local, field_hz=field_hz, local_ppm=local_ppm,
                        lfs_ppm=lfs_ppm, chi_ppm=chi, facts=facts)
     if options.swi:

@@ -132,6 +132,28 @@ def _session_logger(output_dir, label):
     return log, handler
 
 
+class _PackageRecords(logging.Filter):
+    """Records of the package's modules (``bids_iron.*``), not of the session loggers (those
+    reach the session file through their own handler)."""
+
+    def filter(self, record):
+        return not record.name.startswith("bids_iron.session.")
+
+
+def _capture_package_warnings(handler):
+    """Also send the package logger's records (physics, QC warnings) to the session's file
+    while the session runs (one session at a time per process). Returns the logger and its
+    extra handler (appending to the same file)."""
+    extra = logging.FileHandler(handler.baseFilename)
+    extra.setFormatter(handler.formatter)
+    extra.addFilter(_PackageRecords())
+    package = logging.getLogger("bids_iron")
+    package.addHandler(extra)
+    if package.level == logging.NOTSET or package.level > logging.WARNING:
+        package.setLevel(logging.WARNING)
+    return package, extra
+
+
 def _common_sidecar(derivs, data, extra=None):
     sidecar = {
         "Sources": [derivs.bids_uri(p) for p in data.sources],
@@ -241,6 +263,7 @@ def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, wor
     t0 = time.perf_counter()
     derivs = Derivatives(output_dir, bids_dir)
     log, handler = _session_logger(output_dir, inputs.label)
+    package, package_handler = _capture_package_warnings(handler)
     result = SessionResult(label=inputs.label, status="failed")
     try:
         digest = options.digest()
@@ -301,6 +324,8 @@ def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, wor
     finally:
         result.seconds = time.perf_counter() - t0
         log.removeHandler(handler)
+        package.removeHandler(package_handler)
+        package_handler.close()
         handler.close()
     return result
 

@@ -7,11 +7,14 @@ the 2 mm version (benchmarks/accuracy_whole_head.py measures the 1 mm one).
 """
 
 import contextlib
+import json
 
 import numpy as np
 import pytest
 
+import phantom as P
 import realistic_head as H
+from conftest import run_cli
 from bids_iron.anatomy.brain_mask import BrainMaskError, brain_mask_from_gre, mask_from_magnitude
 from bids_iron.anatomy.quality import (MAX_RESIDUAL_BACKGROUND, mask_field_quality,
                                        quality_warnings)
@@ -140,3 +143,29 @@ def test_no_brain_found_is_one_clear_line():
                         total_field_ppm=None, sigma=0.01)
     with pytest.raises(InputError, match="--mask.*--brain-mask"):
         _run(acq)
+
+
+def test_cli_on_a_whole_head(heads, tmp_path):
+    """A user's run on a whole-head scan: a brain-sized mask, QC in the sidecars, and the
+    warnings of a bad mask in the session's own log with its label."""
+    acq = heads("full")
+    gre = P.GreData(magnitude=acq.magnitude, phase=acq.phase, te=acq.te, b0=acq.b0,
+                    b0_dir=acq.b0_dir, total_field_ppm=acq.total_field_ppm,
+                    local_field_ppm=acq.local_field_ppm, sigma=acq.sigma)
+    root = tmp_path / "ds"
+    P.write_megre(root, gre, acq.affine, "01", "1")
+    code, _, err = run_cli(root, tmp_path / "out", "participant")
+    assert code == 0, err
+    anat = tmp_path / "out/sub-01/ses-1/anat"
+    side = json.loads((anat / "sub-01_ses-1_Chimap.json").read_text())
+    assert 1500 < side["MaskQuality"]["BrainVolumeML"] < 2200 and side["MaskWarnings"] == []
+    assert "whole-head" in side["MaskSource"] and "refined by phase quality" in side["MaskSource"]
+    assert side["ChiWholeBrainReference"]["ReferenceRegionVoxels"] >= 20
+    code, _, err = run_cli(root, tmp_path / "bad", "participant", "--brain-mask", "threshold",
+                           "--no-refine-mask")
+    assert code == 0, err
+    log = (tmp_path / "bad/logs/sub-01_ses-1.log").read_text()
+    assert "WARNING sub-01_ses-1: brain mask volume" in log and "--brain-mask" in log
+    side = json.loads((tmp_path / "bad/sub-01/ses-1/anat/sub-01_ses-1_desc-brain_mask.json")
+                      .read_text())
+    assert side["MaskQuality"]["BrainVolumeML"] > 2200 and side["MaskWarnings"]
