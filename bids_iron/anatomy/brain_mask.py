@@ -43,6 +43,17 @@ def otsu_threshold(values, n_bins=256):
     return float(edges[1:][np.argmax(between)])
 
 
+def _rss_image(magnitude, voxel_size):
+    """Checked root-sum-of-squares over echoes (float32, non-finite -> 0) and voxel size."""
+    magnitude = np.asarray(magnitude)
+    if magnitude.ndim not in (3, 4) or magnitude.dtype.kind not in "fiu":
+        raise ValueError(f"magnitude must be a real 3-D or 4-D array, got shape {magnitude.shape}")
+    voxel_size = check_voxel_size(voxel_size)
+    mag = np.abs(magnitude.astype(np.float32))
+    img = np.sqrt(np.sum(mag ** 2, axis=-1)) if mag.ndim == 4 else mag
+    return np.where(np.isfinite(img), img, 0.0), voxel_size
+
+
 def _ball(radius_mm, voxel_size):
     half = [max(int(np.floor(radius_mm / d)), 0) for d in voxel_size]
     axes = [np.arange(-h, h + 1) * d for h, d in zip(half, voxel_size)]
@@ -116,15 +127,9 @@ def mask_from_magnitude(magnitude, voxel_size, strip=False, opening_mm=3.0, clos
     >>> bool(m[12, 12, 12]) and not bool(m[12, 12, 21]) and abs(int(m.sum()) - int((r < 8).sum())) < 200
     True
     """
-    magnitude = np.asarray(magnitude)
-    if magnitude.ndim not in (3, 4) or magnitude.dtype.kind not in "fiu":
-        raise ValueError(f"magnitude must be a real 3-D or 4-D array, got shape {magnitude.shape}")
-    voxel_size = check_voxel_size(voxel_size)
+    img, voxel_size = _rss_image(magnitude, voxel_size)
     if not (opening_mm >= 0 and closing_mm >= 0):
         raise ValueError("opening_mm and closing_mm must be >= 0")
-    mag = np.abs(magnitude.astype(np.float32))
-    img = np.sqrt(np.sum(mag ** 2, axis=-1)) if mag.ndim == 4 else mag
-    img = np.where(np.isfinite(img), img, 0.0)
     mask = img > _tissue_threshold(img)[0]
     if strip and mask.sum() > 10 and np.ptp(img[mask]) > 0:
         t_brain = otsu_threshold(img[mask])
@@ -231,17 +236,11 @@ def brain_mask_from_gre(magnitude, voxel_size, erode_mm=GRE_ERODE_MM, margin_mm=
     >>> bool(2 * (m & truth).sum() / (m.sum() + truth.sum()) > 0.97), bool(m[r > 46].any())
     (True, False)
     """
-    magnitude = np.asarray(magnitude)
-    if magnitude.ndim not in (3, 4) or magnitude.dtype.kind not in "fiu":
-        raise ValueError(f"magnitude must be a real 3-D or 4-D array, got shape {magnitude.shape}")
-    voxel_size = check_voxel_size(voxel_size)
+    img, voxel_size = _rss_image(magnitude, voxel_size)
     if not erode_mm > 0:
         raise ValueError("erode_mm must be > 0")
     if margin_mm is None:
         margin_mm = 0.5 * float(max(voxel_size))
-    mag = np.abs(magnitude.astype(np.float32))
-    img = np.sqrt(np.sum(mag ** 2, axis=-1)) if mag.ndim == 4 else mag
-    img = np.where(np.isfinite(img), img, 0.0)
     t_tissue, background = _tissue_threshold(img)
     if not background:  # a crop or slab of tissue only: no scalp to strip
         return mask_from_magnitude(magnitude, voxel_size)
