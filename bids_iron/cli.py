@@ -76,7 +76,8 @@ def build_parser():
                     help="spatial phase unwrapping: ROMEO-like region growing or Laplacian")
     ph.add_argument("--background-method", choices=sorted(background.BACKGROUND_METHODS),
                     default=background.DEFAULT_BACKGROUND_METHOD,
-                    help="background field removal: V-SHARP, RESHARP or PDF")
+                    help="background field removal: V-SHARP (default), RESHARP, PDF or LBV "
+                         "(measured on the realistic head in README.rst)")
     ph.add_argument("--qsm-method", choices=dipole.DIPOLE_METHODS,
                     default=dipole.DEFAULT_DIPOLE_METHOD,
                     help="dipole inversion: TKD, iterative Tikhonov (CG), TV-ADMM or "

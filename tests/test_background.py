@@ -5,7 +5,8 @@ import pytest
 from scipy import ndimage
 
 from bids_iron.maps.background import (BACKGROUND_METHODS, DEFAULT_BACKGROUND_METHOD,
-                                       remove_background, remove_background_pdf,
+                                       MaskVanishedError, remove_background,
+                                       remove_background_lbv, remove_background_pdf,
                                        remove_background_resharp, remove_background_vsharp)
 from phantom import flattened_fields, make_phantom, masked_correlation
 
@@ -32,9 +33,12 @@ def test_recovers_local_field(fields, method):
     inner = ndimage.binary_erosion(out_mask, iterations=2)
     assert inner.sum() > 0.4 * mask.sum()
     assert masked_correlation(total, local, inner) < 0.5  # the background dominates the input
-    assert masked_correlation(out, local, inner) >= 0.95
+    # LBV takes the field on the mask boundary as background; the skull staircase and local
+    # sources next to the boundary break that (r 0.88 here; see README for the whole head)
+    min_r, max_rel = (0.85, 0.6) if method == "lbv" else (0.95, 0.35)
+    assert masked_correlation(out, local, inner) >= min_r
     rmse = np.sqrt(np.mean(((out - local)[inner] - (out - local)[inner].mean()) ** 2))
-    assert rmse < 0.35 * local[inner].std()
+    assert rmse < max_rel * local[inner].std()
 
 
 def test_default_and_erosion(fields):
@@ -52,12 +56,17 @@ def test_default_and_erosion(fields):
     assert np.array_equal(m_p, mask)
     _, m_r = remove_background_resharp(total, mask, vs, radius_mm=4.0)
     assert np.array_equal(m_r, m_v2)
+    _, m_l = remove_background_lbv(total, mask, vs)  # only the boundary layer is lost
+    assert np.array_equal(m_l, ndimage.binary_erosion(mask))
+    _, m_l2 = remove_background_lbv(total, mask, vs, peel_mm=4.0)
+    assert m_l2.sum() < m_l.sum() and not (m_l2 & ~m_l).any()
 
 
 def test_linear_unit_agnostic(fields):
     total, _, mask, vs = fields
     scale = 127.732434  # ppm -> Hz at 3 T
-    for fn in (remove_background_vsharp, remove_background_resharp, remove_background_pdf):
+    for fn in (remove_background_vsharp, remove_background_resharp, remove_background_pdf,
+               remove_background_lbv):
         a, _ = fn(total, mask, vs)
         b, _ = fn(total * scale, mask, vs)
         np.testing.assert_allclose(b, a * scale, atol=2e-3 * np.abs(a * scale).max())
@@ -120,5 +129,11 @@ def test_value_errors(fields):
         remove_background_vsharp(bad, mask, vs)
     tiny = np.zeros(mask.shape, bool)
     tiny[30:32, 30:32, 20:22] = True
-    with pytest.raises(ValueError, match="vanishes"):
+    with pytest.raises(MaskVanishedError, match="vanishes"):
         remove_background_vsharp(total, tiny, vs, radii_mm=(4.0,))
+    with pytest.raises(MaskVanishedError, match="vanishes"):
+        remove_background_lbv(total, tiny & (np.indices(mask.shape)[2] == 20), vs)
+    with pytest.raises(ValueError, match="peel_mm"):
+        remove_background_lbv(total, mask, vs, peel_mm=-1)
+    with pytest.raises(ValueError, match="tol"):
+        remove_background_lbv(total, mask, vs, tol=2.0)

@@ -65,6 +65,10 @@ BACKGROUND = {
     "pdf": ("Projection onto dipole fields (PDF)",
             "Liu T, Khalidov I, de Rochefort L, et al. A novel background field removal method "
             "for MRI using projection onto dipole fields. NMR Biomed 2011;24:1129-1136"),
+    "lbv": ("Laplacian boundary value (LBV) background removal: Laplace's equation inside the "
+            "mask with the measured field on its boundary, preconditioned conjugate gradients",
+            "Zhou D, Liu T, Spincemaille P, Wang Y. Background field removal by solving the "
+            "Laplacian boundary value problem. NMR Biomed 2014;27:312-319"),
 }
 
 LFS = ("Local field shift: unwrapped, background-removed phase expressed in ppm of B0, with "
