@@ -164,6 +164,52 @@ def _volume(value):
     return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
 
 
+def mask_check_rows(quality):
+    """(check, value with unit, status) rows of the phase stage's ``MaskQuality`` facts.
+
+    Status is ``ok``, ``WARN`` (outside the range in brackets, as in the session's log) or
+    ``info``. Returns [] when ``quality`` is empty.
+
+    Examples
+    --------
+    >>> rows = mask_check_rows({"BrainVolumeML": 3612.0, "PartialFieldOfView": False,
+    ...                         "FractionKeptByBackgroundRemoval": 0.7,
+    ...                         "ResidualBackgroundFraction": 0.13})
+    >>> rows[0]
+    ('brain mask volume', '3612 mL', 'WARN (800-2200 mL)')
+    >>> [r[2] for r in rows[1:]]
+    ['info', 'ok (>= 60 %)', 'ok (<= 25 %)']
+    """
+    from ..anatomy import quality as q
+
+    if not quality:
+        return []
+    rows = []
+    vol = quality.get("BrainVolumeML")
+    partial = bool(quality.get("PartialFieldOfView"))
+    if vol is not None:
+        lo, hi = q.BRAIN_VOLUME_ML
+        ok = lo <= vol <= hi
+        status = "ok" if ok else ("WARN (partial coverage)" if partial and vol < lo
+                                  else f"WARN ({lo:.0f}-{hi:.0f} mL)")
+        rows.append(("brain mask volume", f"{vol:.0f} mL", status))
+    rows.append(("field of view", "cuts the brain (mask touches its edge)" if partial
+                 else "covers the brain", "info"))
+    kept = quality.get("FractionKeptByBackgroundRemoval")
+    if kept is not None:
+        limit = 100 * q.MIN_KEPT_FRACTION
+        rows.append(("mask kept by background removal", f"{100 * kept:.0f} %",
+                     f"ok (>= {limit:.0f} %)" if kept >= q.MIN_KEPT_FRACTION
+                     else f"WARN (< {limit:.0f} %)"))
+    res = quality.get("ResidualBackgroundFraction")
+    if res is not None:
+        limit = 100 * q.MAX_RESIDUAL_BACKGROUND
+        rows.append(("residual background (local-field variance in a 2nd-order fit)",
+                     f"{100 * res:.0f} %", f"ok (<= {limit:.0f} %)"
+                     if res <= q.MAX_RESIDUAL_BACKGROUND else f"WARN (> {limit:.0f} %)"))
+    return rows
+
+
 def _table_html(rows, header):
     parts = ["<table><thead><tr>"]
     parts += [f"<th>{_esc(h)}</th>" for h in header]
@@ -339,11 +385,13 @@ def _session_html(session, log):
     t3 = time.perf_counter()
     out.append("<h3>Quality control</h3>")
     rows = []
-    if mask is not None:
+    checks = mask_check_rows(session.facts.get("MaskQuality"))
+    if mask is not None and not checks:
         volume = figures.mask_volume_ml(mask, vs)
         flag = "" if 800 <= volume <= 2200 else " (outside 800-2200 mL: partial coverage or " \
                                                 "a mask problem?)"
         rows.append(("brain mask volume", f"{volume:.1f} mL{flag}"))
+    if mask is not None:
         snr = figures.snr_estimate(mag, np.asarray(session.mask, dtype=bool),
                                    residual=session.residual)
         rows.append(("SNR, echo 1 (background noise)", _fmt(snr["snr_background_first"], 3)))
@@ -360,11 +408,10 @@ def _session_html(session, log):
     for key in ("SignCheckHighR2starMedianChi", "ChiReferenceValue", "LFSReferenceValue"):
         if session.facts.get(key) is not None:
             rows.append((key, _fmt(session.facts[key], 4)))
-    for key, value in (session.facts.get("MaskQuality") or {}).items():
-        if value is not None:
-            rows.append((key, str(value) if isinstance(value, bool) else _fmt(value, 4)))
+    if checks:
+        out.append(_table_html(checks, ("mask and field check", "value", "status")))
     for line in session.facts.get("MaskWarnings") or ():
-        rows.append(("warning", line))
+        out.append(f'<p class="note"><b>WARNING</b> {_esc(line)}</p>')
     if rows:
         out.append(_table_html(rows, ("measure", "value")))
     if session.residual is not None:
