@@ -135,6 +135,14 @@ def _atlas_reference(labels, roi, support):
     return reference_mask(labels, roi, support) if labels is not None else None
 
 
+def check_phase_inputs(data):
+    """The phase stage's metadata checks, run before anything of the session is written:
+    `InputError` naming the file and the fix."""
+    if data.phase is not None and data.b0 is None:
+        raise InputError(f"{data.sources[0]}: no MagneticFieldStrength in the sidecar; add it "
+                         "(tesla) or pass --b0")
+
+
 def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mask=None):
     """Compute field, local field, LFS, chi (and SWI) for one session's `MegreData`.
 
@@ -144,9 +152,7 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
     """
     facts = {}
     source = str(data.sources[len(data.te)]) if len(data.sources) > len(data.te) else "phase"
-    if data.b0 is None:
-        raise InputError(f"{data.sources[0]}: no MagneticFieldStrength in the sidecar; add it "
-                         "(tesla) or pass --b0")
+    check_phase_inputs(data)
     with stage("phase to radians"):
         phase, how = phase_to_radians(data, options.phase_range, source)
         sign = phase_sign(options.invert_phase, data.manufacturer)

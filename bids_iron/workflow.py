@@ -33,7 +33,7 @@ from .maps import unwrap as unwrap_maps
 from .anatomy_stage import (load_user_rois, prepare_atlases, report_labels, run_anatomy_stage,
                             write_roi_tables)
 from .bids.derivatives import atomic_path
-from .phase_stage import run_phase_stage
+from .phase_stage import check_phase_inputs, run_phase_stage
 from .report import methods
 
 LOGGER = logging.getLogger("bids_iron")
@@ -277,6 +277,7 @@ def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, wor
         stage = _Stage(log, inputs.label)
         with stage("loading and checking inputs"):
             data = load_session(inputs, b0_override=options.b0, load_phase=options.phase)
+            check_phase_inputs(data)
         outputs, fit = write_r2star_maps(derivs, inputs, data, options, log, work_root)
         anatomy = None
         if options.anatomy and atlas_files is not None:

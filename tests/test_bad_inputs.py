@@ -161,3 +161,15 @@ def test_b0_override_recorded(broken):
     side = json.loads((out / "sub-01/ses-b/anat/sub-01_ses-b_R2starmap.json").read_text())
     assert side["MagneticFieldStrength"] == 7.0
     assert not (out / "sub-01" / "ses-a").exists()
+
+
+def test_missing_field_strength_before_any_output(broken):
+    """No MagneticFieldStrength: one line naming the fix, and not even the R2* maps written."""
+    root, out = broken
+    for n in (1, 2, 3, 4, 5):
+        for part in ("mag", "phase"):
+            path = _echo(root, "a", n, part, ".json")
+            if path.exists():
+                set_sidecar(path, MagneticFieldStrength=None)
+    code, _, err = run_cli(root, out, "participant")
+    _assert_session_failed(code, err, out, "MagneticFieldStrength", "--b0")
