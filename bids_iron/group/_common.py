@@ -10,11 +10,9 @@ from scipy import stats
 
 #: Columns that identify one analysis unit: one ROI value per session.
 UNIT_KEYS = ["roi", "hemisphere", "metric", "source"]
-#: Unit of each metric (roistats.tsv values).
-METRIC_UNITS = {"r2star": "1/s", "t2star": "s", "lfs": "ppm", "chi": "ppm"}
 #: Metric display names for figures.
 METRIC_LABELS = {"r2star": "R2* (1/s)", "t2star": "T2* (s)", "lfs": "LFS (ppm)",
-                 "chi": "\u03c7 (ppm)"}
+                 "chi": "\u03c7 (ppm)", "chi_wholebrain": "\u03c7, whole-brain ref. (ppm)"}
 
 
 def natural_key(label):

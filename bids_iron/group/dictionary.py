@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..anatomy.roistats import METRIC_UNITS
 from ..bids.derivatives import atomic_path, sidecar_path, write_json
-from ._common import METRIC_UNITS
 
 _METRIC_UNIT_TEXT = ", ".join(f"{k}: {v}" for k, v in METRIC_UNITS.items())
 _VALUE_UNITS = f"unit of the row's metric ({_METRIC_UNIT_TEXT})"
@@ -22,7 +22,9 @@ COLUMNS = {
                    {"left": "left", "right": "right", "bilateral": "both or midline"}),
     "metric": ("Quantity measured in the ROI", None,
                {"r2star": "R2* (1/s)", "t2star": "T2* (s)", "lfs": "local field shift (ppm)",
-                "chi": "magnetic susceptibility (ppm)"}),
+                "chi": "magnetic susceptibility (ppm)",
+                "chi_wholebrain": "magnetic susceptibility referenced to the whole brain "
+                                  "(ppm)"}),
     "source": ("Origin of the ROI mask (atlas, user, freesurfer; n/a if not recorded)", None,
                None),
     "mean": ("ROI mean of the metric in this session (the value all statistics use)",
