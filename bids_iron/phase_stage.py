@@ -110,13 +110,13 @@ def wholebrain_reference(chi, mask, reference):
     """The consensus' second reference: chi's whole-brain mean in ``mask`` (ppm, on the
     reported scale) and the reference region's mean and SD after subtracting it.
 
-    ``reference`` is the reference region (bool array) or a string/None (no region).
+    ``reference`` is the reference region (bool array, inside ``mask`` as every reference
+    of the chain is) or a string/None (no region).
     """
     mean = float(chi[mask].mean())
     out = {"WholeBrainMean": round(mean, 6)}
-    if isinstance(reference, np.ndarray) and reference.sum() >= 2:
-        values = chi[reference & mask] - mean if (reference & mask).sum() >= 2 else \
-            chi[reference] - mean
+    if isinstance(reference, np.ndarray) and (reference & mask).sum() >= 2:
+        values = chi[reference & mask] - mean
         out.update(ReferenceRegionMean=round(float(values.mean()), 6),
                    ReferenceRegionSD=round(float(values.std(ddof=1)), 6),
                    ReferenceRegionVoxels=int(values.size))
