@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bids_iron.group.run import run_group
+from bids_iron.group.run import run_group  # noqa: E402
+from bids_iron.options import GroupOptions
 from bids_iron.group.synthetic import make_cohort
 
 
@@ -41,8 +42,8 @@ def main():
             times, cpu = [], []
             for _ in range(args.repeats):
                 t0, c0 = time.perf_counter(), time.process_time()
-                written = run_group(bids, out, clinical_columns=["EDSS"],
-                                    covariates=["age", "sex"], figures=figures)
+                written = run_group(bids, out, GroupOptions(
+                    clinical_columns=("EDSS",), covariates=("age", "sex"), figures=figures))
                 times.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
             label = "with figures" if figures else "tables only"

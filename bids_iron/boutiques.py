@@ -18,7 +18,9 @@ def _input(action):
     if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
         return None
     key = action.dest.upper()
-    entry = {"id": action.dest, "name": action.dest.replace("_", " "),
+    name = (max(action.option_strings, key=len).lstrip("-").replace("-", " ")
+            if action.option_strings else action.dest.replace("_", " "))
+    entry = {"id": action.dest, "name": name,
              "description": (action.help or "").replace("%(default)s", str(action.default)),
              "value-key": f"[{key}]", "optional": not action.required and bool(action.option_strings)}
     if action.option_strings:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .bids.derivatives import Derivatives, options_digest
+from .bids.derivatives import Derivatives
 from .bids.discovery import find_sessions
 from .bids.load import load_session
 from .errors import BidsIronError
@@ -34,57 +34,10 @@ from .anatomy_stage import (load_user_rois, prepare_atlases, report_labels, run_
                             write_roi_tables)
 from .bids.derivatives import atomic_path
 from .phase_stage import check_phase_inputs, run_phase_stage
+from .options import Options  # noqa: F401  (re-exported: bids_iron.workflow.Options)
 from .report import methods
 
 LOGGER = logging.getLogger("bids_iron")
-
-
-@dataclass
-class Options:
-    """Processing options of a participant-level run (the CLI fills them)."""
-
-    r2star_method: str = r2star_maps.DEFAULT_R2STAR_METHOD
-    b0: float | None = None
-    phase: bool = True
-    phase_range: tuple | None = None
-    invert_phase: str = "auto"
-    mask: Path | None = None
-    unwrap_method: str = unwrap_maps.DEFAULT_UNWRAP_METHOD
-    background_method: str = background_maps.DEFAULT_BACKGROUND_METHOD
-    qsm_method: str = dipole_maps.DEFAULT_DIPOLE_METHOD
-    chi_reference: str = "csf"
-    lfs_reference: str = "internal_capsule"
-    brain_mask: str = "magnitude"
-    refine_mask: bool = True
-    swi: bool = False
-    anatomy: bool = True
-    templateflow_home: Path | None = None
-    atlas_template: str = "MNI152NLin2009cAsym"
-    atlas_file: Path | None = None
-    atlas_labels: Path | None = None
-    use_t1w: bool = True
-    lesion_masks: Path | None = None
-    exclude_vessels: str | None = None
-    vessel_k: float = 3.0
-    report: bool = True
-    roi_dseg: Path | None = None
-    roi_labels: Path | None = None
-    freesurfer_dir: Path | None = None
-    roi_source: str = "auto"
-    force: bool = False
-    work_dir: Path | None = None
-    n_procs: int | None = None  # None: default_n_procs()
-    n_threads: int | None = None
-
-    clean_work_dir: bool = False
-
-    def digest(self):
-        """Hash of the options that change outputs (not force/n_procs/work_dir)."""
-        keep = {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("force", "n_procs", "n_threads", "work_dir", "clean_work_dir",
-                             "templateflow_home", "report")}
-        keep["version"] = __version__
-        return options_digest(keep)
 
 
 @dataclass

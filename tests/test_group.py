@@ -13,6 +13,7 @@ from bids_iron.group.agecorr import fit_age_curve, saturation
 from bids_iron.group.compare import compare_two
 from bids_iron.group.run import run_group
 from bids_iron.group.synthetic import TRUTH, make_cohort
+from bids_iron.options import GroupOptions
 
 ROIS = [("putamen", "left"), ("putamen", "right"), ("globus_pallidus", "left"),
         ("caudate", "bilateral")]
@@ -29,7 +30,8 @@ def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
     bids, out, truth = make_cohort(root, n_per_group=(30, 30), rois=ROIS, metrics=METRICS,
                                    seed=3)
-    written = run_group(bids, out, clinical_columns=["EDSS"], covariates=["age", "sex"])
+    written = run_group(bids, out, GroupOptions(clinical_columns=["EDSS"],
+                                                   covariates=["age", "sex"]))
     return bids, out, truth, written
 
 
@@ -280,7 +282,7 @@ def _rng_values(seed=0):
 def test_one_group_only(tmp_path):
     subjects = {f"sub-{i:02d}": ("MS", 30 + i) for i in range(8)}
     bids, out = write_dataset(tmp_path, subjects, _rng_values(), sessions=("ses-01", "ses-02"))
-    run_group(bids, out, clinical_columns=(), figures=True)
+    run_group(bids, out, GroupOptions(clinical_columns=(), figures=True))
     cmp = read(out, "group_comparisons.tsv")
     assert cmp.p_mwu.isna().all() and cmp.p_welch.isna().all() and cmp.cohen_d.isna().all()
     assert cmp.note.str.contains("only one group").all()
@@ -293,7 +295,7 @@ def test_one_group_only(tmp_path):
 def test_one_session_only_and_no_sessions_layer(tmp_path):
     subjects = {f"sub-{i:02d}": ("HC" if i % 2 else "MS", 30 + i) for i in range(10)}
     bids, out = write_dataset(tmp_path, subjects, _rng_values(), sessions=(None,))
-    written = run_group(bids, out, figures=True)
+    written = run_group(bids, out, GroupOptions(figures=True))
     assert read(out, "group_longitudinal.tsv").empty
     cmp = read(out, "group_comparisons.tsv")
     assert set(cmp.section) == {"baseline"} and cmp.p_mwu.notna().all()
@@ -304,7 +306,7 @@ def test_fewer_than_three_per_group(tmp_path):
     subjects = {"sub-01": ("HC", 30), "sub-02": ("HC", 40), "sub-03": ("MS", 35),
                 "sub-04": ("MS", 45)}
     bids, out = write_dataset(tmp_path, subjects, _rng_values(), sessions=("ses-01", "ses-02"))
-    run_group(bids, out, clinical_columns=(), figures=False)
+    run_group(bids, out, GroupOptions(clinical_columns=(), figures=False))
     cmp = read(out, "group_comparisons.tsv")
     assert cmp.p_mwu.isna().all() and cmp.p_welch.isna().all() and cmp.difference.isna().all()
     assert cmp.note.str.contains("n < 3").all()
@@ -319,7 +321,7 @@ def test_constant_values(tmp_path):
     extra = lambda sub: {"EDSS": 2.0}  # noqa: E731
     bids, out = write_dataset(tmp_path, subjects, lambda *a: 25.0,
                               sessions=("ses-01", "ses-02"), extra_cols=extra)
-    run_group(bids, out, clinical_columns=["EDSS"], figures=False)
+    run_group(bids, out, GroupOptions(clinical_columns=["EDSS"], figures=False))
     cmp = read(out, "group_comparisons.tsv")
     assert cmp.p_mwu.isna().all() and cmp.note.str.contains("all values equal").all()
     corr = read(out, "group_correlations.tsv")
@@ -339,7 +341,7 @@ def test_nan_values_left_out(tmp_path):
         return np.nan if (sub in ("sub-01", "sub-02") and roi == "putamen") else base(sub, ses, roi, m)
 
     bids, out = write_dataset(tmp_path, subjects, values, sessions=("ses-01", "ses-02"))
-    run_group(bids, out, figures=False)
+    run_group(bids, out, GroupOptions(figures=False))
     cmp = read(out, "group_comparisons.tsv")
     put = cmp[(cmp.roi == "putamen") & (cmp.section == "baseline") & (cmp.measure == "raw")]
     assert (put.n_a == 5).all() and (put.n_b == 5).all()
@@ -355,7 +357,7 @@ def test_per_year_change_needs_dates(tmp_path):
     subjects = {f"sub-{i:02d}": ("HC" if i % 2 else "MS", 30 + i) for i in range(8)}
     bids, out = write_dataset(tmp_path, subjects, _rng_values(), sessions=("ses-1", "ses-10"),
                               acq=False)
-    run_group(bids, out, figures=False)
+    run_group(bids, out, GroupOptions(figures=False))
     long = read(out, "group_longitudinal.tsv")
     assert (long.first_session == "ses-1").all() and (long.last_session == "ses-10").all()
     assert long.change_per_year.isna().all() and long.change.notna().all()
@@ -381,7 +383,7 @@ def small(tmp_path):
 def test_missing_or_bad_column_names_file_and_column(small, kwargs, words):
     bids, out = small
     with pytest.raises(InputError) as err:
-        run_group(bids, out, figures=False, **kwargs)
+        run_group(bids, out, GroupOptions(figures=False, **kwargs))
     message = str(err.value)
     assert "\n" not in message
     for word in words:
@@ -394,13 +396,13 @@ def test_bad_roistats_and_missing_participant(small):
     table = pd.read_csv(path, sep="\t")
     table.drop(columns="mean").to_csv(path, sep="\t", index=False)
     with pytest.raises(InputError, match=r"sub-02_ses-01_roistats.tsv: column 'mean'"):
-        run_group(bids, out, figures=False)
+        run_group(bids, out, GroupOptions(figures=False))
     table.to_csv(path, sep="\t", index=False)
     participants = pd.read_csv(bids / "participants.tsv", sep="\t")
     participants[participants.participant_id != "sub-04"].to_csv(
         bids / "participants.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match=r"participants.tsv: no row for sub-04"):
-        run_group(bids, out, figures=False)
+        run_group(bids, out, GroupOptions(figures=False))
 
 
 def test_age_and_clinical_from_sessions_tsv(tmp_path):
@@ -412,7 +414,8 @@ def test_age_and_clinical_from_sessions_tsv(tmp_path):
         table["age_at_scan"] = table.pop("age")
         table["EDSS"] = [1.0, 4.0]
         table.to_csv(path, sep="\t", index=False)
-    run_group(bids, out, age_column="age_at_scan", clinical_columns=["EDSS"], figures=False)
+    run_group(bids, out, GroupOptions(age_column="age_at_scan", clinical_columns=["EDSS"],
+                                   figures=False))
     data = read(out, "group_roistats.tsv")
     assert set(data.age_source) == {"sessions.tsv"}
     first = pd.read_csv(bids / "sub-001" / "sub-001_sessions.tsv", sep="\t")

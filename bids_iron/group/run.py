@@ -63,8 +63,7 @@ def _cohort_table(data, control_label):
     return pd.DataFrame(rows)
 
 
-def run_group(bids_dir, output_dir, group_column="group", control_label="HC", age_column=None,
-              clinical_columns=(), covariates=(), reference_age=None, figures=True, log=None):
+def run_group(bids_dir, output_dir, options=None, log=None):
     """Run the group level; return the list of files written under OUTPUT_DIR/group/.
 
     Parameters
@@ -72,19 +71,10 @@ def run_group(bids_dir, output_dir, group_column="group", control_label="HC", ag
     bids_dir, output_dir : path-like
         Raw BIDS dataset (participants.tsv, sessions.tsv) and bids-iron derivatives
         (sub-*/[ses-*/]anat/*_roistats.tsv).
-    group_column, control_label : str
-        participants.tsv group column and the label of the controls.
-    age_column : str or None
-        Age column (years) in sessions.tsv or participants.tsv; None: ``age`` when present.
-    clinical_columns : sequence of str
-        Numeric clinical columns (sessions.tsv or participants.tsv), e.g. EDSS.
-    covariates : sequence of str
-        Covariates of the regressions (numeric or categorical; the age column gives the
-        per-session age, the group column the group).
-    reference_age : float or None
-        Age of the age-corrected values; None: the controls' mean baseline age.
-    figures : bool
-        Write the PNG/SVG figures (the report then shows them).
+    options : bids_iron.options.GroupOptions or None
+        Group column and control label, age column (None: ``age`` when present), clinical
+        columns and covariates of the regressions, reference age of the age-corrected values
+        (None: the controls' mean baseline age), figures on/off. None: the defaults.
     log : logging.Logger or None
 
     Raises
@@ -92,6 +82,13 @@ def run_group(bids_dir, output_dir, group_column="group", control_label="HC", ag
     bids_iron.errors.InputError
         Missing inputs or missing/inconsistent columns (message names file and column).
     """
+    from ..options import GroupOptions
+
+    options = options or GroupOptions()
+    group_column, control_label = options.group_column, options.control_label
+    age_column, reference_age, figures = (options.age_column, options.reference_age,
+                                          options.figures)
+    clinical_columns, covariates = options.clinical_columns, options.covariates
     log = log or LOG
     start = time.perf_counter()
     clinical_columns, covariates = list(clinical_columns), list(covariates)

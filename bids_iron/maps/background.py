@@ -804,13 +804,6 @@ def remove_background_lbv(field, mask, voxel_size, tol=1e-3, max_iter=200, peel_
 # dispatch
 # --------------------------------------------------------------------------------------------
 
-#: Method name -> function ``(field, mask, voxel_size, **options) -> (local, mask_out)``.
-BACKGROUND_METHODS = {
-    "vsharp": remove_background_vsharp,
-    "resharp": remove_background_resharp,
-    "pdf": remove_background_pdf,
-    "lbv": remove_background_lbv,
-}
 
 #: Default background removal method (chosen by end-to-end accuracy, see the module docstring).
 DEFAULT_BACKGROUND_METHOD = "vsharp"
@@ -837,8 +830,19 @@ def remove_background(field, mask, voxel_size, method=DEFAULT_BACKGROUND_METHOD,
     >>> bool(m2.sum() < m.sum()), float(np.abs(local).max())
     (True, 0.0)
     """
-    if method not in BACKGROUND_METHODS:
-        raise ValueError(f"method must be one of {sorted(BACKGROUND_METHODS)}, got {method!r}")
-    if method != "pdf":
+    from . import registry
+
+    record = registry.get("background", method)
+    if "b0_dir" not in record.needs:
         options.pop("b0_dir", None)
-    return BACKGROUND_METHODS[method](field, mask, voxel_size, **options)
+    return record.function(field, mask, voxel_size, **options)
+
+
+def __getattr__(name):
+    """``BACKGROUND_METHODS``: the registry's background methods, name -> function
+    (`bids_iron.maps.registry`)."""
+    if name == "BACKGROUND_METHODS":
+        from . import registry
+
+        return {m.name: m.function for m in registry.methods("background")}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

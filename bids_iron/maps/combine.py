@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import check_voxel_size
-from .unwrap import DEFAULT_UNWRAP_METHOD, UNWRAP_METHODS, _unwrap_first_echo, unwrap_phase
+from . import registry
+from .unwrap import DEFAULT_UNWRAP_METHOD, _unwrap_first_echo, unwrap_phase
 
 __all__ = ["remove_phase_offset_mcpc3ds", "fit_field_from_phase", "estimate_field_map",
            "FieldMap"]
@@ -123,8 +124,7 @@ def remove_phase_offset_mcpc3ds(phase, magnitude, te, voxel_size, mask=None, sig
     a, b = (int(e) for e in echoes)
     if not (0 <= a < phase.shape[3] and 0 <= b < phase.shape[3] and a != b):
         raise ValueError(f"echoes must be two different echo indices, got {echoes!r}")
-    if unwrap_method not in UNWRAP_METHODS:
-        raise ValueError(f"unwrap_method must be one of {UNWRAP_METHODS}, got {unwrap_method!r}")
+    registry.get("unwrap", unwrap_method, "unwrap_method")  # ValueError naming the choices
     if not sigma_mm >= 0:
         raise ValueError(f"sigma_mm must be >= 0, got {sigma_mm!r}")
     ratio = te[a] / (te[b] - te[a])
@@ -278,8 +278,7 @@ def estimate_field_map(phase, magnitude, te, voxel_size, mask=None,
     if magnitude is None:
         raise ValueError("magnitude is required")
     voxel_size = check_voxel_size(voxel_size)
-    if unwrap_method not in UNWRAP_METHODS:
-        raise ValueError(f"unwrap_method must be one of {UNWRAP_METHODS}, got {unwrap_method!r}")
+    registry.get("unwrap", unwrap_method, "unwrap_method")  # ValueError naming the choices
     # work in the mask's bounding box (plus a margin for the offset smoothing)
     box = _bounding_box(mask, np.ceil(3 * sigma_mm / voxel_size).astype(int) + 1)
     m = mask[box]

@@ -86,8 +86,7 @@ __all__ = [
     "check_echo_times",
 ]
 
-#: Names accepted by ``fit_r2star(method=...)``.
-R2STAR_METHODS = ("loglinear", "arlo", "nlls", "two-echo")
+#: Names accepted by ``fit_r2star(method=...)``: ``R2STAR_METHODS``, from the method registry.
 #: Most accurate method at SNR 20-100 (see the module docstring for the figures).
 DEFAULT_R2STAR_METHOD = "nlls"
 #: Upper clip of R2* in 1/s (T2* >= 1 ms).
@@ -569,8 +568,9 @@ def fit_r2star(magnitude, te, method=DEFAULT_R2STAR_METHOD, mask=None, n_threads
     >>> bool(np.allclose(fit_r2star(mag, te, method="two-echo").r2star, [20.0, 45.0]))
     True
     """
-    if method not in R2STAR_METHODS:
-        raise ValueError(f"method must be one of {R2STAR_METHODS}, got {method!r}")
+    from . import registry
+
+    registry.get("r2star", method)  # ValueError naming the choices
     magnitude = np.asarray(magnitude)
     if magnitude.dtype.kind not in "biuf":
         raise ValueError(f"magnitude must be a real array (use np.abs for complex data), "
@@ -645,3 +645,12 @@ def fit_r2star(magnitude, te, method=DEFAULT_R2STAR_METHOD, mask=None, n_threads
         invalid_fraction=float((n_fit - n_valid) / n_fit) if n_fit else 0.0,
         n_iterations=int(n_iter),
     )
+
+
+def __getattr__(name):
+    """``R2STAR_METHODS``: the registry's r2star method names (`bids_iron.maps.registry`)."""
+    if name == "R2STAR_METHODS":
+        from . import registry
+
+        return registry.names("r2star")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

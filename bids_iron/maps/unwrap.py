@@ -333,8 +333,8 @@ def _unwrap_first_echo(wrapped, mask, te, magnitude, method, voxel_size=None, wo
     return _center_global(first, mask)
 
 
-#: Available unwrapping methods (name -> function with the `unwrap_phase` arguments).
-UNWRAP_METHODS = ("region_growing", "laplacian")
+#: Available unwrapping methods: ``UNWRAP_METHODS``, read from the method registry
+#: (`bids_iron.maps.registry`, family ``unwrap``).
 #: Default method (fewest residual wraps on simulations; see module docstring).
 DEFAULT_UNWRAP_METHOD = "region_growing"
 
@@ -348,9 +348,21 @@ def unwrap_phase(wrapped, voxel_size, magnitude=None, mask=None, te=None,
     ValueError
         If ``method`` is unknown (or on the method's own argument errors).
     """
+    from . import registry
+
+    registry.get("unwrap", method)  # ValueError naming the choices
     if method == "region_growing":
         return unwrap_region_growing(wrapped, magnitude=magnitude, mask=mask, te=te)
     if method == "laplacian":
         return unwrap_laplacian(wrapped, voxel_size, mask=mask, te=te, magnitude=magnitude,
                                 workers=workers)
     raise ValueError(f"method must be one of {UNWRAP_METHODS}, got {method!r}")
+
+
+def __getattr__(name):
+    """``UNWRAP_METHODS``: the registry's unwrap method names (`bids_iron.maps.registry`)."""
+    if name == "UNWRAP_METHODS":
+        from . import registry
+
+        return registry.names("unwrap")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
