@@ -4,17 +4,22 @@
 the brain volume (a whole-head mask that kept the scalp is far above an adult brain), whether
 the field of view cuts the brain, how much of the mask background removal kept, and how much
 of the local field a smooth low-order polynomial explains (residual background field).
-`quality_warnings` turns them into one line each, naming the number and the option to change.
+`quality_status` checks each against its range (one row a check: value, units, allowed range,
+ok/warn, message), and `quality_warnings` is its warning lines, naming the number and the
+option to change; the subject report's check table is built from the same rows.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from ..maps.kernels import check_voxel_size
 
-__all__ = ["mask_field_quality", "quality_warnings", "BRAIN_VOLUME_ML", "MIN_KEPT_FRACTION",
-           "MAX_RESIDUAL_BACKGROUND"]
+__all__ = ["BRAIN_VOLUME_ML", "MAX_RESIDUAL_BACKGROUND", "MIN_KEPT_FRACTION", "Check",
+           "mask_field_quality", "quality_facts", "quality_from_facts", "quality_status",
+           "quality_warnings", "touches_edge"]
 
 #: Plausible adult brain-mask volume (mL, brain and CSF inside the skull).
 BRAIN_VOLUME_ML = (800.0, 2200.0)
@@ -47,6 +52,14 @@ def _polynomial_fraction(values, coords):
     coef, *_ = np.linalg.lstsq(design, v, rcond=None)
     fit = design @ coef
     return float(fit @ fit / total)
+
+
+def touches_edge(mask):
+    """Whether ``mask`` touches the first or last slice of any axis (the field of view cuts
+    the brain)."""
+    mask = np.asarray(mask, bool)
+    return any(bool(np.take(mask, i, axis=a).any()) for a in range(mask.ndim)
+               for i in (0, mask.shape[a] - 1))
 
 
 def mask_field_quality(mask, mask_local, local_field, voxel_size, max_samples=200_000):
@@ -89,9 +102,8 @@ def mask_field_quality(mask, mask_local, local_field, voxel_size, max_samples=20
     if mask.shape != mask_local.shape or mask.shape != np.shape(local_field) or mask.ndim != 3:
         raise ValueError("mask, mask_local and local_field must be 3-D arrays of one shape")
     n = int(mask.sum())
-    partial = any(bool(np.take(mask, i, axis=a).any()) for a in range(3)
-                  for i in (0, mask.shape[a] - 1))
-    out = {"brain_volume_ml": n * float(np.prod(voxel_size)) / 1000.0, "partial_fov": partial,
+    out = {"brain_volume_ml": n * float(np.prod(voxel_size)) / 1000.0,
+           "partial_fov": touches_edge(mask),
            "kept_fraction": float(mask_local.sum()) / n if n else 0.0,
            "residual_background": None}
     idx = np.flatnonzero(mask_local)
@@ -104,8 +116,126 @@ def mask_field_quality(mask, mask_local, local_field, voxel_size, max_samples=20
     return out
 
 
+#: `mask_field_quality` key -> (key in the sidecars' ``MaskQuality`` facts, decimals kept).
+FACT_KEYS = {"brain_volume_ml": ("BrainVolumeML", 1),
+             "partial_fov": ("PartialFieldOfView", None),
+             "kept_fraction": ("FractionKeptByBackgroundRemoval", 4),
+             "residual_background": ("ResidualBackgroundFraction", 4)}
+
+
+def quality_facts(quality):
+    """The sidecar form (``MaskQuality``) of `mask_field_quality`'s dict, numbers rounded.
+
+    Examples
+    --------
+    >>> facts = quality_facts({"brain_volume_ml": 1234.567, "partial_fov": False,
+    ...                        "kept_fraction": 0.712345, "residual_background": None})
+    >>> facts["BrainVolumeML"], facts["FractionKeptByBackgroundRemoval"]
+    (1234.6, 0.7123)
+    >>> list(facts)  # doctest: +NORMALIZE_WHITESPACE
+    ['BrainVolumeML', 'PartialFieldOfView', 'FractionKeptByBackgroundRemoval',
+     'ResidualBackgroundFraction']
+    """
+    out = {}
+    for key, (name, digits) in FACT_KEYS.items():
+        value = quality.get(key)
+        out[name] = value if value is None or digits is None else round(float(value), digits)
+    return out
+
+
+def quality_from_facts(facts):
+    """`mask_field_quality`'s keys back from the sidecar form (keys absent there are left out).
+
+    Examples
+    --------
+    >>> quality_from_facts({"BrainVolumeML": 1500.0, "PartialFieldOfView": True})
+    {'brain_volume_ml': 1500.0, 'partial_fov': True}
+    """
+    facts = facts or {}
+    return {key: facts[name] for key, (name, _) in FACT_KEYS.items() if name in facts}
+
+
+class Check(NamedTuple):
+    """One row of `quality_status`.
+
+    ``value`` is in ``units`` (fractions in %); ``allowed`` is the range in words (empty for
+    information rows); ``status`` is ``ok``, ``warn`` or ``info``; ``message`` is the warning
+    line for ``warn``, the finding in words for ``info`` and empty for ``ok``.
+    """
+
+    name: str
+    value: object
+    units: str
+    allowed: str
+    status: str
+    message: str
+
+
+def quality_status(quality, session="session"):
+    """Every check of a `mask_field_quality` dict against its range, one `Check` a row.
+
+    A key that is missing or None leaves its row out (``partial_fov``: the field-of-view row).
+    Warning messages name ``session``, the number and what to change; `quality_warnings` is
+    the list of them.
+
+    Examples
+    --------
+    >>> rows = quality_status({"brain_volume_ml": 3612.0, "partial_fov": False,
+    ...                        "kept_fraction": 0.7, "residual_background": 0.13})
+    >>> [(r.name[:17], round(r.value), r.units, r.allowed, r.status) for r in rows]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('brain mask volume', 3612, 'mL', '800-2200 mL', 'warn'),
+     ('field of view', 0, '', '', 'info'),
+     ('mask kept by back', 70, '%', '>= 60 %', 'ok'),
+     ('residual backgrou', 13, '%', '<= 25 %', 'ok')]
+    """
+    rows = []
+    lo, hi = BRAIN_VOLUME_ML
+    vol = quality.get("brain_volume_ml")
+    partial = quality.get("partial_fov")
+    if vol is not None:
+        message = ""
+        if not lo <= vol <= hi:
+            if partial and vol < lo:
+                message = (f"{session}: brain mask volume {vol:.0f} mL is below {lo:.0f} mL, "
+                           "but the field of view cuts the brain (partial coverage), so this "
+                           "may be right; check the mask in the report")
+            else:
+                message = (f"{session}: brain mask volume {vol:.0f} mL is outside {lo:.0f}-"
+                           f"{hi:.0f} mL for an adult brain; check the mask in the report and "
+                           "give --mask or another --brain-mask if it is wrong")
+        rows.append(Check("brain mask volume", float(vol), "mL", f"{lo:.0f}-{hi:.0f} mL",
+                          "warn" if message else "ok", message))
+    if partial is not None:
+        rows.append(Check("field of view", bool(partial), "", "", "info",
+                          "cuts the brain (mask touches its edge)" if partial
+                          else "covers the brain"))
+    kept = quality.get("kept_fraction")
+    if kept is not None:
+        ok = kept >= MIN_KEPT_FRACTION  # compared as fractions (100 * 0.6 is not 60.0)
+        kept, limit = 100 * float(kept), 100 * MIN_KEPT_FRACTION
+        rows.append(Check(
+            "mask kept by background removal", kept, "%", f">= {limit:.0f} %",
+            "ok" if ok else "warn",
+            "" if ok else (f"{session}: background removal kept {kept:.0f} % of the brain mask "
+                           f"(less than {limit:.0f} %); ROIs near the mask edge lose voxels; "
+                           "--background-method pdf keeps the whole mask")))
+    res = quality.get("residual_background")
+    if res is not None:
+        ok = res <= MAX_RESIDUAL_BACKGROUND
+        res, limit = 100 * float(res), 100 * MAX_RESIDUAL_BACKGROUND
+        rows.append(Check(
+            "residual background (local-field variance in a 2nd-order fit)", res, "%",
+            f"<= {limit:.0f} %", "ok" if ok else "warn",
+            "" if ok else (f"{session}: a 2nd-order polynomial explains {res:.0f} % of the local "
+                           f"field (more than {limit:.0f} %): background field is left; check "
+                           "the brain mask, or try --background-method pdf")))
+    return rows
+
+
 def quality_warnings(quality, session="session"):
-    """One line per failed check, naming ``session``, the number and what to change.
+    """One line per failed check of `quality_status`, naming ``session``, the number and what
+    to change.
 
     Examples
     --------
@@ -113,26 +243,4 @@ def quality_warnings(quality, session="session"):
     ...                   "kept_fraction": 0.95, "residual_background": 0.01}, "sub-01")[0][:46]
     'sub-01: brain mask volume 3400 mL is outside 8'
     """
-    lines = []
-    lo, hi = BRAIN_VOLUME_ML
-    vol = quality["brain_volume_ml"]
-    if not lo <= vol <= hi:
-        if quality["partial_fov"] and vol < lo:
-            lines.append(f"{session}: brain mask volume {vol:.0f} mL is below {lo:.0f} mL, but "
-                         "the field of view cuts the brain (partial coverage), so this may be "
-                         "right; check the mask in the report")
-        else:
-            lines.append(f"{session}: brain mask volume {vol:.0f} mL is outside {lo:.0f}-"
-                         f"{hi:.0f} mL for an adult brain; check the mask in the report and "
-                         "give --mask or another --brain-mask if it is wrong")
-    kept = quality["kept_fraction"]
-    if kept < MIN_KEPT_FRACTION:
-        lines.append(f"{session}: background removal kept {100 * kept:.0f} % of the brain mask "
-                     f"(less than {100 * MIN_KEPT_FRACTION:.0f} %); ROIs near the mask edge "
-                     "lose voxels; --background-method pdf keeps the whole mask")
-    res = quality["residual_background"]
-    if res is not None and res > MAX_RESIDUAL_BACKGROUND:
-        lines.append(f"{session}: a 2nd-order polynomial explains {100 * res:.0f} % of the local "
-                     f"field (more than {100 * MAX_RESIDUAL_BACKGROUND:.0f} %): background "
-                     "field is left; check the brain mask, or try --background-method pdf")
-    return lines
+    return [row.message for row in quality_status(quality, session) if row.status == "warn"]
