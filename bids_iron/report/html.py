@@ -3,23 +3,23 @@
 One self-contained file (figures embedded as base64 PNG, inline CSS, no scripts, no network
 resources), one section per session: map mosaics with the brain-mask outline and atlas
 contours, the ROI table, the registration check, QC (mask volume, R2* fit residual, SNR),
-the methods paragraph with references; software versions at the end.
+the methods paragraph with references; software versions at the end. The HTML pieces (page,
+stylesheet, tables, figures) come from `bids_iron.report._html`, shared with the group report.
 
-Usage::
+Usage (as the workflow does: a section per session when it finishes, the page at the end)::
 
-    from bids_iron.report.html import SessionReport, write_subject_report
-    write_subject_report(out / "sub-01.html", "01",
-                         [SessionReport(label="sub-01_ses-1", magnitude=mag, r2star=r2,
-                                        voxel_size=(1, 1, 2), affine=affine, ...)])
+    from bids_iron.report.html import (SessionReport, assemble_subject_report,
+                                       render_session_section)
+    session = SessionReport(label="sub-01_ses-1", magnitude=mag, r2star=r2,
+                            voxel_size=(1, 1, 2), affine=affine, ...)
+    assemble_subject_report(out / "sub-01.html", "01",
+                            [(session.label, render_session_section(session))])
 """
 
 from __future__ import annotations
 
-import datetime
-import html
 import importlib.metadata
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -27,30 +27,13 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..bids.derivatives import atomic_path
+from ..anatomy import quality as quality_checks
+from . import _html as H
 from . import figures, methods
 
 #: Packages whose versions the report lists (distribution names).
 SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "matplotlib", "pybids", "templateflow",
             "antspyx", "numba")
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em auto;
-max-width:1280px;color:#222;line-height:1.4;padding:0 1em}
-h1{font-size:1.5em;border-bottom:2px solid #444}h2{font-size:1.3em;margin-top:2em;
-border-bottom:1px solid #999}h3{font-size:1.05em;margin-top:1.4em}
-img{max-width:100%;display:block;margin:0.3em 0}
-table{border-collapse:collapse;font-size:0.82em;margin:0.5em 0}
-th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}
-td:first-child,th:first-child{text-align:left}
-.legend span{display:inline-block;margin-right:0.9em;font-size:0.85em}
-.legend i{display:inline-block;width:0.9em;height:0.9em;margin-right:0.3em;
-vertical-align:middle;border:1px solid #555}
-.note{color:#555;font-size:0.9em}.warn{color:#a00}
-.methods{background:#f6f6f6;border-left:4px solid #888;padding:0.6em 1em}
-.methods ol{font-size:0.9em}
-nav a{margin-right:1em}
-"""
 
 #: How each map is shown: (attribute, title, units, symmetric range, colour map).
 _MAP_VIEWS = (
@@ -139,36 +122,30 @@ def software_versions():
     return out
 
 
-def _esc(text):
-    return html.escape(str(text), quote=True)
-
-
-def _anchor(label):
-    return "s-" + re.sub(r"[^A-Za-z0-9_-]+", "-", str(label))
-
-
-def _img(png, alt):
-    return f'<img src="{figures.png_data_uri(png)}" alt="{_esc(alt)}">'
-
-
-def _fmt(value, digits=4):
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "n/a"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return f"{float(value):.{digits}g}"
-
-
 def _volume(value):
     value = float(value)
     return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
 
 
+def _check_rows(checks):
+    """(check, value with unit, status) rows of `bids_iron.anatomy.quality.Check` rows."""
+    rows = []
+    for check in checks:
+        if check.status == "info":
+            rows.append((check.name, check.message, "info"))
+        else:
+            status = "ok" if check.status == "ok" else "WARN"
+            rows.append((check.name, f"{check.value:.0f} {check.units}",
+                         f"{status} ({check.allowed})"))
+    return rows
+
+
 def mask_check_rows(quality):
     """(check, value with unit, status) rows of the phase stage's ``MaskQuality`` facts.
 
-    Status is ``ok``, ``WARN`` (outside the range in brackets, as in the session's log) or
-    ``info``. Returns [] when ``quality`` is empty.
+    The rows are `bids_iron.anatomy.quality.quality_status` (the checks behind the session's
+    warnings). Status is ``ok`` or ``WARN`` with the allowed range in brackets, or ``info``.
+    Returns [] when ``quality`` is empty.
 
     Examples
     --------
@@ -180,44 +157,7 @@ def mask_check_rows(quality):
     >>> [r[2] for r in rows[1:]]
     ['info', 'ok (>= 60 %)', 'ok (<= 25 %)']
     """
-    from ..anatomy import quality as q
-
-    if not quality:
-        return []
-    rows = []
-    vol = quality.get("BrainVolumeML")
-    partial = bool(quality.get("PartialFieldOfView"))
-    if vol is not None:
-        lo, hi = q.BRAIN_VOLUME_ML
-        ok = lo <= vol <= hi
-        status = "ok" if ok else ("WARN (partial coverage)" if partial and vol < lo
-                                  else f"WARN ({lo:.0f}-{hi:.0f} mL)")
-        rows.append(("brain mask volume", f"{vol:.0f} mL", status))
-    rows.append(("field of view", "cuts the brain (mask touches its edge)" if partial
-                 else "covers the brain", "info"))
-    kept = quality.get("FractionKeptByBackgroundRemoval")
-    if kept is not None:
-        limit = 100 * q.MIN_KEPT_FRACTION
-        rows.append(("mask kept by background removal", f"{100 * kept:.0f} %",
-                     f"ok (>= {limit:.0f} %)" if kept >= q.MIN_KEPT_FRACTION
-                     else f"WARN (< {limit:.0f} %)"))
-    res = quality.get("ResidualBackgroundFraction")
-    if res is not None:
-        limit = 100 * q.MAX_RESIDUAL_BACKGROUND
-        rows.append(("residual background (local-field variance in a 2nd-order fit)",
-                     f"{100 * res:.0f} %", f"ok (<= {limit:.0f} %)"
-                     if res <= q.MAX_RESIDUAL_BACKGROUND else f"WARN (> {limit:.0f} %)"))
-    return rows
-
-
-def _table_html(rows, header):
-    parts = ["<table><thead><tr>"]
-    parts += [f"<th>{_esc(h)}</th>" for h in header]
-    parts.append("</tr></thead><tbody>")
-    for row in rows:
-        parts.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>")
-    parts.append("</tbody></table>")
-    return "".join(parts)
+    return _check_rows(quality_checks.quality_status(quality_checks.quality_from_facts(quality)))
 
 
 def roi_summary_html(table):
@@ -226,7 +166,7 @@ def roi_summary_html(table):
     LFS and chi are shown in ppb and T2* in ms for readability (the TSV keeps ppm and s).
     """
     if table is None or len(table) == 0:
-        return '<p class="note">No ROI table.</p>'
+        return H.note("No ROI table.")
     metrics = [m for m in _METRIC_TITLES if m in set(table["metric"])]
     header = ["roi", "hemisphere"]
     for m in metrics:
@@ -248,26 +188,24 @@ def roi_summary_html(table):
             if r is None or not r["n_voxels"]:
                 row.append("n/a")
             else:
-                row.append(f"{_fmt(r['mean'] * scale, digits)} ({_fmt(r['sd'] * scale, 2)})")
+                row.append(f"{H.number(r['mean'] * scale, digits)} "
+                           f"({H.number(r['sd'] * scale, 2)})")
         first = by_metric[metrics[0]] if metrics else sub.iloc[0]
-        row += [_fmt(int(first["n_voxels"])), _volume(first["volume_mm3"])]
+        row += [H.number(int(first["n_voxels"])), _volume(first["volume_mm3"])]
         if "label_volume_mm3" in table:
             row.append(_volume(first["label_volume_mm3"]))
         rows.append(row)
-    note = ("<p class=\"note\">n voxels and volume: the eroded ROI voxels used for "
-            f"{_esc(metrics[0] if metrics else 'the first metric')} (other metrics may use "
-            "fewer where undefined); see the full table.</p>")
-    return _table_html(rows, header) + note
+    note = H.note("n voxels and volume: the eroded ROI voxels used for "
+                  f"{metrics[0] if metrics else 'the first metric'} (other metrics may use "
+                  "fewer where undefined); see the full table.")
+    return H.table(rows, header) + note
 
 
 def _full_table_html(table):
     if table is None or len(table) == 0:
         return ""
     return ("<details><summary>Full table (as in the roistats TSV; SI units: R2* 1/s, T2* s, "
-            "LFS and chi ppm)</summary>"
-            + table.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.6g}",
-                            border=0)
-            + "</details>")
+            "LFS and chi ppm)</summary>" + H.frame(table, digits=6) + "</details>")
 
 
 def _legend_html(labels):
@@ -279,7 +217,7 @@ def _legend_html(labels):
             if int(index) in NATIVE_LABELS:
                 present.add(NATIVE_LABELS[int(index)][0])
     items = [f'<span><i style="background:{figures.MASK_COLOUR_HEX}"></i>brain mask</span>']
-    items += [f'<span><i style="background:{colour}"></i>{_esc(roi)}</span>'
+    items += [f'<span><i style="background:{colour}"></i>{H.escape(roi)}</span>'
               for roi, colour in figures.roi_legend()
               if roi in present and roi not in figures.NO_CONTOUR]
     return '<p class="legend">' + "".join(items) + "</p>"
@@ -317,10 +255,7 @@ def _session_html(session, log):
                                 for q in np.linspace(0.05, 0.95, len(slices))})
     crop = figures.crop_box(mask, mag_first.shape)
 
-    anchor = _anchor(session.label)
-    out = [f'<section id="{anchor}"><h2>{_esc(session.label)}</h2>']
-    for note in session.notes:
-        out.append(f'<p class="note">{_esc(note)}</p>')
+    out = [H.note(note) for note in session.notes]
 
     # -- maps
     out.append("<h3>Maps</h3>")
@@ -336,22 +271,21 @@ def _session_html(session, log):
         png = figures.map_mosaic(ras(np.asarray(array)), these, vs_ras, title=title,
                                  units=units, mask=mask, labels=labels, symmetric=symmetric,
                                  cmap=cmap, crop=crop)
-        out.append(_img(png, title))
+        out.append(H.figure(png, title))
         shown.append(title)
     if not shown:
         png = figures.map_mosaic(mag_first, slices, vs_ras, title="Magnitude (echo 1)",
                                  units="a.u.", mask=mask, labels=labels, crop=crop)
-        out.append(_img(png, "magnitude slices"))
+        out.append(H.figure(png, "magnitude slices"))
     out.append(_legend_html(labels))
     missing = [t for a, t, *_ in _MAP_VIEWS if getattr(session, a) is None]
     if missing:
-        out.append(f'<p class="note">Not available for this session: {_esc(", ".join(missing))}.'
-                   "</p>")
-    out.append('<p class="note">Axial slices through the deep gray matter, subject left on '
-               "the left (neurological); yellow: brain mask outline; coloured: atlas ROI "
-               "contours (before erosion; white matter not outlined). Display ranges: "
-               "0.5-99.5th percentile in the mask (LFS, chi: symmetric, 99.5th percentile of "
-               "|value|).</p>")
+        out.append(H.note(f"Not available for this session: {', '.join(missing)}."))
+    out.append(H.note("Axial slices through the deep gray matter, subject left on the left "
+                      "(neurological); yellow: brain mask outline; coloured: atlas ROI contours "
+                      "(before erosion; white matter not outlined). Display ranges: 0.5-99.5th "
+                      "percentile in the mask (LFS, chi: symmetric, 99.5th percentile of "
+                      "|value|)."))
     log.append(("maps", time.perf_counter() - t0))
 
     # -- ROI table
@@ -361,8 +295,7 @@ def _session_html(session, log):
     out.append(_full_table_html(session.roi_table))
     if session.lesion_table is not None and len(session.lesion_table):
         out.append("<h3>Lesions</h3>")
-        out.append(session.lesion_table.to_html(index=False, na_rep="n/a",
-                                                float_format=lambda v: f"{v:.5g}", border=0))
+        out.append(H.frame(session.lesion_table, digits=5))
     log.append(("tables", time.perf_counter() - t1))
 
     # -- registration check
@@ -371,32 +304,28 @@ def _session_html(session, log):
     if session.template_in_native is not None:
         png = figures.registration_figure(mag_first, ras(np.asarray(session.template_in_native)),
                                           slices, vs_ras, mask=mask)
-        out.append(_img(png, "template edges over the subject magnitude"))
-        out.append('<p class="note">Red: edges (strongest 8 % of the gradient) of the '
-                   "template warped to this session, over the first-echo magnitude. They "
-                   "should follow the ventricles, the deep gray matter and the brain outline."
-                   "</p>")
+        out.append(H.figure(png, "template edges over the subject magnitude"))
+        out.append(H.note("Red: edges (strongest 8 % of the gradient) of the template warped "
+                          "to this session, over the first-echo magnitude. They should follow "
+                          "the ventricles, the deep gray matter and the brain outline."))
     else:
-        out.append('<p class="note">No template image in native space was given; the '
-                   "registration cannot be checked here.</p>")
+        out.append(H.note("No template image in native space was given; the registration "
+                          "cannot be checked here."))
     log.append(("registration", time.perf_counter() - t2))
 
     # -- QC
     t3 = time.perf_counter()
     out.append("<h3>Quality control</h3>")
     rows = []
-    checks = mask_check_rows(session.facts.get("MaskQuality"))
-    if mask is not None and not checks:
-        volume = figures.mask_volume_ml(mask, vs)
-        flag = "" if 800 <= volume <= 2200 else " (outside 800-2200 mL: partial coverage or " \
-                                                "a mask problem?)"
-        rows.append(("brain mask volume", f"{volume:.1f} mL{flag}"))
+    checks, warnings = _mask_checks(session)
     if mask is not None:
         snr = figures.snr_estimate(mag, np.asarray(session.mask, dtype=bool),
                                    residual=session.residual)
-        rows.append(("SNR, echo 1 (background noise)", _fmt(snr["snr_background_first"], 3)))
-        rows.append(("SNR, last echo (background noise)", _fmt(snr["snr_background_last"], 3)))
-        rows.append(("SNR, echo 1 (R2* fit residual, lower bound)", _fmt(snr["snr_fit"], 3)))
+        rows.append(("SNR, echo 1 (background noise)", H.number(snr["snr_background_first"], 3)))
+        rows.append(("SNR, last echo (background noise)",
+                     H.number(snr["snr_background_last"], 3)))
+        rows.append(("SNR, echo 1 (R2* fit residual, lower bound)",
+                     H.number(snr["snr_fit"], 3)))
     if session.residual is not None:
         res = np.asarray(session.residual)
         sel = np.asarray(session.mask, dtype=bool) if session.mask is not None else res > 0
@@ -407,105 +336,111 @@ def _session_html(session, log):
                          f"{np.median(vals):.3g} / {np.percentile(vals, 95):.3g}"))
     for key in ("SignCheckHighR2starMedianChi", "ChiReferenceValue", "LFSReferenceValue"):
         if session.facts.get(key) is not None:
-            rows.append((key, _fmt(session.facts[key], 4)))
+            rows.append((key, H.number(session.facts[key], 4)))
     if checks:
-        out.append(_table_html(checks, ("mask and field check", "value", "status")))
-    for line in session.facts.get("MaskWarnings") or ():
-        out.append(f'<p class="note"><b>WARNING</b> {_esc(line)}</p>')
+        out.append(H.table(_check_rows(checks), ("mask and field check", "value",
+                                                 "status (allowed range)")))
+    for line in warnings:
+        out.append(f'<p class="note warn"><b>WARNING</b> {H.escape(line)}</p>')
     if rows:
-        out.append(_table_html(rows, ("measure", "value")))
+        out.append(H.table(rows, ("measure", "value")))
     if session.residual is not None:
         png = figures.residual_figure(ras(np.asarray(session.residual)), mask, slices, vs_ras,
                                       labels=labels)
-        out.append(_img(png, "R2* fit residual"))
-    out.append('<p class="note">SNR (background): mean brain signal / noise sigma, sigma from '
-               "the median magnitude of the air in the grid corners, assuming Rayleigh noise "
-               "(an index to compare sessions of one protocol; coil combination and filtering "
-               "bias it). SNR (fit residual): mean first-echo brain signal / median noise "
-               "implied by the mono-exponential fit residual. Residual: "
-               "sqrt(sum (S - fit)^2 / sum S^2) per voxel.</p>")
+        out.append(H.figure(png, "R2* fit residual"))
+    out.append(H.note("SNR (background): mean brain signal / noise sigma, sigma from the "
+                      "median magnitude of the air in the grid corners, assuming Rayleigh noise "
+                      "(an index to compare sessions of one protocol; coil combination and "
+                      "filtering bias it). SNR (fit residual): mean first-echo brain signal / "
+                      "median noise implied by the mono-exponential fit residual. Residual: "
+                      "sqrt(sum (S - fit)^2 / sum S^2) per voxel."))
     log.append(("qc", time.perf_counter() - t3))
 
     # -- methods
     paragraph, refs = methods.methods_text(session.facts)
     out.append("<h3>Methods</h3>")
-    out.append(f'<div class="methods"><p>{_esc(paragraph)}</p>')
+    out.append(f'<div class="methods"><p>{H.escape(paragraph)}</p>')
     if refs:
-        out.append("<ol>" + "".join(f"<li>{_esc(r)}</li>" for r in refs) + "</ol>")
-    out.append("</div></section>")
-    return "\n".join(out)
+        out.append("<ol>" + "".join(f"<li>{H.escape(r)}</li>" for r in refs) + "</ol>")
+    out.append("</div>")
+    return H.section(session.label, out, id=H.anchor(session.label))
 
 
-def render_session_section(session):
+def _mask_checks(session):
+    """`quality_status` rows and warning lines of a session's brain mask and field.
+
+    From the phase stage's ``MaskQuality`` and ``MaskWarnings`` facts (the lines its log has);
+    without them, the volume and field-of-view checks of ``session.mask``.
+    """
+    facts = session.facts.get("MaskQuality")
+    if facts:
+        checks = quality_checks.quality_status(quality_checks.quality_from_facts(facts),
+                                               session.label)
+    elif session.mask is not None:
+        mask = np.asarray(session.mask, dtype=bool)
+        checks = quality_checks.quality_status(
+            {"brain_volume_ml": figures.mask_volume_ml(mask, session.voxel_size),
+             "partial_fov": quality_checks.touches_edge(mask)}, session.label)
+    else:
+        return [], []
+    warnings = session.facts.get("MaskWarnings")
+    if warnings is None:
+        warnings = [check.message for check in checks if check.status == "warn"]
+    return checks, list(warnings)
+
+
+def check_session(session):
+    """Raise ValueError unless ``session`` is a `SessionReport` with a magnitude and every
+    array on the magnitude's grid."""
+    if not isinstance(session, SessionReport):
+        raise ValueError(f"sessions must be SessionReport objects, got {type(session).__name__}")
+    if session.magnitude is None:
+        raise ValueError(f"session {session.label}: magnitude is required")
+    shape = np.shape(session.magnitude)[:3]
+    for name in ("r2star", "lfs", "chi", "swi", "flair", "mask", "labels",
+                 "template_in_native", "residual", "lesions"):
+        array = getattr(session, name)
+        if array is not None and np.shape(array)[:3] != shape:
+            raise ValueError(f"session {session.label}: {name} has shape {np.shape(array)}, "
+                             f"expected the magnitude grid {shape}")
+
+
+def render_session_section(session, timings=None):
     """HTML of one session's section (a fragment `assemble_subject_report` can put together).
 
     Sessions are processed in parallel processes and possibly in different runs, so the
     workflow renders each section when its session finishes and assembles the subject's
-    report from the stored sections afterwards.
+    report from the stored sections afterwards. ``session`` is checked first
+    (`check_session`); ``timings``, if given, gets ``(part, seconds)`` appended (benchmarks).
     """
-    return _session_html(session, [])
+    check_session(session)
+    return _session_html(session, [] if timings is None else timings)
 
 
 def assemble_subject_report(path, subject, sections):
-    """Write a subject's report from ``sections``: list of ``(label, html_fragment)``."""
-    from pathlib import Path
+    """Write a subject's report from ``sections``: list of ``(label, html_fragment)``.
 
+    The page: title, navigation, the sections in this order, the software versions.
+    Written atomically; returns the Path.
+    """
     subject = str(subject)
-    subject = subject[4:] if subject.startswith("sub-") else subject
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = _report_head(subject, when, len(sections))
+    subject = subject.removeprefix("sub-")
+    body = []
     if sections:
-        parts.append("<nav>" + "".join(f'<a href="#{_anchor(label)}">{_esc(label)}</a>'
-                                       for label, _ in sections)
-                     + '<a href="#software">software</a></nav>')
-    parts.extend(fragment for _, fragment in sections)
-    parts.extend(_report_tail())
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return path
-
-
-def _report_head(subject, when, n_sessions):
-    return ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-            f"<title>bids-iron report: sub-{_esc(subject)}</title>",
-            f"<style>{_CSS}</style>", "</head>", "<body>",
-            f"<h1>bids-iron report: sub-{_esc(subject)}</h1>",
-            f'<p class="note">bids-iron {_esc(__version__)}, generated {_esc(when)}; '
-            f"{n_sessions} session(s).</p>"]
-
-
-def _report_tail():
-    parts = ['<section id="software"><h2>Software</h2>']
+        body.append(H.nav([(H.anchor(label), label) for label, _ in sections]
+                          + [("software", "software")]))
+    body.extend(fragment for _, fragment in sections)
     versions = software_versions()
-    parts.append(_table_html([(k, v if v is not None else "not installed")
-                              for k, v in versions.items()], ("package", "version")))
-    parts.append("</section>")
-    parts.append("</body></html>")
-    return parts
-
-
-def render_subject_report(subject, sessions, timings=None):
-    """The HTML text of a subject's report (see `write_subject_report`)."""
-    subject = str(subject)
-    subject = subject[4:] if subject.startswith("sub-") else subject
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = _report_head(subject, when, len(sessions))
-    if sessions:
-        parts.append("<nav>" + "".join(f'<a href="#{_anchor(s.label)}">{_esc(s.label)}</a>'
-                                       for s in sessions)
-                     + '<a href="#software">software</a></nav>')
-    for session in sessions:
-        log = []
-        parts.append(_session_html(session, log))
-        if timings is not None:
-            timings.append((session.label, log))
-    parts.extend(_report_tail())
-    return "\n".join(parts) + "\n"
+    body.append(H.section("Software", H.table(
+        [(k, v if v is not None else "not installed") for k, v in versions.items()],
+        ("package", "version")), id="software"))
+    return H.write(path, H.page(f"bids-iron report: sub-{subject}", body,
+                                summary=f"{len(sections)} session(s)"))
 
 
 def write_subject_report(path, subject, sessions, timings=None):
-    """Write the subject's HTML report atomically.
+    """Render ``sessions`` and write the subject's report: `render_session_section` for each,
+    then `assemble_subject_report` (the workflow's two steps, in one call).
 
     Parameters
     ----------
@@ -514,7 +449,7 @@ def write_subject_report(path, subject, sessions, timings=None):
     subject : str
         Subject label (with or without ``sub-``).
     sessions : list of SessionReport
-        One section per session, in this order.
+        One section per session, in this order; all are checked before anything is written.
     timings : list, optional
         If given, ``(session label, [(part, seconds), ...])`` are appended (benchmarks).
 
@@ -523,26 +458,15 @@ def write_subject_report(path, subject, sessions, timings=None):
     Path
         The written file.
     """
-    from pathlib import Path
-
     for session in sessions:
-        if not isinstance(session, SessionReport):
-            raise ValueError(f"sessions must be SessionReport objects, got "
-                             f"{type(session).__name__}")
-        if session.magnitude is None:
-            raise ValueError(f"session {session.label}: magnitude is required")
-        shape = np.shape(session.magnitude)[:3]
-        for name in ("r2star", "lfs", "chi", "swi", "flair", "mask", "labels",
-                     "template_in_native", "residual", "lesions"):
-            array = getattr(session, name)
-            if array is not None and np.shape(array)[:3] != shape:
-                raise ValueError(f"session {session.label}: {name} has shape "
-                                 f"{np.shape(array)}, expected the magnitude grid {shape}")
-    text = render_subject_report(subject, sessions, timings=timings)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+        check_session(session)
+    sections = []
+    for session in sessions:
+        log = []
+        sections.append((session.label, render_session_section(session, log)))
+        if timings is not None:
+            timings.append((session.label, log))
+    return assemble_subject_report(path, subject, sections)
 
 
 def session_report_from_files(label, files, roi_table=None, lesion_table=None, facts=None,
