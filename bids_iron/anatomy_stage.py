@@ -19,7 +19,7 @@ import numpy as np
 from .anatomy import roistats
 from .anatomy.rois import NATIVE_LABELS, label_name
 from .bids.derivatives import atomic_path, sidecar_path, write_json
-from .errors import InputError
+from .errors import BidsIronError, InputError
 
 LOGGER = logging.getLogger("bids_iron")
 
@@ -70,27 +70,34 @@ def _write_label_table(path, rows):
         tmp.write_text("index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in rows))
 
 
-def run_anatomy_stage(derivs, inputs, data, options, atlas_files, stage, work_dir):
-    """Register the template to the session, carry labels, FLAIR and lesions to MEGRE."""
+def run_anatomy(session):
+    """Register the template to the session, carry labels, FLAIR and lesions to MEGRE
+    (`AnatomyResult`; None with ``--no-anatomy``). Each image is registered to MEGRE once
+    (`bids_iron.session.Session.rigid_to_megre`), shared with the lesion masks and user ROIs.
+    """
     from .anatomy import registration as reg_mod
 
+    options, atlas_files = session.options, session.atlas_files
+    if not options.anatomy or atlas_files is None:
+        return None
+    derivs, inputs, data = session.derivs, session.inputs, session.data
     facts = {"Template": atlas_files.template,
              "Atlases": [a.name for a in atlas_files.atlases],
              "RegistrationTool": f"ANTsPy {_version('antspyx')}"}
     outputs = []
-    work = Path(work_dir) / inputs.label / "registration"
+    work = session.work / "registration"
     work.mkdir(parents=True, exist_ok=True)
-    t1w = None
-    if inputs.t1w is not None and options.use_t1w:
-        t1w = nib.load(str(inputs.t1w))
-    how = "via T1w (T1w->MEGRE rigid, template->T1w affine+SyN)" if t1w is not None else \
+    use_t1w = options.use_t1w and session.has_image("T1w")
+    how = "via T1w (T1w->MEGRE rigid, template->T1w affine+SyN)" if use_t1w else \
         "template->MEGRE magnitude directly (rigid, affine, SyN; mutual information)"
-    with stage(f"registration {atlas_files.template} -> MEGRE, {how}"):
+    t1w = session.image("T1w") if use_t1w else None
+    rigid = session.rigid_to_megre("T1w") if use_t1w else None
+    with session.stage(f"registration {atlas_files.template} -> MEGRE, {how}"):
         reg = reg_mod.register_to_session(data, atlas_files, t1w_img=t1w, work_dir=work,
-                                          cache_dir=Path(work_dir) / "templateflow_cache",
-                                          n_threads=options.n_threads)
+                                          cache_dir=session.work.parent / "templateflow_cache",
+                                          n_threads=options.n_threads, t1w_rigid=rigid)
     facts["Registration"] = how
-    with stage("atlas labels to native space"):
+    with session.stage("atlas labels to native space"):
         native = reg_mod.warp_labels_to_native(reg, atlas_files)
     labels = native.labels.astype(np.int16)
     sidecar = {"Description": "deep gray matter nuclei and reference regions on the MEGRE grid "
@@ -118,13 +125,11 @@ def run_anatomy_stage(derivs, inputs, data, options, atlas_files, stage, work_di
     except Exception as exc:  # the QC figure is optional
         LOGGER.debug("template in native space not computed: %s", exc)
 
-    flair_rigid = None
-    if inputs.flair is not None:
-        with stage("FLAIR -> MEGRE (rigid)"):
-            flair_img = nib.load(str(inputs.flair))
-            flair_rigid = reg_mod.register_rigid(flair_img, reg.native, work, prefix="from-FLAIR_to-MEGRE_",
-                                                 n_threads=options.n_threads)
-            result.flair = reg_mod.resample_to_native(flair_img, reg.native, [flair_rigid.path])
+    if session.has_image("FLAIR"):
+        flair_rigid = session.rigid_to_megre("FLAIR")
+        with session.stage("FLAIR resampled to MEGRE"):
+            result.flair = reg_mod.resample_to_native(session.image("FLAIR"), session.native,
+                                                      [flair_rigid.path])
         side = {"Description": "FLAIR resampled to the MEGRE grid (rigid, linear)",
                 "Sources": [derivs.bids_uri(inputs.flair)], "SpatialReference": "MEGRE grid"}
         outputs.append(derivs.save_map(inputs, result.flair, data.affine, "FLAIR", side,
@@ -136,26 +141,16 @@ def run_anatomy_stage(derivs, inputs, data, options, atlas_files, stage, work_di
         if path is None:
             facts["Lesions"] = "no lesion mask found for this session"
         else:
-            if space == "FLAIR":
-                if flair_rigid is None:
-                    raise InputError(f"{path}: a FLAIR-space lesion mask needs the session's "
-                                     "FLAIR image in the BIDS dataset")
-                transforms = [flair_rigid.path]
-            else:
-                if t1w is None:
-                    if inputs.t1w is None:
-                        raise InputError(f"{path}: a T1w-space lesion mask needs the session's "
-                                         "T1w image in the BIDS dataset")
-                    t1w = nib.load(str(inputs.t1w))
-                rigid = reg_mod.register_rigid(t1w, reg.native, work, prefix="from-T1w_to-MEGRE_",
-                                               n_threads=options.n_threads)
-                transforms = [rigid.path]
-            with stage(f"lesion mask ({space}) -> MEGRE"):
+            if not session.has_image(space):
+                raise InputError(f"{path}: a {space}-space lesion mask needs the session's "
+                                 f"{space} image in the BIDS dataset")
+            transforms = [session.rigid_to_megre(space).path]
+            with session.stage(f"lesion mask ({space}) -> MEGRE"):
                 try:
                     lesion_img = nib.load(str(path))
                 except Exception as exc:
                     raise InputError(f"{path}: cannot be read as NIfTI ({exc})") from None
-                result.lesions = reg_mod.mask_to_native(lesion_img, reg.native, transforms)
+                result.lesions = reg_mod.mask_to_native(lesion_img, session.native, transforms)
             side = {"Description": f"lesion mask carried from {space} to the MEGRE grid "
                                    "(rigid, linear interpolation, >= 0.5)",
                     "Sources": [str(path)], "Type": "Lesion"}
@@ -175,62 +170,74 @@ def reference_mask(labels, roi, support, erode=1):
     return mask if mask.sum() >= MIN_REFERENCE_VOXELS else None
 
 
-def write_roi_tables(derivs, inputs, data, options, fit, phase, anatomy, user_rois=()):
-    """Write ``roistats.tsv`` (+ JSON), and the per-lesion table with lesions.
+def run_roi_tables(session):
+    """Write ``roistats.tsv`` (+ JSON), and the per-lesion table with lesions
+    (`RoiTablesResult`; None without atlas or user ROIs).
 
     ``options.roi_source``: ``auto`` (user ROIs where given, atlas for the rest), ``atlas``,
-    ``user`` or ``both`` (rows of both, told apart by the ``source`` column).
+    ``user`` or ``both`` (rows of both, told apart by the ``source`` column). Lesion voxels
+    are removed from every ROI, atlas and user alike.
     """
     import pandas as pd
 
-    maps = {"r2star": fit.r2star, "t2star": fit.t2star}
-    masks = {}
-    if phase is not None:
-        wholebrain = phase.chi_ppm - float(phase.chi_ppm[phase.mask_local].mean())
-        maps.update(lfs=phase.lfs_ppm, chi=phase.chi_ppm, chi_wholebrain=wholebrain)
-        masks.update(lfs=phase.mask_local, chi=phase.mask_local,
-                     chi_wholebrain=phase.mask_local)
-    vessels = ({"metric": options.exclude_vessels, "k": options.vessel_k}
-               if options.exclude_vessels else None)
-    lesion_mask = None if anatomy is None else anatomy.lesions
-    parts = []
-    if options.roi_source != "atlas":
-        for user in user_rois:
-            table = user_roi_table(maps, masks, data.voxel_size, user, vessels)
-            if table is not None:
-                parts.append(table)
-    if anatomy is not None and options.roi_source != "user":
-        atlas = roistats.roi_statistics(maps, anatomy.labels, data.voxel_size,
-                                        masks=masks or None, lesion_mask=lesion_mask,
-                                        exclude_vessels=vessels, source="atlas")
-        if options.roi_source == "auto" and parts:
-            taken = {(r, h) for t in parts for r, h in zip(t.roi, t.hemisphere)}
-            atlas = atlas[[(r, h) not in taken for r, h in zip(atlas.roi, atlas.hemisphere)]]
-        parts.insert(0, atlas)
-    if not parts:
-        return None, None, []
-    table = pd.concat(parts, ignore_index=True)
-    path = derivs.path(inputs, "roistats", ext=".tsv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-    sources = sorted(set(table["source"]))
-    dictionary = roistats.data_dictionary(exclude_vessels=vessels, source_levels=sources)
-    if phase is not None and "MaskQuality" in phase.facts:
-        dictionary["QualityControl"] = {"MaskQuality": phase.facts["MaskQuality"],
-                                        "MaskWarnings": phase.facts["MaskWarnings"]}
-    write_json(sidecar_path(path), dictionary)
-    outputs = [path, sidecar_path(path)]
-    lesions = None
-    if lesion_mask is not None and lesion_mask.any():
-        lesions = roistats.lesion_table(maps, lesion_mask, data.voxel_size,
-                                        affine=data.affine, masks=masks or None)
-        lpath = derivs.path(inputs, "roistats", desc="lesions", ext=".tsv")
-        with atomic_path(lpath) as tmp:
-            lesions.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-        write_json(sidecar_path(lpath), roistats.lesion_data_dictionary())
-        outputs += [lpath, sidecar_path(lpath)]
-    return table, lesions, outputs
+    from .session import RoiTablesResult
+
+    options, data, derivs, inputs = session.options, session.data, session.derivs, session.inputs
+    fit, phase, anatomy, user_rois = (session.r2star.fit, session.phase, session.anatomy,
+                                      session.user_rois)
+    if anatomy is None and not user_rois:
+        return None
+    with session.stage("ROI statistics"):
+        maps = {"r2star": fit.r2star, "t2star": fit.t2star}
+        masks = {}
+        if phase is not None:
+            wholebrain = phase.chi_ppm - float(phase.chi_ppm[phase.mask_local].mean())
+            maps.update(lfs=phase.lfs_ppm, chi=phase.chi_ppm, chi_wholebrain=wholebrain)
+            masks.update(lfs=phase.mask_local, chi=phase.mask_local,
+                         chi_wholebrain=phase.mask_local)
+        vessels = ({"metric": options.exclude_vessels, "k": options.vessel_k}
+                   if options.exclude_vessels else None)
+        lesion_mask = None if anatomy is None else anatomy.lesions
+        parts = []
+        if options.roi_source != "atlas":
+            for user in user_rois:
+                table = user_roi_table(maps, masks, data.voxel_size, user, vessels,
+                                       lesions=lesion_mask)
+                if table is not None:
+                    parts.append(table)
+        if anatomy is not None and options.roi_source != "user":
+            atlas = roistats.roi_statistics(maps, anatomy.labels, data.voxel_size,
+                                            masks=masks or None, lesion_mask=lesion_mask,
+                                            exclude_vessels=vessels, source="atlas")
+            if options.roi_source == "auto" and parts:
+                taken = {(r, h) for t in parts for r, h in zip(t.roi, t.hemisphere)}
+                atlas = atlas[[(r, h) not in taken
+                               for r, h in zip(atlas.roi, atlas.hemisphere)]]
+            parts.insert(0, atlas)
+        if not parts:
+            return None
+        table = pd.concat(parts, ignore_index=True)
+        path = derivs.path(inputs, "roistats", ext=".tsv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        sources = sorted(set(table["source"]))
+        dictionary = roistats.data_dictionary(exclude_vessels=vessels, source_levels=sources)
+        if phase is not None and "MaskQuality" in phase.facts:
+            dictionary["QualityControl"] = {"MaskQuality": phase.facts["MaskQuality"],
+                                            "MaskWarnings": phase.facts["MaskWarnings"]}
+        write_json(sidecar_path(path), dictionary)
+        outputs = [path, sidecar_path(path)]
+        lesions = None
+        if lesion_mask is not None and lesion_mask.any():
+            lesions = roistats.lesion_table(maps, lesion_mask, data.voxel_size,
+                                            affine=data.affine, masks=masks or None)
+            lpath = derivs.path(inputs, "roistats", desc="lesions", ext=".tsv")
+            with atomic_path(lpath) as tmp:
+                lesions.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+            write_json(sidecar_path(lpath), roistats.lesion_data_dictionary())
+            outputs += [lpath, sidecar_path(lpath)]
+    return RoiTablesResult(table=table, lesions=lesions, outputs=outputs)
 
 
 def report_labels(anatomy, user_rois):
@@ -272,79 +279,84 @@ def _same_grid(img, shape, affine):
     return tuple(img.shape[:3]) == tuple(shape[:3]) and np.allclose(img.affine, affine, atol=1e-3)
 
 
-def load_user_rois(inputs, data, options, stage, work_dir, anatomy=None):
-    """Every user segmentation of the session on the MEGRE grid (list of `UserRois`).
+def run_user_rois(session):
+    """Every user segmentation of the session on the MEGRE grid (list of `UserRois`; empty
+    without ``--roi-dseg``/``--freesurfer-dir``). A segmentation that cannot be used is
+    noted and skipped: the session keeps its atlas ROIs.
 
     Label maps on the MEGRE grid are used as they are; maps in T1w or FLAIR space (and
-    FreeSurfer's aseg, which lives in the T1w's scanner space) are carried over by a rigid
-    registration of that image to the MEGRE magnitude, with label interpolation.
+    FreeSurfer's aseg, which lives in the T1w's scanner space) are carried over by the
+    session's rigid registration of that image to the MEGRE magnitude (the one the anatomy
+    stage used, computed once), with label interpolation.
     """
     from .anatomy import registration as reg_mod
     from .anatomy.user_rois import load_freesurfer_aseg, load_user_labels
 
-    found = []
-    if options.roi_dseg is not None:
-        user = load_user_labels(options.roi_dseg, inputs.subject, inputs.session,
-                                options.roi_labels)
-        if user is None:
-            raise InputError(f"{options.roi_dseg}: no label map for {inputs.label} (expected "
-                             f"sub-{inputs.subject}/{'ses-' + inputs.session + '/' if inputs.session else ''}"
-                             f"anat/{inputs.label}[_space-<MEGRE|T1w|FLAIR>]_dseg.nii.gz)")
-        found.append(user)
-    if options.freesurfer_dir is not None:
-        aseg = load_freesurfer_aseg(options.freesurfer_dir, inputs.subject, inputs.session)
-        if aseg is None:
-            raise InputError(f"{options.freesurfer_dir}: no sub-{inputs.subject}/mri/aseg.mgz "
-                             f"for {inputs.label}")
-        found.append(aseg)
-    if not found:
+    options, inputs, data = session.options, session.inputs, session.data
+    if options.roi_dseg is None and options.freesurfer_dir is None:
         return []
-    native = reg_mod.native_reference(data)
-    work = Path(work_dir) / inputs.label / "user_rois"
-    work.mkdir(parents=True, exist_ok=True)
-    rigid = {}
-    out = []
-    for labels in found:
-        img = labels.image
-        if labels.space == "MEGRE":
-            if not _same_grid(img, data.magnitude.shape, data.affine):
-                raise InputError(f"{labels.path}: its grid {tuple(img.shape[:3])} is not the MEGRE "
-                                 f"grid {tuple(data.magnitude.shape[:3])} (or the affines differ); "
-                                 "name its space (_space-T1w or _space-FLAIR) or resample it")
-            carried = np.rint(np.asanyarray(img.dataobj)).astype(np.int64)
-        else:
-            source_path = inputs.t1w if labels.space == "T1w" else inputs.flair
-            if source_path is None:
-                raise InputError(f"{labels.path}: a {labels.space}-space label map needs the "
-                                 f"session's {labels.space} image in the BIDS dataset")
-            moving = nib.load(str(source_path))
-            if labels.source == "user" and not _same_grid(img, moving.shape, moving.affine):
-                raise InputError(f"{labels.path}: its grid matches neither the MEGRE nor the "
-                                 f"{labels.space} image {Path(source_path).name}; resample it to "
-                                 f"the {labels.space} grid")
-            if labels.space not in rigid:
-                with stage(f"{labels.space} -> MEGRE (rigid) for user ROIs"):
-                    rigid[labels.space] = reg_mod.register_rigid(
-                        moving, native, work, prefix=f"from-{labels.space}_to-MEGRE_",
-                        n_threads=options.n_threads)
-            as_nifti = nib.Nifti1Image(np.rint(np.asanyarray(img.dataobj)).astype(np.float32),
-                                       img.affine)
-            carried = np.rint(reg_mod.resample_to_native(
-                as_nifti, native, [rigid[labels.space].path],
-                interpolation="genericLabel")).astype(np.int64)
-        masks = {}
-        for index, key in labels.names.items():
-            mask = carried == index
-            if mask.any():
-                masks[key] = masks.get(key, np.zeros(mask.shape, bool)) | mask
-        missing = sorted({f"{r}/{h}" for (r, h) in labels.names.values()}
-                         - {f"{r}/{h}" for (r, h) in masks})
-        if missing:
-            LOGGER.warning("%s: labels %s not found on the MEGRE grid", labels.path.name,
-                           ", ".join(missing[:8]))
-        out.append(UserRois(source=labels.source, path=labels.path, space=labels.space,
-                            masks=masks))
-    return out
+    try:
+        found = []
+        if options.roi_dseg is not None:
+            user = load_user_labels(options.roi_dseg, inputs.subject, inputs.session,
+                                    options.roi_labels)
+            if user is None:
+                raise InputError(
+                    f"{options.roi_dseg}: no label map for {inputs.label} (expected "
+                    f"sub-{inputs.subject}/"
+                    f"{'ses-' + inputs.session + '/' if inputs.session else ''}"
+                    f"anat/{inputs.label}[_space-<MEGRE|T1w|FLAIR>]_dseg.nii.gz)")
+            found.append(user)
+        if options.freesurfer_dir is not None:
+            aseg = load_freesurfer_aseg(options.freesurfer_dir, inputs.subject, inputs.session)
+            if aseg is None:
+                raise InputError(f"{options.freesurfer_dir}: no sub-{inputs.subject}/mri/"
+                                 f"aseg.mgz for {inputs.label}")
+            found.append(aseg)
+        out = []
+        for labels in found:
+            img = labels.image
+            if labels.space == "MEGRE":
+                if not _same_grid(img, data.magnitude.shape, data.affine):
+                    raise InputError(
+                        f"{labels.path}: its grid {tuple(img.shape[:3])} is not the MEGRE grid "
+                        f"{tuple(data.magnitude.shape[:3])} (or the affines differ); name its "
+                        "space (_space-T1w or _space-FLAIR) or resample it")
+                carried = np.rint(np.asanyarray(img.dataobj)).astype(np.int64)
+            else:
+                if not session.has_image(labels.space):
+                    raise InputError(f"{labels.path}: a {labels.space}-space label map needs "
+                                     f"the session's {labels.space} image in the BIDS dataset")
+                moving = session.image(labels.space)
+                source_path = inputs.t1w if labels.space == "T1w" else inputs.flair
+                if labels.source == "user" and not _same_grid(img, moving.shape, moving.affine):
+                    raise InputError(
+                        f"{labels.path}: its grid matches neither the MEGRE nor the "
+                        f"{labels.space} image {Path(source_path).name}; resample it to the "
+                        f"{labels.space} grid")
+                rigid = session.rigid_to_megre(labels.space)
+                as_nifti = nib.Nifti1Image(
+                    np.rint(np.asanyarray(img.dataobj)).astype(np.float32), img.affine)
+                with session.stage(f"{labels.path.name} -> MEGRE"):
+                    carried = np.rint(reg_mod.resample_to_native(
+                        as_nifti, session.native, [rigid.path],
+                        interpolation="genericLabel")).astype(np.int64)
+            masks = {}
+            for index, key in labels.names.items():
+                mask = carried == index
+                if mask.any():
+                    masks[key] = masks.get(key, np.zeros(mask.shape, bool)) | mask
+            missing = sorted({f"{r}/{h}" for (r, h) in labels.names.values()}
+                             - {f"{r}/{h}" for (r, h) in masks})
+            if missing:
+                LOGGER.warning("%s: %s: labels %s not found on the MEGRE grid", inputs.label,
+                               labels.path.name, ", ".join(missing[:8]))
+            out.append(UserRois(source=labels.source, path=labels.path, space=labels.space,
+                                masks=masks))
+        return out
+    except BidsIronError as exc:  # the session keeps its atlas ROIs
+        session.note(f"user ROIs not used: {exc}", warn=True)
+        return []
 
 
 def user_roi_table(maps, masks, voxel_size, user, vessels=None, lesions=None):
@@ -363,7 +375,7 @@ def user_roi_table(maps, masks, voxel_size, user, vessels=None, lesions=None):
             if hemi in ("left", "right"):
                 provided.add((roi, "bilateral"))
         else:
-            others[(roi, hemi)] = mask
+            others[(roi, hemi)] = mask if lesions is None else mask & ~np.asarray(lesions, bool)
     parts = []
     if provided:
         table = roistats.roi_statistics(maps, native, voxel_size, masks=masks or None,

@@ -37,8 +37,9 @@ INVERTED_PHASE_MANUFACTURERS = ("GE",)
 
 
 @dataclass
-class PhaseResults:
-    """Arrays of the phase stage (float32 unless noted) and the facts for the sidecars."""
+class PhaseResult:
+    """Arrays of the phase stage (float32 unless noted), the facts for the sidecars and the
+    files written (``outputs``, filled by `bids_iron.workflow.run_phase`)."""
 
     mask: np.ndarray  # bool, the mask the field was estimated in
     mask_local: np.ndarray  # bool, after background removal (eroded)
@@ -49,6 +50,7 @@ class PhaseResults:
     swi: np.ndarray | None = None
     swi_mip: np.ndarray | None = None
     facts: dict = field(default_factory=dict)
+    outputs: list = field(default_factory=list)
 
 
 def phase_sign(option, manufacturer):
@@ -296,7 +298,7 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
             LOGGER.warning("%s: chi of the highest-R2* voxels (veins, iron) is negative (%.4f "
                            "ppm): the phase sign may be inverted; try --invert-phase",
                            _session_name(data), check)
-    out = PhaseResults(mask=mask, mask_local=mask_local, field_hz=field_hz, local_ppm=local_ppm,
+    out = PhaseResult(mask=mask, mask_local=mask_local, field_hz=field_hz, local_ppm=local_ppm,
                        lfs_ppm=lfs_ppm, chi_ppm=chi, facts=facts)
     if options.swi:
         with stage("SWI"):

@@ -26,16 +26,15 @@ from .bids.derivatives import Derivatives
 from .bids.discovery import find_sessions
 from .bids.load import load_session
 from .errors import BidsIronError
-from .maps import background as background_maps
-from .maps import dipole as dipole_maps
 from .maps import r2star as r2star_maps
-from .maps import unwrap as unwrap_maps
-from .anatomy_stage import (load_user_rois, prepare_atlases, report_labels, run_anatomy_stage,
-                            write_roi_tables)
+from .maps import registry
+from .anatomy_stage import (prepare_atlases, report_labels, run_anatomy, run_roi_tables,
+                            run_user_rois)
 from .bids.derivatives import atomic_path
 from .phase_stage import check_phase_inputs, run_phase_stage
 from .options import Options  # noqa: F401  (re-exported: bids_iron.workflow.Options)
 from .report import methods
+from .session import R2starResult, Session
 
 LOGGER = logging.getLogger("bids_iron")
 
@@ -48,63 +47,6 @@ class SessionResult:
     outputs: list = field(default_factory=list)
     message: str = ""
     notes: list = field(default_factory=list)
-
-
-class _Stage:
-    """Context manager timing and logging one stage of a session.
-
-    ``_Stage(log, label)`` called with a stage name returns a fresh timer for that stage.
-    """
-
-    def __init__(self, log, label, name=""):
-        self.log, self.label, self.name = log, label, name
-
-    def __call__(self, name):
-        return _Stage(self.log, self.label, name)
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        self.log.info("%s: %s ...", self.label, self.name)
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.log.info("%s: %s done (%.1f s)", self.label, self.name,
-                          time.perf_counter() - self.t0)
-
-
-def _session_logger(output_dir, label):
-    """A logger that writes this session's lines to OUTPUT_DIR/logs/<label>.log too."""
-    log = logging.getLogger(f"bids_iron.session.{label}")
-    log.setLevel(logging.INFO)
-    logs = Path(output_dir) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logs / f"{label}.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    return log, handler
-
-
-class _PackageRecords(logging.Filter):
-    """Records of the package's modules (``bids_iron.*``), not of the session loggers (those
-    reach the session file through their own handler)."""
-
-    def filter(self, record):
-        return not record.name.startswith("bids_iron.session.")
-
-
-def _capture_package_warnings(handler):
-    """Also send the package logger's records (physics, QC warnings) to the session's file
-    while the session runs (one session at a time per process). Returns the logger and its
-    extra handler (appending to the same file)."""
-    extra = logging.FileHandler(handler.baseFilename)
-    extra.setFormatter(handler.formatter)
-    extra.addFilter(_PackageRecords())
-    package = logging.getLogger("bids_iron")
-    package.addHandler(extra)
-    if package.level == logging.NOTSET or package.level > logging.WARNING:
-        package.setLevel(logging.WARNING)
-    return package, extra
 
 
 def _common_sidecar(derivs, data, extra=None):
@@ -120,16 +62,26 @@ def _common_sidecar(derivs, data, extra=None):
     return sidecar
 
 
-def write_r2star_maps(derivs, inputs, data, options, log, work_root=None):
-    """Fit R2* and write R2*, T2* and S0 maps; return the written paths."""
-    method = options.r2star_method
-    with _Stage(log, inputs.label, f"R2* fit ({method}, {len(data.te)} echoes)"):
-        fit = r2star_maps.fit_r2star(data.magnitude, data.te, method=method,
-                                     n_threads=options.n_threads)
-    algorithm, reference = methods.describe(methods.R2STAR, fit.method)
+# -- the stages: run_<stage>(session) -> <Stage>Result ------------------------------------------
+def run_load(session):
+    """Read the echoes and check the metadata every later stage needs (before any output)."""
+    with session.stage("loading and checking inputs"):
+        session.data = load_session(session.inputs, b0_override=session.options.b0,
+                                    load_phase=session.options.phase)
+        check_phase_inputs(session.data)
+    return session.data
+
+
+def run_r2star(session):
+    """Fit R2* and write R2*, T2* and S0 maps (`R2starResult`)."""
+    data, derivs, inputs = session.data, session.derivs, session.inputs
+    method = registry.get("r2star", session.options.r2star_method)
+    with session.stage(f"R2* fit ({method.name}, {len(data.te)} echoes)"):
+        fit = method.function(data.magnitude, data.te, n_threads=session.options.n_threads)
     params = {"R2starMethod": fit.method, "R2starClipRange": [0.0, r2star_maps.R2STAR_MAX],
               "T2starMax": r2star_maps.T2STAR_MAX}
-    base = dict(EstimationAlgorithm=algorithm, EstimationReference=reference, **params)
+    base = dict(EstimationAlgorithm=method.algorithm, EstimationReference=method.reference,
+                **params)
     outputs = []
     for suffix, array, units, desc in (
             ("R2starmap", fit.r2star, "1/s", "R2* (transverse relaxation rate)"),
@@ -138,27 +90,35 @@ def write_r2star_maps(derivs, inputs, data, options, log, work_root=None):
         sidecar = _common_sidecar(derivs, data, {"Units": units, "Description": desc, **base})
         outputs.append(derivs.save_map(inputs, array, data.affine, suffix, sidecar,
                                        header=data.header))
-    if work_root is not None:
-        work = Path(work_root) / inputs.label
-        work.mkdir(parents=True, exist_ok=True)
-        np.save(work / "r2star_fit_residual.npy", fit.residual)
-    return outputs, fit
+    session.work.mkdir(parents=True, exist_ok=True)
+    np.save(session.work / "r2star_fit_residual.npy", fit.residual)
+    return R2starResult(fit=fit, outputs=outputs)
 
 
-def write_phase_maps(derivs, inputs, data, options, log, r2star, anatomy=None):
-    """Run the phase stage and write mask, field, LFS, chi (and SWI); return paths, results."""
-    res = run_phase_stage(data, options, _Stage(log, inputs.label), r2star=r2star,
+def run_phase(session):
+    """Field, LFS, chi (and SWI) of a session with phase (`PhaseResult`, or None without
+    phase); writes the mask, field, LFS, Chimap (and SWI) with their sidecars."""
+    inputs, options, data, derivs = session.inputs, session.options, session.data, session.derivs
+    if not options.phase:
+        session.notes.append("--no-phase: phase stages skipped")
+        return None
+    if not inputs.has_phase:
+        session.note("magnitude only: R2*/T2*/S0 written; phase stages (field, LFS, QSM) "
+                     "skipped")
+        return None
+    anatomy = session.anatomy
+    res = run_phase_stage(data, options, session.stage, r2star=session.r2star.fit.r2star,
                           labels=None if anatomy is None else anatomy.labels,
                           template_mask=None if anatomy is None else anatomy.template_mask)
     facts = res.facts
-    unwrap = methods.UNWRAP[options.unwrap_method]
-    background = methods.BACKGROUND[options.background_method]
-    dipole = methods.DIPOLE[options.qsm_method]
+    unwrap = registry.get("unwrap", options.unwrap_method)
+    background = registry.get("background", options.background_method)
+    dipole = registry.get("dipole", options.qsm_method)
     chain = {
         "PhaseScaling": facts["PhaseScaling"], "PhaseSign": facts["PhaseSign"],
         "PhaseConvention": "phase = +2*pi*f*TE + offset; paramagnetic -> positive field",
         "MaskSource": facts["MaskSource"], "UnwrappingMethod": options.unwrap_method,
-        "UnwrappingAlgorithm": unwrap[0], "B0Direction": facts["B0Direction"],
+        "UnwrappingAlgorithm": unwrap.algorithm, "B0Direction": facts["B0Direction"],
     }
     outputs = []
 
@@ -175,21 +135,21 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star, anatomy=None):
     save(res.mask.astype(np.uint8), "mask", "brain", "arbitrary", facts["MaskSource"], "",
          {"Type": "Brain", "Description": "brain mask used for field estimation", **qc},
          dtype=np.uint8)
-    save(res.field_hz, "fieldmap", "total", "Hz", f"{unwrap[0]}; {methods.FIELD[0]}",
-         f"{unwrap[1]}; {methods.FIELD[1]}",
+    save(res.field_hz, "fieldmap", "total", "Hz", f"{unwrap.algorithm}; {methods.FIELD[0]}",
+         f"{unwrap.reference}; {methods.FIELD[1]}",
          {"Description": "total field (tissue + background), frequency offset in Hz"})
     bg = {"BackgroundRemovalMethod": options.background_method,
-          "BackgroundRemovalAlgorithm": background[0],
-          "BackgroundRemovalReference": background[1],
-          **({"BackgroundRemovalFallback": facts["BackgroundRemovalFallback"]}
-             if "BackgroundRemovalFallback" in facts else {})}
+          "BackgroundRemovalAlgorithm": background.algorithm,
+          "BackgroundRemovalReference": background.reference,
+          **{k: facts[k] for k in ("BackgroundRemovalFallback", "BackgroundRemoval")
+             if k in facts}}
     save(res.lfs_ppm, "fieldmap", "lfs", "ppm", methods.LFS[0], methods.LFS[1],
          {**bg, "Description": "local field shift (LFS, Hammond 2008) in ppm of B0",
           "LFSReference": facts["LFSReference"],
           "LFSReferenceValue": facts["LFSReferenceValue"],
           **({"LFSReferenceVoxels": facts["LFSReferenceVoxels"]}
              if "LFSReferenceVoxels" in facts else {}), **qc})
-    save(res.chi_ppm, "Chimap", None, "ppm", dipole[0], dipole[1],
+    save(res.chi_ppm, "Chimap", None, "ppm", dipole.algorithm, dipole.reference,
          {**bg, "QSMMethod": options.qsm_method, "ChiReference": facts["ChiReference"],
           "ChiReferenceValue": facts["ChiReferenceValue"],
           "ChiWholeBrainReference": facts["ChiWholeBrain"],
@@ -208,79 +168,52 @@ def write_phase_maps(derivs, inputs, data, options, log, r2star, anatomy=None):
              f"minimum-intensity projection of SWI over {facts['SWIMinIPSlices']} slices "
              "(sliding slab along the third voxel axis)", methods.SWI[1],
              {"MinIPSlices": facts["SWIMinIPSlices"]}, affine=mip_affine)
-    return outputs, res
+    res.outputs = outputs
+    return res
 
 
 def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, work_root=None):
-    """Run every stage for one session. Returns a `SessionResult`; never raises."""
+    """Run every stage of one session. Returns a `SessionResult`; never raises.
+
+    The stages, in order, each ``run_<stage>(session)`` on the shared `Session`: load ->
+    R2* -> anatomy (registration, labels, FLAIR, lesions) -> phase (mask, field, LFS, QSM,
+    SWI) -> user ROIs -> ROI tables -> report section.
+    """
     t0 = time.perf_counter()
     derivs = Derivatives(output_dir, bids_dir)
-    log, handler = _session_logger(output_dir, inputs.label)
-    package, package_handler = _capture_package_warnings(handler)
     result = SessionResult(label=inputs.label, status="failed")
-    try:
-        digest = options.digest()
-        if not options.force and derivs.is_done(inputs, digest):
-            log.info("%s: already finished with these options; skipped (use --force to redo)",
-                     inputs.label)
-            result.status = "skipped"
-            return result
-        derivs.clear_done(inputs)
-        work_root = Path(work_root or options.work_dir or tempfile.mkdtemp(prefix="bids-iron-"))
-        stage = _Stage(log, inputs.label)
-        with stage("loading and checking inputs"):
-            data = load_session(inputs, b0_override=options.b0, load_phase=options.phase)
-            check_phase_inputs(data)
-        outputs, fit = write_r2star_maps(derivs, inputs, data, options, log, work_root)
-        anatomy = None
-        if options.anatomy and atlas_files is not None:
-            anatomy = run_anatomy_stage(derivs, inputs, data, options, atlas_files, stage,
-                                        work_root)
-            outputs += anatomy.outputs
-        phase = None
-        if inputs.has_phase and options.phase:
-            phase_outputs, phase = write_phase_maps(derivs, inputs, data, options, log,
-                                                    fit.r2star, anatomy)
-            outputs += phase_outputs
-        elif not options.phase:
-            result.notes.append("--no-phase: phase stages skipped")
-        if not inputs.has_phase:
-            note = "magnitude only: R2*/T2*/S0 written; phase stages (field, LFS, QSM) skipped"
-            log.info("%s: %s", inputs.label, note)
-            result.notes.append(note)
-        user_rois = []
-        if options.roi_dseg is not None or options.freesurfer_dir is not None:
-            try:
-                user_rois = load_user_rois(inputs, data, options, stage, work_root, anatomy)
-            except BidsIronError as exc:  # the session keeps its atlas ROIs
-                note = f"user ROIs not used: {exc}"
-                log.warning("%s: %s", inputs.label, note)
-                result.notes.append(note)
-        table = lesions = None
-        if anatomy is not None or user_rois:
-            with stage("ROI statistics"):
-                table, lesions, tables = write_roi_tables(derivs, inputs, data, options, fit,
-                                                          phase, anatomy, user_rois)
-            outputs += tables
-        if options.report:
-            with stage("report section"):
-                outputs.append(write_report_section(derivs, inputs, data, options, fit, phase,
-                                                    anatomy, table, lesions, result.notes,
-                                                    report_labels(anatomy, user_rois)))
-        derivs.mark_done(inputs, outputs, digest)
-        result.status, result.outputs = "done", outputs
-    except BidsIronError as exc:
-        result.message = str(exc)
-        log.error("%s: %s", inputs.label, exc)
-    except Exception as exc:  # a bug or an unforeseen input: keep the other sessions going
-        result.message = f"{type(exc).__name__}: {exc} (see logs/{inputs.label}.log)"
-        log.error("%s: unexpected error\n%s", inputs.label, traceback.format_exc())
-    finally:
-        result.seconds = time.perf_counter() - t0
-        log.removeHandler(handler)
-        package.removeHandler(package_handler)
-        package_handler.close()
-        handler.close()
+    work_root = Path(work_root or options.work_dir or tempfile.mkdtemp(prefix="bids-iron-"))
+    with Session(inputs, options, derivs, work_root, atlas_files) as session:
+        log = session.log
+        try:
+            digest = options.digest()
+            if not options.force and derivs.is_done(inputs, digest):
+                log.info("%s: already finished with these options; skipped (use --force to "
+                         "redo)", inputs.label)
+                result.status = "skipped"
+                return result
+            derivs.clear_done(inputs)
+            run_load(session)
+            session.r2star = run_r2star(session)
+            session.anatomy = run_anatomy(session)
+            session.phase = run_phase(session)
+            session.user_rois = run_user_rois(session)
+            session.rois = run_roi_tables(session)
+            report = run_report(session)
+            outputs = [p for stage in (session.r2star, session.anatomy, session.phase,
+                                       session.rois) if stage is not None
+                       for p in stage.outputs] + ([report] if report is not None else [])
+            derivs.mark_done(inputs, outputs, digest)
+            result.status, result.outputs = "done", outputs
+        except BidsIronError as exc:
+            result.message = str(exc)
+            log.error("%s: %s", inputs.label, exc)
+        except Exception as exc:  # a bug or an unforeseen input: keep the other sessions going
+            result.message = f"{type(exc).__name__}: {exc} (see logs/{inputs.label}.log)"
+            log.error("%s: unexpected error\n%s", inputs.label, traceback.format_exc())
+        finally:
+            result.notes = list(session.notes)
+            result.seconds = time.perf_counter() - t0
     return result
 
 
@@ -289,35 +222,44 @@ def report_section_path(derivs, inputs):
     return derivs.root / f"sub-{inputs.subject}" / "figures" / f"{inputs.label}_report.html"
 
 
-def write_report_section(derivs, inputs, data, options, fit, phase, anatomy, table, lesions,
-                         notes, labels=None):
-    """Render this session's report section (HTML with embedded figures) to a file."""
+def run_report(session):
+    """Render this session's report section (HTML with embedded figures) to a file; returns
+    its path (None with ``--no-report``)."""
     from .report.html import SessionReport, render_session_section
 
-    facts = {"R2starMethod": fit.method, "EchoTime": [float(t) for t in data.te],
-             "MagneticFieldStrength": data.b0, "ROIErosion": 1,
-             "VesselExclusion": options.exclude_vessels}
-    if phase is not None:
-        facts.update(phase.facts, UnwrappingMethod=options.unwrap_method,
-                     BackgroundRemovalMethod=options.background_method,
-                     QSMMethod=options.qsm_method)
-    if anatomy is not None:
-        facts.update(anatomy.facts)
-        facts.setdefault("Lesions", bool(anatomy.lesions is not None and anatomy.lesions.any()))
-    session = SessionReport(
-        label=inputs.label, magnitude=data.magnitude, r2star=fit.r2star,
-        lfs=None if phase is None else phase.lfs_ppm, chi=None if phase is None else phase.chi_ppm,
-        swi=None if phase is None else phase.swi, flair=None if anatomy is None else anatomy.flair,
-        mask=None if phase is None else phase.mask,
-        labels=labels,
-        template_in_native=None if anatomy is None else anatomy.template_in_native,
-        residual=fit.residual, lesions=None if anatomy is None else anatomy.lesions,
-        roi_table=table, lesion_table=lesions, facts=facts, voxel_size=data.voxel_size,
-        affine=data.affine, notes=list(notes))
-    path = report_section_path(derivs, inputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(render_session_section(session), encoding="utf-8")
+    if not session.options.report:
+        return None
+    options, data, fit = session.options, session.data, session.r2star.fit
+    phase, anatomy, rois = session.phase, session.anatomy, session.rois
+    with session.stage("report section"):
+        facts = {"R2starMethod": fit.method, "EchoTime": [float(t) for t in data.te],
+                 "MagneticFieldStrength": data.b0, "ROIErosion": 1,
+                 "VesselExclusion": options.exclude_vessels}
+        if phase is not None:
+            facts.update(phase.facts, UnwrappingMethod=options.unwrap_method,
+                         BackgroundRemovalMethod=options.background_method,
+                         QSMMethod=options.qsm_method)
+        if anatomy is not None:
+            facts.update(anatomy.facts)
+            facts.setdefault("Lesions", bool(anatomy.lesions is not None
+                                             and anatomy.lesions.any()))
+        report = SessionReport(
+            label=session.label, magnitude=data.magnitude, r2star=fit.r2star,
+            lfs=None if phase is None else phase.lfs_ppm,
+            chi=None if phase is None else phase.chi_ppm,
+            swi=None if phase is None else phase.swi,
+            flair=None if anatomy is None else anatomy.flair,
+            mask=None if phase is None else phase.mask,
+            labels=report_labels(anatomy, session.user_rois),
+            template_in_native=None if anatomy is None else anatomy.template_in_native,
+            residual=fit.residual, lesions=None if anatomy is None else anatomy.lesions,
+            roi_table=None if rois is None else rois.table,
+            lesion_table=None if rois is None else rois.lesions, facts=facts,
+            voxel_size=data.voxel_size, affine=data.affine, notes=list(session.notes))
+        path = report_section_path(session.derivs, session.inputs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(render_session_section(report), encoding="utf-8")
     return path
 
 

@@ -493,7 +493,7 @@ def roi_means(vol, acq, mask):
 
 
 def evaluate(acq, res):
-    """Truth comparison of a phase-stage result (`PhaseResults`): mask, LFS and chi metrics."""
+    """Truth comparison of a phase-stage result (`PhaseResult`): mask, LFS and chi metrics."""
     from qsm_metrics import metrics
 
     vox_ml = float(np.prod(acq.voxel_size)) / 1000

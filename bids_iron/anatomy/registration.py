@@ -489,7 +489,8 @@ def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterati
 
 def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, cache_dir=None,
                         n_threads=None, reg_resolution=REG_RESOLUTION,
-                        syn_iterations=(60, 40, 10), seed=SEED, compose=True, use_t2w=True):
+                        syn_iterations=(60, 40, 10), seed=SEED, compose=True, use_t2w=True,
+                        t1w_rigid=None):
     """Register a template (and SUIT) to one session's native MEGRE space.
 
     Parameters
@@ -520,6 +521,9 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
         Without T1w, when the template has a T2w (``AtlasFiles.t2w_coarse``) and the MEGRE
         has several echoes, add a second mutual-information channel: template T2w <-> last
         echo (both show the iron-rich nuclei dark, which a T1w does not).
+    t1w_rigid : RigidTransform, optional
+        The T1w -> MEGRE rigid transform when the caller already has it (a session registers
+        each image to MEGRE once); computed here otherwise.
 
     Returns
     -------
@@ -559,8 +563,9 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     else:
         t1w = _as_img3d(t1w_img, "T1w")
         t1w_reg = _save(_downsample(t1w, reg_resolution), work / "t1w_reg.nii")
-        rigid = register_rigid(t1w, native, work, prefix="from-T1w_to-MEGRE_",
-                               n_threads=n_threads, reg_resolution=reg_resolution, seed=seed)
+        rigid = t1w_rigid or register_rigid(t1w, native, work, prefix="from-T1w_to-MEGRE_",
+                                            n_threads=n_threads, reg_resolution=reg_resolution,
+                                            seed=seed)
         timings["t1w_to_megre"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         affine, warp, _ = _affine_syn(t1w_reg, moving, work / f"from-{tpl_name}_to-T1w_",
