@@ -23,6 +23,7 @@ from .maps import dipole as dipole_maps
 from .maps import lfs as lfs_maps
 from .maps import swi as swi_maps
 from .maps.combine import estimate_field_map
+from .maps import registry
 from .maps.kernels import b0_direction_from_affine
 from .maps.phase import scale_phase_to_radians
 from .maps.units import hz_to_ppm
@@ -198,20 +199,24 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
             facts["MaskSource"] += (f"; refined by phase quality: voxels whose field standard "
                                     f"error exceeds median + 5 MAD removed ({before - int(mask.sum())} "
                                     "voxels)")
-    b0_dir = b0_direction_from_affine(data.affine)
-    facts["B0Direction"] = [round(float(v), 6) for v in b0_dir]
+    b0_dir = tuple(float(v) for v in b0_direction_from_affine(data.affine))
+    facts["B0Direction"] = [round(v, 6) for v in b0_dir]
+    # what a method may need beyond its family's arguments (registry.NEEDS), made on demand
+    available = {"b0_dir": b0_dir,
+                 "magnitude": lambda: np.sqrt(np.mean(data.magnitude ** 2, axis=-1))}
     with stage(f"background removal ({options.background_method})"):
-        bg_params = {"b0_dir": tuple(b0_dir)} if options.background_method == "pdf" else {}
+        method = registry.get("background", options.background_method)
         try:
-            local_hz, mask_local = background_maps.remove_background(
-                field_hz, mask, voxel_size, method=options.background_method, **bg_params)
+            local_hz, mask_local = method.function(field_hz, mask, voxel_size,
+                                                   **registry.extra_inputs(method, available))
         except background_maps.MaskVanishedError as exc:
             # a small crop or thin slab: the SMV erosion leaves nothing; PDF needs no erosion
             LOGGER.warning("%s: %s background removal left no brain (%s); using PDF instead "
                            "(choose it with --background-method pdf)", _session_name(data),
                            options.background_method, exc)
-            local_hz, mask_local = background_maps.remove_background(
-                field_hz, mask, voxel_size, method="pdf", b0_dir=tuple(b0_dir))
+            pdf = registry.get("background", "pdf")
+            local_hz, mask_local = pdf.function(field_hz, mask, voxel_size,
+                                                **registry.extra_inputs(pdf, available))
             facts["BackgroundRemovalFallback"] = (f"pdf ({options.background_method} left no "
                                                   "brain after its erosion)")
     local_ppm = hz_to_ppm(local_hz, data.b0).astype(np.float32)
@@ -243,11 +248,9 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
                                              reference_mask=lfs_region)
         facts["LFSReferenceValue"] = round(float(lfs_ref), 6)
     with stage(f"dipole inversion ({options.qsm_method})"):
-        params = {}
-        if options.qsm_method == "medi":
-            params["magnitude"] = np.sqrt(np.mean(data.magnitude ** 2, axis=-1))
-        result = dipole_maps.invert_dipole(local_ppm, mask_local, voxel_size, tuple(b0_dir),
-                                           method=options.qsm_method, **params)
+        method = registry.get("dipole", options.qsm_method)
+        result = method.function(local_ppm, mask_local, voxel_size, b0_dir,
+                                 **registry.extra_inputs(method, available))
         reference = {"none": None, "mean": "mean"}.get(options.chi_reference)
         chi_reference_text = {
             "mean": "whole-brain mean of the (eroded) mask",

@@ -3,7 +3,7 @@
 A family is a step with interchangeable algorithms: ``r2star`` (decay fit), ``unwrap``
 (spatial phase unwrapping of the first echo), ``background`` (background field removal) and
 ``dipole`` (dipole inversion). Each `Method` record holds the function, the extra inputs the
-method needs beyond its family's common arguments (``magnitude``: root-sum-of-squares
+method needs beyond its family's common arguments (``magnitude``: root-mean-square
 magnitude over echoes; ``b0_dir``: B0 direction in voxel axes), the words that go into the
 sidecars and the report's methods paragraph (algorithm and reference) and one line for the
 command line's ``--help``. The CLI's choices, the sidecars' ``EstimationAlgorithm`` /
@@ -37,7 +37,7 @@ FAMILIES = {
 
 #: Extra inputs a method may need, with their meaning (what the stage must supply).
 NEEDS = {
-    "magnitude": "root-sum-of-squares magnitude over echoes (arbitrary units), shape (X, Y, Z)",
+    "magnitude": "root-mean-square magnitude over echoes (arbitrary units), shape (X, Y, Z)",
     "b0_dir": "unit B0 direction in voxel axes (from the affine), 3 floats",
 }
 
