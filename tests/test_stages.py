@@ -286,3 +286,22 @@ def test_package_warnings_reach_the_session_log(base, tmp_path):
     text = (tmp_path / "out" / "logs" / f"{session.label}.log").read_text()
     assert "a physics warning" in text and "a session line" in text
     assert "after the session" not in text
+
+
+def test_warnings_of_worker_processes_reach_each_session_log(base, tmp_path):
+    """Two sessions in two spawned worker processes: the package's warnings (here the brain
+    volume check: the phantom's brain is about 400 mL) land in each session's own log."""
+    from bids_iron.workflow import run_participants
+
+    root = tmp_path / "ds"
+    affine, _ = P.oblique_affine(base["ph"].voxel_size, 0.0, 0, base["ph"].labels.shape)
+    for ses in ("a", "b"):
+        P.write_megre(root, base["gre"], affine, "01", ses)
+    out = tmp_path / "out"
+    results = run_participants(root, out, options=Options(anatomy=False, n_procs=2,
+                                                          report=False))
+    assert [r.status for r in results] == ["done", "done"]
+    for ses in ("a", "b"):
+        text = (out / "logs" / f"sub-01_ses-{ses}.log").read_text()
+        assert "WARNING" in text and "brain mask volume" in text, text[-2000:]
+        assert f"sub-01_ses-{'b' if ses == 'a' else 'a'}:" not in text
