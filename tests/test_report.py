@@ -1,16 +1,25 @@
-"""The subject HTML report: one offline file, sections, optional pieces, methods text."""
+"""The subject HTML report: one offline file, sections, optional pieces, methods text.
+
+Reports are made as the workflow makes them: `render_session_section` of each session, stored
+at `report_section_path`, then `assemble_reports` (see `write_report`).
+"""
 
 import re
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from bids_iron.anatomy.quality import (mask_field_quality, quality_facts, quality_status,
+                                       quality_warnings)
 from bids_iron.anatomy.rois import NATIVE_INDEX
 from bids_iron.anatomy.roistats import roi_statistics
 from bids_iron.report import figures, methods
-from bids_iron.report.html import SessionReport, software_versions, write_subject_report
+from bids_iron.report.html import (SessionReport, mask_check_rows, render_session_section,
+                                   software_versions, write_subject_report)
+from bids_iron.workflow import assemble_reports, report_section_path
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "wbr", "source"}
 
@@ -72,6 +81,32 @@ def check_html(path):
     return text, checker
 
 
+def write_report(out, subject, sessions):
+    """The workflow's report path: each session's section rendered and stored where the
+    workflow keeps it, then the subject's page assembled from the stored sections."""
+    for session in sessions:
+        text = render_session_section(session)
+        path = report_section_path(SimpleNamespace(root=out),
+                                   SimpleNamespace(subject=subject, label=session.label))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    written = assemble_reports(out, [subject])
+    assert written == [out / f"sub-{subject}.html"]
+    return written[0]
+
+
+def phase_facts(label, mask, lfs, voxel_size):
+    """The brain-mask QC facts the phase stage puts in ``phase.facts`` (the workflow passes
+    them on to the report): MaskQuality in the sidecar form and the warning lines."""
+    eroded = mask.copy()
+    eroded[[0, -1]] = False  # background removal erodes the mask
+    quality = mask_field_quality(mask, mask & np.roll(eroded, 1, axis=0), lfs, voxel_size)
+    return {"MaskQuality": quality_facts(quality),
+            "MaskWarnings": quality_warnings(quality, label),
+            "LFSReferenceValue": 0.0012, "ChiReferenceValue": -0.0031,
+            "SignCheckHighR2starMedianChi": 0.0101}
+
+
 def small_session(label="sub-01_ses-1", full=True, seed=0):
     rng = np.random.default_rng(seed)
     shape = (40, 48, 32)
@@ -92,10 +127,12 @@ def small_session(label="sub-01_ses-1", full=True, seed=0):
     lesions = np.zeros(shape, bool)
     lesions[20:22, 30:32, 20:22] = True
     table = roi_statistics({"r2star": r2, "chi": chi}, labels, (1, 1, 2), lesion_mask=lesions)
+    # as the workflow's report section puts them together: fit, phase facts, options, anatomy
     facts = {"EchoTime": [0.005, 0.01, 0.015, 0.02], "MagneticFieldStrength": 3.0,
-             "R2starMethod": "nlls", "UnwrappingMethod": "laplacian",
-             "BackgroundRemovalMethod": "vsharp", "QSMMethod": "tkd",
-             "Template": "MNI152NLin2009cAsym", "Atlases": ["MASSP20"],
+             "R2starMethod": "nlls", "ROIErosion": 1, "VesselExclusion": None,
+             **phase_facts(label, brain, chi * 0.5, (1.0, 1.0, 2.0)),
+             "UnwrappingMethod": "laplacian", "BackgroundRemovalMethod": "vsharp",
+             "QSMMethod": "tkd", "Template": "MNI152NLin2009cAsym", "Atlases": ["MASSP20"],
              "SoftwareVersion": "0.1.0"}
     return SessionReport(
         label=label, magnitude=mag.astype(np.float32), r2star=r2, lfs=chi * 0.5, chi=chi,
@@ -107,10 +144,12 @@ def small_session(label="sub-01_ses-1", full=True, seed=0):
 
 def test_full_report(tmp_path):
     session = small_session()
-    path = write_subject_report(tmp_path / "sub-01.html", "sub-01", [session])
+    path = write_report(tmp_path, "01", [session])
     assert path == tmp_path / "sub-01.html"
-    assert [p.name for p in tmp_path.iterdir()] == ["sub-01.html"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub-01", "sub-01.html"]
+    assert not list(tmp_path.rglob(".*"))  # no temporary left
     text, checker = check_html(path)
+    assert "<title>bids-iron report: sub-01</title>" in text
     assert [h.strip() for h in checker.h3] == ["Maps", "ROI table", "Registration check",
                                                "Quality control", "Methods"]
     # R2*, LFS, chi, SWI, FLAIR mosaics + registration + residual figures, all embedded
@@ -118,6 +157,11 @@ def test_full_report(tmp_path):
     assert all(s.startswith("data:image/png;base64,") for s in checker.srcs)
     assert 'id="software"' in text and "numpy" in text and "bids-iron" in text
     assert "brain mask volume" in text and " mL" in text
+    # the phase stage's mask checks: a ~29 mL test brain is outside the adult range
+    assert "mask and field check" in text and "WARN (800-2200 mL)" in text
+    assert "<b>WARNING</b> sub-01_ses-1: brain mask volume 29 mL is outside" in text
+    assert "ok (&gt;= 60 %)" in text and "covers the brain" in text
+    assert "ChiReferenceValue" in text and "-0.0031" in text
     assert "SNR, echo 1" in text
     assert "putamen" in text and "R2* mean (sd) [1/s]" in text
     assert "Marquardt" in text and "Fonov" in text  # references from the facts
@@ -130,10 +174,14 @@ def test_optional_pieces_missing(tmp_path):
     only_mag = small_session("sub-02_ses-a", full=False)
     mag3d = SessionReport(label="sub-02_ses-b", magnitude=only_mag.magnitude[..., 0],
                           mask=np.ones(only_mag.magnitude.shape[:3], bool))
-    path = write_subject_report(tmp_path / "sub-02.html", "02", [only_mag, mag3d])
+    path = write_report(tmp_path, "02", [only_mag, mag3d])
     text, checker = check_html(path)
     assert text.count("<section id=\"s-sub-02_ses-") == 2
     assert 'href="#s-sub-02_ses-a"' in text
+    assert text.index('id="s-sub-02_ses-a"') < text.index('id="s-sub-02_ses-b"')
+    # a mask without the phase stage's facts: its own volume and field-of-view checks
+    assert text.count("mask and field check") == 1 and "cuts the brain" in text
+    assert "<b>WARNING</b> sub-02_ses-b: brain mask volume 61 mL is below 800 mL" in text
     assert "Not available for this session" in text
     assert "registration cannot be checked" in text
     assert "No ROI table" in text
@@ -144,10 +192,47 @@ def test_bad_arguments(tmp_path):
     session = small_session()
     session.chi = session.chi[:-1]
     with pytest.raises(ValueError, match="chi"):
-        write_subject_report(tmp_path / "sub-01.html", "01", [session])
+        write_report(tmp_path, "01", [session])
     with pytest.raises(ValueError, match="SessionReport"):
-        write_subject_report(tmp_path / "sub-01.html", "01", [{"label": "x"}])
+        write_report(tmp_path, "01", [{"label": "x"}])
+    with pytest.raises(ValueError, match="chi"):  # the one-call form checks every session first
+        write_subject_report(tmp_path / "sub-01.html", "01", [small_session(full=False), session])
     assert not any(tmp_path.iterdir())
+
+
+def test_write_subject_report_timings(tmp_path):
+    """The one-call form (benchmarks): the same sections and page, with per-part timings."""
+    timings = []
+    path = write_subject_report(tmp_path / "sub-03.html", "sub-03",
+                                [small_session("sub-03_ses-1", full=False)], timings=timings)
+    text, checker = check_html(path)
+    assert "<title>bids-iron report: sub-03</title>" in text and len(checker.srcs) == 1
+    assert [label for label, _ in timings] == ["sub-03_ses-1"]
+    assert [part for part, _ in timings[0][1]] == ["maps", "tables", "registration", "qc"]
+
+
+@pytest.mark.parametrize(("quality", "n_warnings"), [
+    ({"brain_volume_ml": 3400.0, "partial_fov": False, "kept_fraction": 0.95,
+      "residual_background": 0.01}, 1),
+    ({"brain_volume_ml": 400.0, "partial_fov": True, "kept_fraction": 0.6,
+      "residual_background": 0.25}, 1),  # the limits themselves pass
+    ({"brain_volume_ml": 1500.0, "partial_fov": False, "kept_fraction": 0.59,
+      "residual_background": 0.4}, 2),
+    ({"brain_volume_ml": 800.0, "partial_fov": False, "kept_fraction": 0.7,
+      "residual_background": None}, 0)])
+def test_report_checks_and_warnings_agree(quality, n_warnings):
+    """The report's check table and the session's warnings are one set of checks: a WARN row
+    for each warning line, in order, on the numbers as stored in the sidecar."""
+    rows = mask_check_rows(quality_facts(quality))
+    warned = [name for name, _, status in rows if status.startswith("WARN")]
+    lines = quality_warnings(quality, "s")
+    assert len(warned) == len(lines) == n_warnings
+    assert [r.name for r in quality_status(quality) if r.status == "warn"] == warned
+    words = {"brain mask volume": "brain mask volume", "mask kept by background removal":
+             "background removal kept", "residual background (local-field variance in a "
+             "2nd-order fit)": "2nd-order polynomial"}
+    assert all(words[name] in line for name, line in zip(warned, lines))
+    assert {r[0] for r in rows if r[2] == "info"} == {"field of view"}
 
 
 def test_slices_through_nuclei_and_orientation():
@@ -230,5 +315,6 @@ def test_session_report_from_files(tmp_path):
     session = session_report_from_files("sub-01_ses-1", files, roi_table=s.roi_table)
     assert session.voxel_size == (1.0, 1.0, 2.0) and session.chi is None
     assert session.mask.dtype == bool and session.magnitude.shape == s.magnitude.shape
-    text, checker = check_html(write_subject_report(tmp_path / "sub-01.html", "01", [session]))
+    text, checker = check_html(write_report(tmp_path, "01", [session]))
     assert len(checker.srcs) == 1  # the R2* mosaic only (no residual, no template)
+    assert "WARN (800-2200 mL)" in text  # the mask's own volume check (no phase facts)
