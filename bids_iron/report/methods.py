@@ -14,9 +14,6 @@ BACKGROUND = registry.texts("background")
 DIPOLE = registry.texts("dipole")
 
 
-def describe(table, method):
-    """(EstimationAlgorithm, EstimationReference) for ``method`` of ``table``."""
-    return table[method]
 
 MASK = ("whole-head GRE brain extraction: Otsu threshold of the root-sum-of-squares "
         "magnitude over echoes, Euclidean erosion (4 mm, grown until the core no longer "
