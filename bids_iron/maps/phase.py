@@ -9,28 +9,16 @@ with a message that says what was found.
 
 import numpy as np
 
+from ._numerics import TWO_PI, wrap_to_pi
+
 __all__ = ["scale_phase_to_radians", "complex_to_magnitude_phase", "wrap_to_pi"]
 
-_TWO_PI = 2.0 * np.pi
 #: tolerance (rad) on the ends of a radian range, for float32 rounding
 _RAD_TOL = 1e-3
 #: a float range whose largest |value| is below this (rad) is a candidate odd scale factor
 _ODD_SCALE_MAX = 0.5
 #: candidate periods (one 2*pi cycle) of integer-stored phase
 _INTEGER_PERIODS = tuple(float(2 ** k) for k in range(8, 17)) + (2000.0 * np.pi,)
-
-
-def wrap_to_pi(phase):
-    """Wrap angles (rad) to [-pi, pi) as float32.
-
-    Examples
-    --------
-    >>> bool(wrap_to_pi(np.array(3 * np.pi / 2)) == np.float32(-np.pi / 2))
-    True
-    """
-    phase = np.asarray(phase, dtype=np.float64)
-    out = np.asarray(phase - _TWO_PI * np.floor((phase + np.pi) / _TWO_PI), dtype=np.float32)
-    return np.where(out >= np.float32(np.pi), np.float32(-np.pi), out).astype(np.float32)
 
 
 def _fills_uniformly(values, lo, hi, n_bins=32, edge_fraction=0.2):
@@ -129,7 +117,7 @@ def scale_phase_to_radians(phase, value_range=None):
     vmin, vmax = float(values.min()), float(values.max())
 
     def linear(lo, hi, text):
-        out = wrap_to_pi((data - lo) * (_TWO_PI / (hi - lo)) - np.pi)
+        out = wrap_to_pi((data - lo) * (TWO_PI / (hi - lo)) - np.pi)
         out[~finite] = np.nan
         return out, text
 
@@ -151,7 +139,7 @@ def scale_phase_to_radians(phase, value_range=None):
         out = wrap_to_pi(data)
         out[~finite] = np.nan
         return out, "radians in [-pi, pi]: unchanged"
-    if vmin >= -_RAD_TOL and vmax <= _TWO_PI + _RAD_TOL:
+    if vmin >= -_RAD_TOL and vmax <= TWO_PI + _RAD_TOL:
         out = wrap_to_pi(data)
         out[~finite] = np.nan
         return out, "radians in [0, 2*pi]: wrapped to [-pi, pi)"
