@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
+from ._numerics import (check_array, check_field, check_mask, check_max_iter, check_positive,
+                        check_weights, fft_box, half_spectrum_dot, half_spectrum_mean, pcg)
 from .kernels import check_voxel_size, dipole_kernel
 
 #: Names accepted by `invert_dipole` (``method=``): ``DIPOLE_METHODS``, read from the method
@@ -95,90 +97,24 @@ class DipoleInversionResult:
 # --------------------------------------------------------------------------------------
 
 def _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad):
-    f = np.asarray(local_field_ppm)
-    if f.ndim != 3 or f.dtype.kind not in "fiu":
-        raise ValueError(f"local_field_ppm must be a real 3-D array, got shape {f.shape} "
-                         f"dtype {f.dtype}")
-    m = np.asarray(mask)
-    if m.shape != f.shape:
-        raise ValueError(f"mask must have the shape of local_field_ppm {f.shape}, got {m.shape}")
-    if m.dtype != bool:
-        if m.dtype.kind not in "biuf" or not np.all(np.isin(np.unique(m), (0, 1))):
-            raise ValueError("mask must be boolean (or contain only 0 and 1)")
-        m = m.astype(bool)
-    if not m.any():
-        raise ValueError("mask is empty")
-    f = f.astype(np.float32)
-    if not np.all(np.isfinite(f[m])):
-        raise ValueError("local_field_ppm has non-finite values inside the mask")
+    f, m = check_field(local_field_ppm, mask, "local_field_ppm")
     vs = check_voxel_size(voxel_size)
     b = np.asarray(b0_dir, dtype=np.float64)
     if b.shape != (3,) or not np.all(np.isfinite(b)) or not np.linalg.norm(b) > 0:
         raise ValueError(f"b0_dir must be a non-zero 3-vector, got {b0_dir!r}")
     b = b / np.linalg.norm(b)
-    if not (np.isscalar(pad) and pad >= 0):
-        raise ValueError(f"pad must be a non-negative number of voxels, got {pad!r}")
-    f = np.where(m, f, np.float32(0))
+    check_positive("pad", pad, allow_zero=True)
     return f, m, vs, b
 
 
-def _check_positive(name, value, allow_zero=False):
-    ok = np.isscalar(value) and np.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                         f"number, got {value!r}")
-    return float(value)
-
-
-def _check_max_iter(max_iter):
-    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-    return int(max_iter)
-
-
-def _check_weights(name, weights, mask):
-    """Data weights: non-negative, finite in the mask, normalised to mean 1 in the mask."""
-    if weights is None:
-        return mask.astype(np.float32)
-    w = np.asarray(weights)
-    if w.shape != mask.shape:
-        raise ValueError(f"{name} must have the shape of local_field_ppm {mask.shape}, "
-                         f"got {w.shape}")
-    w = np.where(mask, w, 0).astype(np.float32)
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(f"{name} must be finite and non-negative inside the mask")
-    mean = float(w[mask].mean())
-    if not mean > 0:
-        raise ValueError(f"{name} is zero everywhere inside the mask")
-    return w / np.float32(mean)
-
-
-def _padded_shape(mask, pad):
+def _grid(mask, pad):
     """FFT grid with at least ``2 * pad`` zero voxels between the mask and its periodic copy.
 
-    Along each axis the length is ``max(n, extent + 2 * pad)`` (``extent`` of the mask's
-    bounding box) rounded up by `scipy.fft.next_fast_len`.
+    The image stays at the origin of the grid; along each axis the length is
+    ``max(n, extent + 2 * pad)`` (``extent`` of the mask's bounding box) rounded up by
+    `scipy.fft.next_fast_len` (circular FFT: the side of the padding does not matter).
     """
-    out = []
-    for axis, n in enumerate(mask.shape):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        extent = int(idx[-1] - idx[0] + 1)
-        out.append(scipy.fft.next_fast_len(max(int(n), extent + 2 * int(np.ceil(pad)))))
-    return tuple(out)
-
-
-def _pad(x, pshape):
-    """Zero-pad ``x`` at the high end of each axis (circular FFT: the side does not matter)."""
-    if x.shape == pshape:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    out = np.zeros(pshape, dtype=np.float32)
-    out[tuple(slice(0, n) for n in x.shape)] = x
-    return out
-
-
-def _crop(x, shape):
-    return x[tuple(slice(0, n) for n in shape)]
+    return fft_box(mask, pad, crop=False, real=False)
 
 
 def _gradient_symbol(pshape, voxel_size):
@@ -229,19 +165,8 @@ def _grad_adjoint(y, inv_d, out, scratch):
     return out
 
 
-def _rfft_weights_inner(a, b, n_last):
-    """Real inner product of two real images given by their rfft half-spectra (Parseval).
-
-    Returns ``sum(x * y)`` times the grid size; only ratios are used.
-    """
-    total = 2.0 * np.vdot(a, b).real - np.vdot(a[..., 0], b[..., 0]).real
-    if n_last % 2 == 0:
-        total -= np.vdot(a[..., -1], b[..., -1]).real
-    return float(total)
-
-
-def _result(chi_padded, shape, mask, n_fft, n_iter, method, parameters, converged=True):
-    chi = np.where(mask, _crop(chi_padded, shape), np.float32(0)).astype(np.float32)
+def _result(chi_padded, box, mask, n_fft, n_iter, method, parameters, converged=True):
+    chi = np.where(mask, box.from_grid(chi_padded), np.float32(0)).astype(np.float32)
     return DipoleInversionResult(chi=chi, n_fft=int(n_fft), n_iter=int(n_iter), method=method,
                                  parameters=parameters, converged=bool(converged))
 
@@ -319,7 +244,8 @@ def invert_dipole_tkd(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0),
     f, m, vs, b = _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad)
     if not (np.isscalar(threshold) and 0 < threshold <= 1.0 / 3.0):
         raise ValueError(f"threshold must be in (0, 1/3], got {threshold!r}")
-    pshape = _padded_shape(m, pad)
+    box = _grid(m, pad)
+    pshape = box.shape
     kernel = dipole_kernel(pshape, vs, b, rfft=True)
     t = np.float32(threshold)
     inverse = np.where(np.abs(kernel) > t, 1.0 / np.where(kernel == 0, 1, kernel),
@@ -328,23 +254,15 @@ def invert_dipole_tkd(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0),
     if correct_scale:
         ratio = kernel * inverse
         ratio[0, 0, 0] = 1.0  # the mean is not part of the truncation
-        scale = _rfft_mean(ratio, pshape[2])
+        scale = half_spectrum_mean(ratio, pshape[2])
         inverse /= np.float32(scale)
-    spec = scipy.fft.rfftn(_pad(f, pshape), workers=workers)
+    spec = scipy.fft.rfftn(box.to_grid(f), workers=workers)
     spec *= inverse
     chi = scipy.fft.irfftn(spec, s=pshape, workers=workers)
     params = {"threshold": float(threshold), "correct_scale": bool(correct_scale),
               "scale_factor": float(scale), "pad": pad, "padded_shape": list(pshape),
               "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
-    return _result(chi, f.shape, m, 2, 0, "tkd", params)
-
-
-def _rfft_mean(x, n_last):
-    """Mean over the full spectrum of a Hermitian-symmetric real array given its half."""
-    total = 2.0 * x.sum(dtype=np.float64) - x[..., 0].sum(dtype=np.float64)
-    if n_last % 2 == 0:
-        total -= x[..., -1].sum(dtype=np.float64)
-    return float(total / (x.shape[0] * x.shape[1] * n_last))
+    return _result(chi, box, m, 2, 0, "tkd", params)
 
 
 # --------------------------------------------------------------------------------------
@@ -429,15 +347,16 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
     quantitative susceptibility mapping. NeuroImage 2015;108:111-122.
     """
     f, m, vs, b = _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad)
-    lam = _check_positive("lambda_", lambda_)
+    lam = check_positive("lambda_", lambda_)
     if regularizer not in ("gradient", "identity"):
         raise ValueError(f"regularizer must be 'gradient' or 'identity', got {regularizer!r}")
-    max_iter = _check_max_iter(max_iter)
-    tol = _check_positive("tol", tol)
-    w = _check_weights("weights", weights, m)
-    pshape = _padded_shape(m, pad)
+    max_iter = check_max_iter(max_iter)
+    tol = check_positive("tol", tol)
+    w = check_weights(weights, m, like="shape of local_field_ppm")
+    box = _grid(m, pad)
+    pshape = box.shape
     kernel = dipole_kernel(pshape, vs, b, rfft=True)
-    w2 = _pad(w * w, pshape)
+    w2 = box.to_grid(w * w)
     if regularizer == "gradient":
         reg = _gradient_symbol(pshape, vs) * np.float32(lam)
     else:
@@ -445,7 +364,6 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
     c = np.float32(w2.mean())
     precond = c * kernel * kernel + reg
     precond = np.divide(1.0, precond, out=np.zeros_like(precond), where=precond > 0)
-    n_last = pshape[2]
     n_fft = 0
 
     def normal_op(xk):
@@ -458,46 +376,25 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
         out += reg * xk
         return out
 
-    rhs = scipy.fft.rfftn(_pad(f, pshape) * w2, workers=workers)
+    rhs = scipy.fft.rfftn(box.to_grid(f) * w2, workers=workers)
     n_fft += 1
     rhs *= kernel
-    rhs_norm = np.sqrt(max(_rfft_weights_inner(rhs, rhs, n_last), 0.0))
-    x = rhs * precond
-    r = rhs - normal_op(x)
-    z = r * precond
-    p = z.copy()
-    rz = _rfft_weights_inner(r, z, n_last)
-    converged = False
-    n_iter = 0
-    if rhs_norm == 0:
-        converged = True
-    else:
-        for n_iter in range(1, max_iter + 1):
-            ap = normal_op(p)
-            alpha = rz / _rfft_weights_inner(p, ap, n_last)
-            x += np.complex64(alpha) * p
-            r -= np.complex64(alpha) * ap
-            if np.sqrt(max(_rfft_weights_inner(r, r, n_last), 0.0)) < tol * rhs_norm:
-                converged = True
-                break
-            z = r * precond
-            rz_new = _rfft_weights_inner(r, z, n_last)
-            p *= np.complex64(rz_new / rz)
-            p += z
-            rz = rz_new
-    chi = scipy.fft.irfftn(x, s=pshape, workers=workers)
+    # start from the closed-form k-space solution (the preconditioner applied to rhs)
+    cg = pcg(normal_op, rhs, x0=rhs * precond, tol=tol, max_iter=max_iter,
+             dot=half_spectrum_dot(pshape[2]), precond=lambda r: r * precond)
+    chi = scipy.fft.irfftn(cg.x, s=pshape, workers=workers)
     n_fft += 1
     params = {"lambda": lam, "regularizer": regularizer, "weighted": weights is not None,
               "max_iter": max_iter, "tol": tol, "pad": pad, "padded_shape": list(pshape),
               "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
-    return _result(chi, f.shape, m, n_fft, n_iter, "tikhonov_cg", params, converged)
+    return _result(chi, box, m, n_fft, cg.n_iter, "tikhonov_cg", params, cg.converged)
 
 
 # --------------------------------------------------------------------------------------
 # TV by ADMM (FANSI-like linear) and its magnitude-weighted (MEDI-like) variant
 # --------------------------------------------------------------------------------------
 
-def _tv_admm(f, m, vs, b, pshape, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol,
+def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol,
              workers):
     """ADMM for  1/2 ||W (D chi - f)||^2 + alpha || T * G chi ||_1  (see invert_dipole_tv_admm).
 
@@ -509,6 +406,7 @@ def _tv_admm(f, m, vs, b, pshape, w, tv_weight, alpha, mu_data, mu_grad, max_ite
     ``v = (W^2 f + mu b) / (W^2 + mu)`` and ``v + dual = 2 v - b``.
     Returns (chi_padded, n_fft, n_iter, converged).
     """
+    pshape = box.shape
     kernel = dipole_kernel(pshape, vs, b, rfft=True)
     inv_d = (1.0 / vs).astype(np.float32)
     denom = (np.float32(mu_data) * kernel * kernel
@@ -519,8 +417,8 @@ def _tv_admm(f, m, vs, b, pshape, w, tv_weight, alpha, mu_data, mu_grad, max_ite
     del denom
     k_data[0, 0, 0] = 0.0  # chi's mean is not determined: keep it at 0
     k_grad[0, 0, 0] = 0.0
-    w2 = _pad(w * w, pshape)
-    wf = w2 * _pad(f, pshape)
+    w2 = box.to_grid(w * w)
+    wf = w2 * box.to_grid(f)
     inv_v = (1.0 / (w2 + np.float32(mu_data))).astype(np.float32)
     del w2
     mu = np.float32(mu_data)
@@ -528,11 +426,11 @@ def _tv_admm(f, m, vs, b, pshape, w, tv_weight, alpha, mu_data, mu_grad, max_ite
     if tv_weight is not None:
         t = np.empty((3,) + pshape, dtype=np.float32)
         t[...] = tau
-        t[(slice(None),) + tuple(slice(0, n) for n in f.shape)] *= tv_weight
+        t[(slice(None),) + box.dst] *= tv_weight[(slice(None),) + box.src]
         tau = t
     neg_tau = -tau
     # state: rhs_data = v + s (data dual s), q = z + dual (gradient), p = -dual (gradient)
-    rhs_data = _pad(f, pshape)
+    rhs_data = box.to_grid(f)
     s = np.zeros(pshape, np.float32)
     q = np.zeros((3,) + pshape, np.float32)
     p = np.zeros((3,) + pshape, np.float32)
@@ -658,19 +556,20 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     L1-regularization and automatic parameter selection. Magn Reson Med 2014;72:1444-1459.
     """
     f, m, vs, b = _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad)
-    alpha = _check_positive("alpha", alpha)
-    mu_grad = _check_positive("mu_grad", mu_grad)
-    mu_data = _check_positive("mu_data", mu_data)
-    max_iter = _check_max_iter(max_iter)
-    tol = _check_positive("tol", tol)
-    w = _check_weights("weights", weights, m)
-    pshape = _padded_shape(m, pad)
-    chi, n_fft, n_iter, converged = _tv_admm(f, m, vs, b, pshape, w, None, alpha, mu_data,
+    alpha = check_positive("alpha", alpha)
+    mu_grad = check_positive("mu_grad", mu_grad)
+    mu_data = check_positive("mu_data", mu_data)
+    max_iter = check_max_iter(max_iter)
+    tol = check_positive("tol", tol)
+    w = check_weights(weights, m, like="shape of local_field_ppm")
+    box = _grid(m, pad)
+    pshape = box.shape
+    chi, n_fft, n_iter, converged = _tv_admm(f, m, vs, b, box, w, None, alpha, mu_data,
                                              mu_grad, max_iter, tol, workers)
     params = {"alpha": alpha, "mu_grad": mu_grad, "mu_data": mu_data,
               "weighted": weights is not None, "max_iter": max_iter, "tol": tol, "pad": pad,
               "padded_shape": list(pshape), "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
-    return _result(chi, f.shape, m, n_fft, n_iter, "tv_admm", params, converged)
+    return _result(chi, box, m, n_fft, n_iter, "tv_admm", params, converged)
 
 
 def magnitude_edge_mask(magnitude, mask, voxel_size, edge_fraction=0.3):
@@ -714,16 +613,12 @@ def magnitude_edge_mask(magnitude, mask, voxel_size, edge_fraction=0.3):
     single-angle acquisition: comparison with COSMOS in human brain imaging. Magn Reson Med
     2011;66:777-783.
     """
-    mag = np.asarray(magnitude)
-    mk = np.asarray(mask, dtype=bool)
-    if mag.ndim != 3 or mag.dtype.kind not in "fiu":
-        raise ValueError(f"magnitude must be a real 3-D array, got shape {mag.shape}")
-    if mk.shape != mag.shape:
-        raise ValueError(f"mask must have the shape of magnitude {mag.shape}, got {mk.shape}")
+    mag = check_array(magnitude, "magnitude", ndim=3, finite=False)
+    mk = check_mask(mask, mag.shape, like="shape of magnitude", allow_empty=True)
     if not (np.isscalar(edge_fraction) and 0 <= edge_fraction < 1):
         raise ValueError(f"edge_fraction must be in [0, 1), got {edge_fraction!r}")
     vs = check_voxel_size(voxel_size)
-    mag = np.where(mk, np.nan_to_num(mag.astype(np.float32)), np.float32(0))
+    mag = np.where(mk, np.nan_to_num(mag), np.float32(0))
     grads = np.stack([np.abs(np.diff(mag, axis=a, append=mag.take([-1], axis=a))) / np.float32(d)
                       for a, d in enumerate(vs)])
     weights = np.ones(grads.shape, dtype=np.float32)
@@ -812,39 +707,33 @@ def invert_dipole_medi(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0)
     f, m, vs, b = _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad)
     if magnitude is None:
         raise ValueError("magnitude is required for method 'medi' (it defines the edges)")
-    mag = np.asarray(magnitude)
-    if mag.shape != f.shape:
-        raise ValueError(f"magnitude must have the shape of local_field_ppm {f.shape}, "
-                         f"got {mag.shape}")
-    if mag.dtype.kind not in "fiu" or not np.all(np.isfinite(mag[m])):
-        raise ValueError("magnitude must be real and finite inside the mask")
-    alpha = _check_positive("alpha", alpha)
-    mu_grad = _check_positive("mu_grad", mu_grad)
-    mu_data = _check_positive("mu_data", mu_data)
-    max_iter = _check_max_iter(max_iter)
-    tol = _check_positive("tol", tol)
+    like = "shape of local_field_ppm"
+    mag = check_array(magnitude, "magnitude", shape=f.shape, like=like, where=m)
+    alpha = check_positive("alpha", alpha)
+    mu_grad = check_positive("mu_grad", mu_grad)
+    mu_data = check_positive("mu_data", mu_data)
+    max_iter = check_max_iter(max_iter)
+    tol = check_positive("tol", tol)
     if field_sd is not None:
-        sd = np.asarray(field_sd)
-        if sd.shape != f.shape:
-            raise ValueError(f"field_sd must have the shape of local_field_ppm {f.shape}, "
-                             f"got {sd.shape}")
-        if sd.dtype.kind not in "fiu" or not np.all(np.isfinite(sd[m])) or np.any(sd[m] <= 0):
+        sd = check_array(field_sd, "field_sd", shape=f.shape, like=like, where=m)
+        if np.any(sd[m] <= 0):
             raise ValueError("field_sd must be finite and > 0 inside the mask")
-        sd = sd.astype(np.float32)
-        w = _check_weights("field_sd", np.divide(1.0, sd, out=np.zeros_like(sd), where=m), m)
+        w = check_weights(np.divide(1.0, sd, out=np.zeros_like(sd), where=m), m, "field_sd",
+                          like)
         source = "field_sd"
     else:
-        w = _check_weights("magnitude", np.abs(mag.astype(np.float32)), m)
+        w = check_weights(np.abs(mag), m, "magnitude", like)
         source = "magnitude"
     tv_weight = magnitude_edge_mask(mag, m, vs, edge_fraction)
-    pshape = _padded_shape(m, pad)
-    chi, n_fft, n_iter, converged = _tv_admm(f, m, vs, b, pshape, w, tv_weight, alpha,
+    box = _grid(m, pad)
+    pshape = box.shape
+    chi, n_fft, n_iter, converged = _tv_admm(f, m, vs, b, box, w, tv_weight, alpha,
                                              mu_data, mu_grad, max_iter, tol, workers)
     params = {"alpha": alpha, "edge_fraction": float(edge_fraction), "data_weights": source,
               "mu_grad": mu_grad, "mu_data": mu_data, "max_iter": max_iter, "tol": tol,
               "pad": pad, "padded_shape": list(pshape), "voxel_size": vs.tolist(),
               "b0_dir": b.tolist()}
-    return _result(chi, f.shape, m, n_fft, n_iter, "medi", params, converged)
+    return _result(chi, box, m, n_fft, n_iter, "medi", params, converged)
 
 
 # --------------------------------------------------------------------------------------
@@ -937,24 +826,16 @@ def reference_chi(chi, mask, reference_mask=None, return_reference=False):
     >>> float(reference_chi(chi, m, ref)[1, 1, 1]), float(reference_chi(chi, m).sum())
     (7.0, 0.0)
     """
-    c = np.asarray(chi)
-    if c.ndim != 3 or c.dtype.kind not in "fiu":
-        raise ValueError(f"chi must be a real 3-D array, got shape {c.shape}")
-    m = np.asarray(mask)
-    if m.shape != c.shape:
-        raise ValueError(f"mask must have the shape of chi {c.shape}, got {m.shape}")
-    m = m.astype(bool)
+    c = check_array(chi, "chi", ndim=3, finite=False, dtype=None)
+    m = check_mask(mask, c.shape, like="shape of chi", allow_empty=True)
     if reference_mask is None or (isinstance(reference_mask, str) and reference_mask == "mean"):
         ref = m
     elif isinstance(reference_mask, str):
         raise ValueError(f"reference_mask must be a boolean array, 'mean' or None, "
                          f"got {reference_mask!r}")
     else:
-        r = np.asarray(reference_mask)
-        if r.shape != c.shape:
-            raise ValueError(f"reference_mask must have the shape of chi {c.shape}, "
-                             f"got {r.shape}")
-        ref = r.astype(bool) & m
+        ref = check_mask(reference_mask, c.shape, "reference_mask", like="shape of chi",
+                         allow_empty=True) & m
     if not ref.any():
         raise ValueError("reference_mask is empty inside mask")
     value = float(np.mean(c[ref], dtype=np.float64))
