@@ -1,8 +1,8 @@
 """Figures of the subject report: slice mosaics, registration check, QC (matplotlib, Agg).
 
 Every figure is drawn on a bare `matplotlib.figure.Figure` (Agg canvas, no pyplot state, safe
-in worker processes) and returned as PNG bytes; `png_data_uri` turns them into a ``data:``
-URI so the HTML report is one file that works offline.
+in worker processes) and returned as PNG bytes; `bids_iron.report._html.figure` embeds them as a ``data:`` URI so
+the HTML report is one file that works offline.
 
 Orientation: when an affine is given, arrays are reoriented to the closest RAS+ axes
 (`as_ras`) so axial slices are drawn with the subject's left on the left of the image
@@ -12,7 +12,6 @@ taken as such. Slices are chosen through the deep gray matter (`pick_slices`).
 
 from __future__ import annotations
 
-import base64
 import io
 
 import numpy as np
@@ -37,11 +36,6 @@ MASK_COLOUR_HEX = "#ffd900"
 TEMPLATE_EDGE_COLOUR = (1.0, 0.1, 0.1)
 DPI = 90
 PANEL_INCHES = 1.9
-
-
-def png_data_uri(png):
-    """``data:image/png;base64,...`` URI of PNG bytes (for ``<img src=...>``)."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _png(fig):
