@@ -49,16 +49,26 @@ V-SHARP is the default (its chi slope is closest to 1); RESHARP and PDF remain s
 
 Computations run on the bounding box of the mask plus a margin, zero padded to FFT-friendly
 sizes, with real-to-complex FFTs (``scipy.fft.rfftn``) in float32.
+
+Every function returns a `BackgroundResult`: the local field and the output mask (it unpacks
+as ``local, mask_out = remove_background(...)``), and for the iterative methods (RESHARP, PDF,
+LBV: conjugate gradients) the iterations run and whether CG met its tolerance.
 """
+
+from dataclasses import dataclass, field as _field
 
 import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from ._numerics import (axpy, blas_dot, bounding_box, check_field, check_max_iter,
+                        check_positive, check_weights, check_workers, fft_box, half_spectrum_dot,
+                        pcg, real_dot)
 from .kernels import check_voxel_size, dipole_kernel, sphere_kernel
 
 __all__ = [
     "BACKGROUND_METHODS",
+    "BackgroundResult",
     "MaskVanishedError",
     "DEFAULT_BACKGROUND_METHOD",
     "remove_background",
@@ -73,63 +83,56 @@ class MaskVanishedError(ValueError):
     """An SMV-based method's erosion left no voxel of the mask (a crop or slab too small)."""
 
 
+@dataclass(eq=False)
+class BackgroundResult:
+    """Outcome of a background field removal.
+
+    Unpacks like the pair it replaces: ``local_field, mask = remove_background(...)``.
+
+    Attributes
+    ----------
+    local_field : ndarray, float32, shape (X, Y, Z)
+        Local field in the units of the input field, zero outside ``mask``, zero mean inside.
+    mask : ndarray of bool, shape (X, Y, Z)
+        The method's output (possibly eroded) mask.
+    method : str
+        ``"vsharp"``, ``"resharp"``, ``"pdf"`` or ``"lbv"``.
+    n_iter : int
+        Conjugate-gradient iterations run (0 for V-SHARP, a direct method).
+    converged : bool
+        Whether CG met its tolerance within ``max_iter`` (True for V-SHARP).
+    parameters : dict
+        The parameters used (for the sidecar), including the FFT grid shape.
+
+    Examples
+    --------
+    >>> r = BackgroundResult(np.zeros((2, 2, 2), np.float32), np.ones((2, 2, 2), bool), "pdf",
+    ...                      n_iter=12, converged=True)
+    >>> local, mask = r
+    >>> local.shape, r.n_iter, r.converged
+    ((2, 2, 2), 12, True)
+    """
+
+    local_field: np.ndarray
+    mask: np.ndarray
+    method: str
+    n_iter: int = 0
+    converged: bool = True
+    parameters: dict = _field(default_factory=dict)
+
+    def __iter__(self):
+        """``(local_field, mask)``, so that the result unpacks as the former pair."""
+        yield self.local_field
+        yield self.mask
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
 
 def _check_field_mask(field, mask, voxel_size):
-    field = np.asarray(field)
-    if field.ndim != 3 or field.dtype.kind not in "fiu":
-        raise ValueError(f"field must be a real 3-D array, got shape {field.shape} "
-                         f"dtype {field.dtype}")
-    mask = np.asarray(mask)
-    if mask.shape != field.shape:
-        raise ValueError(f"mask shape {mask.shape} differs from field shape {field.shape}")
-    if mask.dtype != bool:
-        if not np.all(np.isin(np.unique(mask), (0, 1))):
-            raise ValueError("mask must be boolean (or contain only 0 and 1)")
-        mask = mask.astype(bool)
-    if not mask.any():
-        raise ValueError("mask is empty")
-    voxel_size = check_voxel_size(voxel_size)
-    if not np.all(np.isfinite(field[mask])):
-        raise ValueError("field has non-finite values inside the mask")
-    field = np.where(mask, field, 0).astype(np.float32)
-    return field, mask, voxel_size
-
-
-def _check_workers(workers):
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers == 0:
-        raise ValueError(f"workers must be a non-zero integer, got {workers!r}")
-    return int(workers)
-
-
-class _Box:
-    """Bounding box of a mask plus a margin, zero padded to fast real-FFT sizes."""
-
-    def __init__(self, mask, pad_voxels):
-        self.full_shape = mask.shape
-        lo, hi = [], []
-        for axis in range(3):
-            other = tuple(a for a in range(3) if a != axis)
-            nz = np.flatnonzero(mask.any(axis=other))
-            lo.append(int(nz[0]))
-            hi.append(int(nz[-1]) + 1)
-        self.src = tuple(slice(a, b) for a, b in zip(lo, hi))
-        pad = [int(np.ceil(p)) for p in pad_voxels]
-        self.shape = tuple(scipy.fft.next_fast_len(b - a + 2 * p, real=True)
-                           for a, b, p in zip(lo, hi, pad))
-        self.dst = tuple(slice(p, p + b - a) for a, b, p in zip(lo, hi, pad))
-
-    def crop(self, array, dtype=np.float32):
-        out = np.zeros(self.shape, dtype=dtype)
-        out[self.dst] = array[self.src]
-        return out
-
-    def uncrop(self, array, dtype=np.float32):
-        out = np.zeros(self.full_shape, dtype=dtype)
-        out[self.src] = array[self.dst]
-        return out
+    field, mask = check_field(field, mask)
+    return field, mask, check_voxel_size(voxel_size)
 
 
 def _ball_count(voxel_size, radius_mm):
@@ -200,92 +203,6 @@ def _default_radii(voxel_size):
     return tuple(np.arange(smallest, max(largest, smallest) + 1e-6, step))
 
 
-def _axpy(a, x, y):
-    """``y += a * x`` in place (float32 scalar, so float32/complex64 arrays stay so)."""
-    y += np.float32(a) * x
-    return y
-
-
-_DOT_CHUNK = 1 << 16
-
-
-def _blas_dot(u, v):
-    return float(np.vdot(u, v).real)
-
-
-def _real_dot(u, v):
-    """``Re <u, v>`` of float32 or complex64 arrays, summed in float64 over float32 chunks.
-
-    One float32 BLAS dot over millions of voxels loses digits that CG needs (its iteration
-    count and result drift); chunks of 65536 keep the speed of BLAS at near-float64 accuracy.
-    """
-    u = np.ascontiguousarray(u).reshape(-1)
-    v = np.ascontiguousarray(v).reshape(-1)
-    if u.dtype.kind == "c":
-        u, v = u.view(np.float32 if u.dtype == np.complex64 else np.float64), \
-            v.view(np.float32 if v.dtype == np.complex64 else np.float64)
-    total = 0.0
-    for i in range(0, u.size, _DOT_CHUNK):
-        total += float(np.dot(u[i:i + _DOT_CHUNK], v[i:i + _DOT_CHUNK]))
-    return total
-
-
-def _half_spectrum_dot(n_last):
-    """Inner product of real arrays given by their ``rfftn`` half-spectra (Parseval).
-
-    ``<u, v> = (2 sum_half conj(U) V - plane(k=0) - plane(k=Nyquist)) / N``; the constant
-    ``1 / N`` is left out (CG only uses ratios of inner products).
-    """
-    even = n_last % 2 == 0
-
-    def dot(u, v):
-        value = 2.0 * _real_dot(u, v) - _real_dot(u[..., 0], v[..., 0])
-        if even:
-            value -= _real_dot(u[..., -1], v[..., -1])
-        return value
-
-    return dot
-
-
-def _cg(apply_a, b, x0, tol, max_iter, dot=_blas_dot, precond=None):
-    """(Preconditioned) conjugate gradients for a symmetric positive (semi-)definite operator
-    (float32).
-
-    Stops when ``||b - A x|| <= tol * ||b||``. Returns ``(x, n_iter, relative_residual)``.
-    ``dot`` is the inner product (default: one float32 BLAS dot of real vectors;
-    `_half_spectrum_dot` for vectors held as ``rfftn`` spectra); ``precond(r)`` applies a
-    symmetric positive definite approximation of ``A^-1``.
-    """
-    x = x0.copy()
-    r = b - apply_a(x) if np.any(x0) else b.copy()
-    z = r if precond is None else precond(r)
-    p = z.copy()
-    rz = dot(r, z)
-    rr = dot(r, r)
-    bnorm = float(np.sqrt(dot(b, b)))
-    if bnorm == 0.0:
-        return x, 0, 0.0
-    it = 0
-    for it in range(1, max_iter + 1):
-        ap = apply_a(p)
-        pap = dot(p, ap)
-        if pap <= 0:
-            break
-        alpha = rz / pap
-        _axpy(alpha, p, x)
-        _axpy(-alpha, ap, r)
-        del ap
-        rr = dot(r, r)
-        if np.sqrt(rr) <= tol * bnorm:
-            break
-        z = r if precond is None else precond(r)
-        rz_new = dot(r, z)
-        p *= np.float32(rz_new / rz)
-        p += z
-        rz = rz_new
-    return x, it, float(np.sqrt(max(rr, 0.0)) / bnorm)
-
-
 # --------------------------------------------------------------------------------------------
 # V-SHARP
 # --------------------------------------------------------------------------------------------
@@ -322,10 +239,11 @@ def remove_background_vsharp(field, mask, voxel_size, radii_mm=None, threshold=0
 
     Returns
     -------
-    local_field : (X, Y, Z) ndarray, float32
-        Local field, units of ``field``, zero outside ``mask_eroded`` and zero mean inside it.
-    mask_eroded : (X, Y, Z) ndarray, bool
-        ``mask`` eroded by the smallest radius.
+    BackgroundResult
+        ``local_field``, (X, Y, Z) float32: local field, units of ``field``, zero outside the
+        output mask and zero mean inside it; ``mask``, (X, Y, Z) bool: ``mask`` eroded by the
+        smallest radius; ``n_iter`` 0 and ``converged`` True (a direct method). Unpacks as
+        ``local_field, mask_eroded``.
 
     Raises
     ------
@@ -366,7 +284,7 @@ def remove_background_vsharp(field, mask, voxel_size, radii_mm=None, threshold=0
     Magn Reson Med 2012;67:137-147.
     """
     field, mask, voxel_size = _check_field_mask(field, mask, voxel_size)
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
     if radii_mm is None:
         radii_mm = _default_radii(voxel_size)
     radii = np.atleast_1d(np.asarray(radii_mm, dtype=np.float64))
@@ -386,12 +304,12 @@ def remove_background_vsharp(field, mask, voxel_size, radii_mm=None, threshold=0
     # of the box wraps into the zero margin on the other side as long as the margin is at
     # least half the ball (so it is never taken for a fitting ball). Only the final TSVD
     # deconvolution, which is global, needs the full margin of the largest radius.
-    box = _Box(mask, radii[-1] / voxel_size + 2)
-    inner = _Box(mask, radii[-1] / (2.0 * voxel_size) + 2)
+    box = fft_box(mask, radii[-1] / voxel_size + 2)
+    inner = fft_box(mask, radii[-1] / (2.0 * voxel_size) + 2)
     shape = inner.shape
-    f = inner.crop(field)
+    f = inner.to_grid(field)
     f_spec = scipy.fft.rfftn(f, workers=workers)
-    m_spec = scipy.fft.rfftn(inner.crop(mask), workers=workers)
+    m_spec = scipy.fft.rfftn(inner.to_grid(mask), workers=workers)
 
     high_pass = np.zeros(shape, np.float32)
     mask_min = None
@@ -411,8 +329,8 @@ def remove_background_vsharp(field, mask, voxel_size, radii_mm=None, threshold=0
         np.copyto(high_pass, np.subtract(f, smv, out=smv), where=eroded)
         del smv, s
     del f_spec, m_spec, f
-    high_pass = box.crop(inner.uncrop(high_pass))
-    mask_min = box.crop(inner.uncrop(mask_min, dtype=bool), dtype=bool)
+    high_pass = box.to_grid(inner.from_grid(high_pass))
+    mask_min = box.to_grid(inner.from_grid(mask_min, dtype=bool), dtype=bool)
     shape = box.shape
 
     inverse = 1.0 - _sphere_spectrum(shape, voxel_size, r_max, workers)
@@ -421,7 +339,11 @@ def remove_background_vsharp(field, mask, voxel_size, radii_mm=None, threshold=0
     local = scipy.fft.irfftn(scipy.fft.rfftn(high_pass, workers=workers) * inverse, s=shape,
                              workers=workers)
     local = _demean(local, mask_min)
-    return box.uncrop(local), box.uncrop(mask_min, dtype=bool)
+    params = {"radii_mm": [float(r) for r in radii], "largest_radius_used_mm": float(r_max),
+              "threshold": float(threshold), "fft_shape": list(shape),
+              "voxel_size": voxel_size.tolist()}
+    return BackgroundResult(box.from_grid(local), box.from_grid(mask_min, dtype=bool), "vsharp",
+                            parameters=params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,10 +382,10 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
 
     Returns
     -------
-    local_field : (X, Y, Z) ndarray, float32
-        Units of ``field``; zero outside ``mask_eroded``, zero mean inside it.
-    mask_eroded : (X, Y, Z) ndarray, bool
-        ``mask`` eroded by ``radius_mm``.
+    BackgroundResult
+        ``local_field``, (X, Y, Z) float32: units of ``field``, zero outside the output mask,
+        zero mean inside it; ``mask``, (X, Y, Z) bool: ``mask`` eroded by ``radius_mm``;
+        ``n_iter`` and ``converged`` of CG. Unpacks as ``local_field, mask_eroded``.
 
     Raises
     ------
@@ -493,7 +415,7 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
     Tikhonov regularization. Magn Reson Med 2014;71:1151-1157.
     """
     field, mask, voxel_size = _check_field_mask(field, mask, voxel_size)
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
     if radius_mm is None:
         radius_mm = max(RESHARP_RADIUS_MM, 2.0 * float(np.max(voxel_size)))
     if not np.isscalar(radius_mm) or not np.isfinite(radius_mm) or not radius_mm > 0:
@@ -501,20 +423,17 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
     count = _ball_count(voxel_size, radius_mm)
     if count < 2:
         raise ValueError(f"radius_mm={radius_mm} is smaller than a voxel {tuple(voxel_size)}")
-    if not np.isfinite(alpha) or not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha!r}")
-    if not 0 < tol < 1:
-        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter!r}")
+    alpha = check_positive("alpha", alpha)
+    tol = check_positive("tol", tol, below=1)
+    max_iter = check_max_iter(max_iter)
 
-    box = _Box(mask, radius_mm / voxel_size + 2)
+    box = fft_box(mask, radius_mm / voxel_size + 2)
     shape = box.shape
-    f = box.crop(field)
+    f = box.to_grid(field)
     s = _sphere_spectrum(shape, voxel_size, radius_mm, workers)
     c = (1.0 - s).astype(np.float32)
     del s
-    eroded = _erode(scipy.fft.rfftn(box.crop(mask), workers=workers), 1.0 - c, shape, count,
+    eroded = _erode(scipy.fft.rfftn(box.to_grid(mask), workers=workers), 1.0 - c, shape, count,
                     workers)
     if not eroded.any():
         raise MaskVanishedError(f"mask vanishes after erosion by radius_mm={radius_mm}")
@@ -531,7 +450,7 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
         y *= em
         y = scipy.fft.rfftn(y, workers=workers)
         y *= c
-        return _axpy(a2, p_spec, y)
+        return axpy(a2, p_spec, y)
 
     y = scipy.fft.rfftn(f, workers=workers)
     y *= c
@@ -540,13 +459,15 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
     rhs = scipy.fft.rfftn(y, workers=workers)
     rhs *= c
     del y, f
-    x_spec, _, _ = _cg(normal, rhs, np.zeros_like(rhs), tol, int(max_iter),
-                       dot=_half_spectrum_dot(shape[-1]))
+    cg = pcg(normal, rhs, tol=tol, max_iter=max_iter, dot=half_spectrum_dot(shape[-1]))
     del rhs
-    x = scipy.fft.irfftn(x_spec, s=shape, workers=workers)
-    del x_spec
+    x = scipy.fft.irfftn(cg.x, s=shape, workers=workers)
+    cg.x = None  # free the spectrum
     local = _demean(x, eroded)
-    return box.uncrop(local), box.uncrop(eroded, dtype=bool)
+    params = {"radius_mm": float(radius_mm), "alpha": alpha, "tol": tol, "max_iter": max_iter,
+              "fft_shape": list(shape), "voxel_size": voxel_size.tolist()}
+    return BackgroundResult(box.from_grid(local), box.from_grid(eroded, dtype=bool), "resharp",
+                            cg.n_iter, cg.converged, params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,10 +513,10 @@ def remove_background_pdf(field, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weigh
 
     Returns
     -------
-    local_field : (X, Y, Z) ndarray, float32
-        Units of ``field``; zero outside ``mask``, zero mean inside it.
-    mask_out : (X, Y, Z) ndarray, bool
-        The (not eroded) brain mask.
+    BackgroundResult
+        ``local_field``, (X, Y, Z) float32: units of ``field``, zero outside ``mask``, zero
+        mean inside it; ``mask``: the (not eroded) brain mask; ``n_iter`` and ``converged``
+        of CG. Unpacks as ``local_field, mask_out``.
 
     Raises
     ------
@@ -626,39 +547,29 @@ def remove_background_pdf(field, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weigh
     NMR Biomed 2011;24:1129-1136.
     """
     field, mask, voxel_size = _check_field_mask(field, mask, voxel_size)
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
     b = np.asarray(b0_dir, dtype=np.float64)
     if b.shape != (3,) or not np.all(np.isfinite(b)) or not np.linalg.norm(b) > 0:
         raise ValueError(f"b0_dir must be a non-zero 3-vector, got {b0_dir!r}")
-    if weights is None:
-        w2 = None
-    else:
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != mask.shape:
-            raise ValueError(f"weights shape {weights.shape} differs from mask {mask.shape}")
-        if not np.all(np.isfinite(weights[mask])) or np.any(weights[mask] < 0):
-            raise ValueError("weights must be finite and non-negative inside the mask")
-        if not np.any(weights[mask] > 0):
-            raise ValueError("weights are zero everywhere in the mask")
-        w = np.where(mask, weights, 0.0)
-        w2 = (w / w[mask].mean()) ** 2
-    if not 0 < tol < 1:
-        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter!r}")
-    if not np.isfinite(pad_mm) or pad_mm < 0:
-        raise ValueError(f"pad_mm must be >= 0, got {pad_mm!r}")
+    w = check_weights(weights, mask, like="shape of field")
+    tol = check_positive("tol", tol, below=1)
+    max_iter = check_max_iter(max_iter)
+    pad_mm = check_positive("pad_mm", pad_mm, allow_zero=True)
 
-    box = _Box(mask, pad_mm / voxel_size + 1)
+    box = fft_box(mask, pad_mm / voxel_size + 1)
     shape = box.shape
-    m = box.crop(mask, dtype=bool)
+    params = {"b0_dir": b.tolist(), "weighted": weights is not None, "tol": tol,
+              "max_iter": max_iter, "pad_mm": pad_mm, "fft_shape": list(shape),
+              "voxel_size": voxel_size.tolist()}
+    m = box.to_grid(mask, dtype=bool)
     # Solve on the field divided by its RMS in the mask: CG's stopping rule then takes the
     # same path whatever the field's unit (Hz, ppm, rad), so the method stays linear.
     scale = float(np.sqrt(np.mean(np.square(field[mask], dtype=np.float64))))
     if not scale > 0:
-        return np.zeros(mask.shape, np.float32), mask.copy()
-    f = box.crop(field) / np.float32(scale)
-    data_w = m.astype(np.float32) if w2 is None else box.crop(w2)
+        return BackgroundResult(np.zeros(mask.shape, np.float32), mask.copy(), "pdf",
+                                parameters=params)
+    f = box.to_grid(field) / np.float32(scale)
+    data_w = box.to_grid(w * w)
     outside = ~m
     d = dipole_kernel(shape, voxel_size, b, rfft=True)
 
@@ -674,10 +585,11 @@ def remove_background_pdf(field, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weigh
         return y
 
     rhs = conv_d(data_w * f) * outside
-    x, _, _ = _cg(normal, rhs.astype(np.float32), np.zeros(shape, np.float32), tol,
-                  int(max_iter))
-    local = _demean((f - conv_d(x)) * np.float32(scale), m)
-    return box.uncrop(local), mask.copy()
+    # blas_dot, not real_dot: see blas_dot (this CG's path is chaotic in float32)
+    cg = pcg(normal, rhs.astype(np.float32), tol=tol, max_iter=max_iter, dot=blas_dot)
+    local = _demean((f - conv_d(cg.x)) * np.float32(scale), m)
+    return BackgroundResult(box.from_grid(local), mask.copy(), "pdf", cg.n_iter, cg.converged,
+                            params)
 
 
 def remove_background_lbv(field, mask, voxel_size, tol=1e-3, max_iter=200, peel_mm=0.0,
@@ -712,10 +624,10 @@ def remove_background_lbv(field, mask, voxel_size, tol=1e-3, max_iter=200, peel_
 
     Returns
     -------
-    local_field : ndarray, float32
-        In the units of ``field``, zero outside ``mask_out``, zero mean inside.
-    mask_out : ndarray of bool
-        The mask without its boundary layer (and ``peel_mm``).
+    BackgroundResult
+        ``local_field``, float32: in the units of ``field``, zero outside the output mask,
+        zero mean inside; ``mask``: the mask without its boundary layer (and ``peel_mm``);
+        ``n_iter`` and ``converged`` of CG. Unpacks as ``local_field, mask_out``.
 
     Raises
     ------
@@ -743,16 +655,11 @@ def remove_background_lbv(field, mask, voxel_size, tol=1e-3, max_iter=200, peel_
     (True, True)
     """
     field, mask, voxel_size = _check_field_mask(field, mask, voxel_size)
-    if not 0 < tol < 1:
-        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if not peel_mm >= 0:
-        raise ValueError(f"peel_mm must be >= 0, got {peel_mm!r}")
-    workers = _check_workers(workers)
-    idx = np.argwhere(mask)
-    lo, hi = np.maximum(idx.min(0) - 1, 0), np.minimum(idx.max(0) + 2, mask.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    tol = check_positive("tol", tol, below=1)
+    max_iter = check_max_iter(max_iter)
+    peel_mm = check_positive("peel_mm", peel_mm, allow_zero=True)
+    workers = check_workers(workers)
+    box = bounding_box(mask, 1)
     m = mask[box]
     inner = ndimage.binary_erosion(m, border_value=0)
     if not inner.any():
@@ -786,8 +693,7 @@ def remove_background_lbv(field, mask, voxel_size, tol=1e-3, max_iter=200, peel_
                             workers=workers)
         return np.where(inner, y, 0).astype(np.float32)
 
-    x, n_iter, residual = _cg(apply_a, rhs, np.zeros(shape, np.float32), tol, max_iter,
-                              dot=_real_dot, precond=precond)
+    cg = pcg(apply_a, rhs, tol=tol, max_iter=max_iter, dot=real_dot, precond=precond)
     keep = inner
     if peel_mm > 0:
         keep = ndimage.distance_transform_edt(inner, sampling=voxel_size) > peel_mm
@@ -795,9 +701,12 @@ def remove_background_lbv(field, mask, voxel_size, tol=1e-3, max_iter=200, peel_
             raise MaskVanishedError(f"mask vanishes after peeling {peel_mm} mm")
     local = np.zeros(mask.shape, np.float32)
     mask_out = np.zeros(mask.shape, bool)
-    local[box] = np.where(keep, f - x, 0)
+    local[box] = np.where(keep, f - cg.x, 0)
     mask_out[box] = keep
-    return _demean(local, mask_out), mask_out
+    params = {"tol": tol, "max_iter": max_iter, "peel_mm": peel_mm, "box_shape": list(shape),
+              "voxel_size": voxel_size.tolist()}
+    return BackgroundResult(_demean(local, mask_out), mask_out, "lbv", cg.n_iter, cg.converged,
+                            params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -817,10 +726,10 @@ def remove_background(field, mask, voxel_size, method=DEFAULT_BACKGROUND_METHOD,
 
     Returns
     -------
-    local_field : ndarray, float32
-        In the units of ``field``.
-    mask_out : ndarray, bool
-        The method's output (possibly eroded) mask.
+    BackgroundResult
+        ``local_field`` (float32, units of ``field``), ``mask`` (the method's output, possibly
+        eroded, mask), ``method``, ``n_iter``, ``converged``, ``parameters``; unpacks as
+        ``local_field, mask_out``.
 
     Examples
     --------
@@ -829,6 +738,9 @@ def remove_background(field, mask, voxel_size, method=DEFAULT_BACKGROUND_METHOD,
     >>> local, m2 = remove_background(np.zeros(m.shape), m, (1, 1, 1), method="vsharp")
     >>> bool(m2.sum() < m.sum()), float(np.abs(local).max())
     (True, 0.0)
+    >>> res = remove_background(np.zeros(m.shape), m, (1, 1, 1), method="lbv")
+    >>> res.method, res.converged
+    ('lbv', True)
     """
     from . import registry
 
