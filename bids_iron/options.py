@@ -151,8 +151,8 @@ class _Declared:
                 continue
             ok = Path(value).is_file() if kind == "file" else Path(value).is_dir()
             if not ok:
-                raise BidsIronError(f"{value}: {_flags(f)[0]} {'file' if kind == 'file' else 'folder'}"
-                                    " not found")
+                what = "file" if kind == "file" else "folder"
+                raise BidsIronError(f"{value}: {_flags(f)[0]} {what} not found")
 
 
 @dataclass

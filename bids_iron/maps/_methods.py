@@ -10,9 +10,20 @@ from . import background, dipole, r2star, unwrap
 from .registry import Method, register
 
 
+#: Each family's measured default (the constants beside the measurements in its module).
+_DEFAULTS = {"r2star": r2star.DEFAULT_R2STAR_METHOD, "unwrap": unwrap.DEFAULT_UNWRAP_METHOD,
+             "background": background.DEFAULT_BACKGROUND_METHOD,
+             "dipole": dipole.DEFAULT_DIPOLE_METHOD}
+
+
+def _add(family, name, function, summary, algorithm, reference, needs=()):
+    register(Method(family, name, function, summary, algorithm, reference, tuple(needs)),
+             default=name == _DEFAULTS[family])
+
+
 def _r2star(name, summary, algorithm, reference):
-    register(Method("r2star", name, partial(r2star.fit_r2star, method=name), summary,
-                    algorithm, reference), default=name == r2star.DEFAULT_R2STAR_METHOD)
+    _add("r2star", name, partial(r2star.fit_r2star, method=name), summary, algorithm,
+         reference)
 
 
 _r2star("loglinear", "weighted log-linear",
@@ -35,65 +46,51 @@ _r2star("two-echo", "closed form on the first two echoes",
         "Khalil M, et al. Determinants of brain iron in multiple sclerosis: a quantitative 3T "
         "MRI study. Neurology 2015;84:2396-2402")
 
-register(Method(
-    "unwrap", "region_growing", unwrap.unwrap_region_growing, "ROMEO-like region growing",
-    "Quality-guided region growing (ROMEO-like) on echo 1, later echoes unwrapped temporally",
-    "Dymerska B, Eckstein K, Bachrata B, et al. Phase unwrapping with a rapid opensource "
-    "minimum spanning tree algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308"),
-    default=unwrap.DEFAULT_UNWRAP_METHOD == "region_growing")
-register(Method(
-    "unwrap", "laplacian", unwrap.unwrap_laplacian, "DCT Poisson solver",
-    "Laplacian unwrapping (DCT Poisson solver), snapped to 2*pi multiples",
-    "Schofield MA, Zhu Y. Fast phase unwrapping algorithm for interferometric applications. "
-    "Opt Lett 2003;28:1194-1196"), default=unwrap.DEFAULT_UNWRAP_METHOD == "laplacian")
+_add("unwrap", "region_growing", unwrap.unwrap_region_growing, "ROMEO-like region growing",
+     "Quality-guided region growing (ROMEO-like) on echo 1, later echoes unwrapped temporally",
+     "Dymerska B, Eckstein K, Bachrata B, et al. Phase unwrapping with a rapid opensource "
+     "minimum spanning tree algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308")
+_add("unwrap", "laplacian", unwrap.unwrap_laplacian, "DCT Poisson solver",
+     "Laplacian unwrapping (DCT Poisson solver), snapped to 2*pi multiples",
+     "Schofield MA, Zhu Y. Fast phase unwrapping algorithm for interferometric applications. "
+     "Opt Lett 2003;28:1194-1196")
 
+_add("background", "vsharp", background.remove_background_vsharp, "V-SHARP",
+     "V-SHARP (variable-radius spherical mean value filtering, TSVD deconvolution)",
+     "Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using compressed "
+     "sensing. Magn Reson Med 2012;67:137-147; Schweser F, et al. NeuroImage "
+     "2011;54:2789-2807")
+_add("background", "resharp", background.remove_background_resharp, "RESHARP",
+     "RESHARP (Tikhonov-regularised SHARP, conjugate gradients)",
+     "Sun H, Wilman AH. Background field removal using spherical mean value filtering "
+     "and Tikhonov regularization. Magn Reson Med 2014;71:1151-1157")
+_add("background", "pdf", background.remove_background_pdf, "projection onto dipole fields",
+     "Projection onto dipole fields (PDF)",
+     "Liu T, Khalidov I, de Rochefort L, et al. A novel background field removal method "
+     "for MRI using projection onto dipole fields. NMR Biomed 2011;24:1129-1136",
+     needs=("b0_dir",))
+_add("background", "lbv", background.remove_background_lbv, "Laplacian boundary value",
+     "Laplacian boundary value (LBV) background removal: Laplace's equation inside the "
+     "mask with the measured field on its boundary, preconditioned conjugate gradients",
+     "Zhou D, Liu T, Spincemaille P, Wang Y. Background field removal by solving the "
+     "Laplacian boundary value problem. NMR Biomed 2014;27:312-319")
 
-def _background(name, function, summary, algorithm, reference, needs=()):
-    register(Method("background", name, function, summary, algorithm, reference, needs),
-             default=name == background.DEFAULT_BACKGROUND_METHOD)
-
-
-_background("vsharp", background.remove_background_vsharp, "V-SHARP",
-            "V-SHARP (variable-radius spherical mean value filtering, TSVD deconvolution)",
-            "Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using compressed "
-            "sensing. Magn Reson Med 2012;67:137-147; Schweser F, et al. NeuroImage "
-            "2011;54:2789-2807")
-_background("resharp", background.remove_background_resharp, "RESHARP",
-            "RESHARP (Tikhonov-regularised SHARP, conjugate gradients)",
-            "Sun H, Wilman AH. Background field removal using spherical mean value filtering "
-            "and Tikhonov regularization. Magn Reson Med 2014;71:1151-1157")
-_background("pdf", background.remove_background_pdf, "projection onto dipole fields",
-            "Projection onto dipole fields (PDF)",
-            "Liu T, Khalidov I, de Rochefort L, et al. A novel background field removal method "
-            "for MRI using projection onto dipole fields. NMR Biomed 2011;24:1129-1136",
-            needs=("b0_dir",))
-_background("lbv", background.remove_background_lbv, "Laplacian boundary value",
-            "Laplacian boundary value (LBV) background removal: Laplace's equation inside the "
-            "mask with the measured field on its boundary, preconditioned conjugate gradients",
-            "Zhou D, Liu T, Spincemaille P, Wang Y. Background field removal by solving the "
-            "Laplacian boundary value problem. NMR Biomed 2014;27:312-319")
-
-
-def _dipole(name, function, summary, algorithm, reference, needs=()):
-    register(Method("dipole", name, function, summary, algorithm, reference, needs),
-             default=name == dipole.DEFAULT_DIPOLE_METHOD)
-
-
-_dipole("tkd", dipole.invert_dipole_tkd, "truncated k-space division",
-        "Truncated k-space division (TKD)",
-        "Shmueli K, de Zwart JA, van Gelderen P, et al. Magnetic susceptibility mapping of "
-        "brain tissue in vivo using MRI phase data. Magn Reson Med 2009;62:1510-1522")
-_dipole("tikhonov_cg", dipole.invert_dipole_tikhonov_cg, "iterative Tikhonov, conjugate gradients",
-        "Iterative Tikhonov-regularised inversion (conjugate gradients)",
-        "Kressler B, de Rochefort L, Liu T, et al. Nonlinear regularization for per voxel "
-        "estimation of magnetic susceptibility distributions from MRI field maps. IEEE Trans "
-        "Med Imaging 2010;29:273-281")
-_dipole("tv_admm", dipole.invert_dipole_tv_admm, "total variation by ADMM",
-        "Total-variation-regularised inversion by ADMM (FANSI-like)",
-        "Bilgic B, Fan AP, Polimeni JR, et al. Fast quantitative susceptibility mapping with "
-        "L1-regularization and automatic parameter selection. Magn Reson Med "
-        "2014;72:1444-1459; Milovic C, et al. Magn Reson Med 2018;80:814-821")
-_dipole("medi", dipole.invert_dipole_medi, "MEDI-like magnitude-weighted TV",
-        "Magnitude-weighted total variation (MEDI-like morphology-enabled inversion)",
-        "Liu T, Liu J, de Rochefort L, et al. Morphology enabled dipole inversion (MEDI) from "
-        "a single-angle acquisition. Magn Reson Med 2011;66:777-783", needs=("magnitude",))
+_add("dipole", "tkd", dipole.invert_dipole_tkd, "truncated k-space division",
+     "Truncated k-space division (TKD)",
+     "Shmueli K, de Zwart JA, van Gelderen P, et al. Magnetic susceptibility mapping of "
+     "brain tissue in vivo using MRI phase data. Magn Reson Med 2009;62:1510-1522")
+_add("dipole", "tikhonov_cg", dipole.invert_dipole_tikhonov_cg,
+     "iterative Tikhonov, conjugate gradients",
+     "Iterative Tikhonov-regularised inversion (conjugate gradients)",
+     "Kressler B, de Rochefort L, Liu T, et al. Nonlinear regularization for per voxel "
+     "estimation of magnetic susceptibility distributions from MRI field maps. IEEE Trans "
+     "Med Imaging 2010;29:273-281")
+_add("dipole", "tv_admm", dipole.invert_dipole_tv_admm, "total variation by ADMM",
+     "Total-variation-regularised inversion by ADMM (FANSI-like)",
+     "Bilgic B, Fan AP, Polimeni JR, et al. Fast quantitative susceptibility mapping with "
+     "L1-regularization and automatic parameter selection. Magn Reson Med "
+     "2014;72:1444-1459; Milovic C, et al. Magn Reson Med 2018;80:814-821")
+_add("dipole", "medi", dipole.invert_dipole_medi, "MEDI-like magnitude-weighted TV",
+     "Magnitude-weighted total variation (MEDI-like morphology-enabled inversion)",
+     "Liu T, Liu J, de Rochefort L, et al. Morphology enabled dipole inversion (MEDI) from "
+     "a single-angle acquisition. Magn Reson Med 2011;66:777-783", needs=("magnitude",))
