@@ -10,26 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import check_voxel_size
 from . import registry
-from .unwrap import DEFAULT_UNWRAP_METHOD, _unwrap_first_echo, unwrap_phase
+from ._numerics import bounding_box, check_array, check_mask, wrap_to_pi
+from .kernels import check_voxel_size
+from .unwrap import DEFAULT_UNWRAP_METHOD, _center_global, _unwrap_first_echo, unwrap_phase
 
 __all__ = ["remove_phase_offset_mcpc3ds", "fit_field_from_phase", "estimate_field_map",
            "FieldMap"]
 
-_TWO_PI = 2.0 * np.pi
-
-
-def _wrap(x):
-    return (x - _TWO_PI * np.round(x / _TWO_PI)).astype(np.float32)
-
-
 def _check_echoes(phase, magnitude, te, mask, name="phase", min_echoes=1):
-    phase = np.asarray(phase)
-    if phase.ndim != 4 or phase.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must be a real 4-D array (X, Y, Z, echoes), got shape "
-                         f"{phase.shape} dtype {phase.dtype}")
-    phase = phase.astype(np.float32, copy=False)
+    phase = check_array(phase, name, ndim=4, finite=False)
     n = phase.shape[3]
     if n < min_echoes:
         raise ValueError(f"{name} needs at least {min_echoes} echoes, got {n}")
@@ -39,15 +29,13 @@ def _check_echoes(phase, magnitude, te, mask, name="phase", min_echoes=1):
     if not (np.all(te > 0) and np.all(np.diff(te) > 0)):
         raise ValueError(f"te must be positive and increasing (s), got {te.tolist()}")
     if magnitude is not None:
-        magnitude = np.asarray(magnitude, np.float32)
-        if magnitude.shape != phase.shape:
-            raise ValueError(f"magnitude shape {magnitude.shape} differs from {name} {phase.shape}")
+        magnitude = check_array(magnitude, "magnitude", shape=phase.shape,
+                                like=f"shape of {name}", finite=False)
     if mask is None:
         mask = np.ones(phase.shape[:3], bool)
     else:
-        mask = np.asarray(mask, bool)
-        if mask.shape != phase.shape[:3]:
-            raise ValueError(f"mask shape {mask.shape} does not match {phase.shape[:3]}")
+        mask = check_mask(mask, phase.shape[:3], like=f"shape of one echo of {name}",
+                          allow_empty=True)
     return phase, magnitude, te, mask
 
 
@@ -128,7 +116,7 @@ def remove_phase_offset_mcpc3ds(phase, magnitude, te, voxel_size, mask=None, sig
     if not sigma_mm >= 0:
         raise ValueError(f"sigma_mm must be >= 0, got {sigma_mm!r}")
     ratio = te[a] / (te[b] - te[a])
-    dphi = _wrap(phase[..., b] - phase[..., a])
+    dphi = wrap_to_pi(phase[..., b] - phase[..., a])
     # With TE_a an integer multiple of TE_b - TE_a (e.g. TE2 = 2 TE1, as in ASPIRE), wraps of
     # dphi shift the offset by multiples of 2*pi only, which leave exp(i offset), and so both
     # outputs, unchanged: the spatial unwrapping (the costliest step) is then skipped.
@@ -136,15 +124,14 @@ def remove_phase_offset_mcpc3ds(phase, magnitude, te, voxel_size, mask=None, sig
         mag_pair = np.sqrt(magnitude[..., a] * magnitude[..., b])
         dphi = unwrap_phase(dphi, voxel_size, magnitude=mag_pair, mask=mask,
                             method=unwrap_method, workers=workers)
-        if mask.any():
-            dphi -= np.float32(_TWO_PI * np.round(np.median(dphi[mask]) / _TWO_PI))
+        dphi = _center_global(dphi, mask)
     # raw offset and its magnitude-weighted phasor in one pass (float32, no complex arrays)
     offset, re, im = offset_phasor(phase, magnitude, a, dphi, np.float32(ratio), mask)
     if sigma_mm > 0:
         re, im = gaussian_smooth_pair(re, im, sigma_mm / voxel_size)
         offset = offset_from_phasor(re, im)
     else:
-        offset = _wrap(offset)
+        offset = wrap_to_pi(offset)
     corrected = subtract_offset(phase, offset)
     return corrected, offset
 
@@ -280,7 +267,7 @@ def estimate_field_map(phase, magnitude, te, voxel_size, mask=None,
     voxel_size = check_voxel_size(voxel_size)
     registry.get("unwrap", unwrap_method, "unwrap_method")  # ValueError naming the choices
     # work in the mask's bounding box (plus a margin for the offset smoothing)
-    box = _bounding_box(mask, np.ceil(3 * sigma_mm / voxel_size).astype(int) + 1)
+    box = bounding_box(mask, np.ceil(3 * sigma_mm / voxel_size).astype(int) + 1)
     m = mask[box]
     corrected, offset_c = remove_phase_offset_mcpc3ds(phase[box], magnitude[box], te, voxel_size,
                                                       mask=m, sigma_mm=sigma_mm,
@@ -298,16 +285,3 @@ def estimate_field_map(phase, magnitude, te, voxel_size, mask=None,
     offset[box] = offset_c
     return FieldMap(field_hz=field, field_sd_hz=field_sd, phase_offset=offset,
                     unwrapped=unwrapped)
-
-
-def _bounding_box(mask, margin):
-    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels per axis."""
-    if not mask.any():
-        return tuple(slice(None) for _ in range(3))
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(idx[0] - int(margin[axis]), 0),
-                         min(idx[-1] + int(margin[axis]) + 1, mask.shape[axis])))
-    return tuple(box)

@@ -29,31 +29,19 @@ unwrapped spatially on its own.
 import numpy as np
 import scipy.fft
 
+from ._numerics import TWO_PI, bounding_box, check_array, check_mask
 from .kernels import check_voxel_size
 
 __all__ = ["unwrap_laplacian", "unwrap_region_growing", "unwrap_phase",
            "unwrap_echoes_temporally", "UNWRAP_METHODS", "DEFAULT_UNWRAP_METHOD"]
 
-_TWO_PI = 2.0 * np.pi
-
-
-def _wrap(x):
-    return x - _TWO_PI * np.round(x / _TWO_PI)
-
-
 def _check_common(wrapped, mask, te, magnitude=None):
-    wrapped = np.asarray(wrapped)
-    if wrapped.dtype.kind not in "fiu" or wrapped.ndim not in (3, 4):
-        raise ValueError(f"wrapped must be a real 3-D or 4-D (echoes last) array, "
-                         f"got ndim={wrapped.ndim} dtype={wrapped.dtype}")
-    wrapped = wrapped.astype(np.float32, copy=False)
+    wrapped = check_array(wrapped, "wrapped", ndim=(3, 4), finite=False)
     shape3 = wrapped.shape[:3]
     if mask is None:
         mask = np.ones(shape3, bool)
     else:
-        mask = np.asarray(mask, bool)
-        if mask.shape != shape3:
-            raise ValueError(f"mask shape {mask.shape} does not match the image {shape3}")
+        mask = check_mask(mask, shape3, like="shape of one echo of wrapped", allow_empty=True)
     if te is not None:
         te = np.asarray(te, np.float64).ravel()
         if wrapped.ndim != 4 or te.size != wrapped.shape[3]:
@@ -62,9 +50,8 @@ def _check_common(wrapped, mask, te, magnitude=None):
         if not np.all(te > 0):
             raise ValueError(f"te must be positive (s), got {te.tolist()}")
     if magnitude is not None:
-        magnitude = np.asarray(magnitude, np.float32)
-        if magnitude.shape != wrapped.shape:
-            raise ValueError(f"magnitude shape {magnitude.shape} differs from wrapped {wrapped.shape}")
+        magnitude = check_array(magnitude, "magnitude", shape=wrapped.shape,
+                                like="shape of wrapped", finite=False)
     return wrapped, mask, te, magnitude
 
 
@@ -102,14 +89,14 @@ def unwrap_echoes_temporally(wrapped, te, first_unwrapped, magnitude=None, mask=
     --------
     >>> te = np.array([0.004, 0.008, 0.012])
     >>> truth = 2 * np.pi * 150.0 * te * np.ones((2, 2, 2, 1))
-    >>> out = unwrap_echoes_temporally(_wrap(truth), te, truth[..., 0])
+    >>> from bids_iron.maps.phase import wrap_to_pi
+    >>> out = unwrap_echoes_temporally(wrap_to_pi(truth), te, truth[..., 0])
     >>> bool(np.allclose(out, truth, atol=1e-5))
     True
     """
     wrapped, mask, te, magnitude = _check_common(wrapped, mask, te, magnitude)
-    first_unwrapped = np.asarray(first_unwrapped, np.float32)
-    if first_unwrapped.shape != wrapped.shape[:3]:
-        raise ValueError("first_unwrapped must have the shape of one echo")
+    first_unwrapped = check_array(first_unwrapped, "first_unwrapped", shape=wrapped.shape[:3],
+                                  like="shape of one echo of wrapped", finite=False)
     from bids_iron.maps._romeo import temporal_unwrap_fit
 
     out = np.zeros(wrapped.shape, np.float32)
@@ -123,7 +110,7 @@ def unwrap_echoes_temporally(wrapped, te, first_unwrapped, magnitude=None, mask=
 def _center_global(unwrapped, mask):
     """Shift by the 2*pi multiple that puts the median inside the mask nearest to 0."""
     if mask.any():
-        unwrapped -= np.float32(_TWO_PI * np.round(np.median(unwrapped[mask]) / _TWO_PI))
+        unwrapped -= np.float32(TWO_PI * np.round(np.median(unwrapped[mask]) / TWO_PI))
     return unwrapped
 
 
@@ -149,7 +136,7 @@ def _laplacian_3d(wrapped, mask, voxel_size, workers):
     if mask.any():
         resid = (wrapped[mask] - lap[mask]).astype(np.float64)
         lap += np.float32(np.arctan2(np.sin(resid).sum(), np.cos(resid).sum()))
-    out = wrapped + np.float32(_TWO_PI) * np.round((lap - wrapped) / np.float32(_TWO_PI))
+    out = wrapped + np.float32(TWO_PI) * np.round((lap - wrapped) / np.float32(TWO_PI))
     out[~mask] = 0.0
     return out.astype(np.float32)
 
@@ -197,7 +184,8 @@ def unwrap_laplacian(wrapped, voxel_size, mask=None, te=None, magnitude=None, wo
     --------
     >>> x = np.linspace(-1, 1, 32)
     >>> truth = (12.0 * x[:, None, None] ** 2 + 3.0 * x[None, :, None] + 0 * x).astype(np.float32)
-    >>> out = unwrap_laplacian(_wrap(truth), (1.0, 1.0, 1.0))
+    >>> from bids_iron.maps.phase import wrap_to_pi
+    >>> out = unwrap_laplacian(wrap_to_pi(truth), (1.0, 1.0, 1.0))
     >>> d = out - truth
     >>> bool(np.allclose(d, d.flat[0], atol=1e-4))
     True
@@ -232,8 +220,7 @@ def _region_growing_3d(phase, mask, magnitude=None, phase2=None, te_ratio=None):
     if not mask.any():
         return out
     # only the mask's bounding box has usable edges (smaller arrays: faster growth)
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in
-                (np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))))
+    box = bounding_box(mask)
     crop = (lambda a: None if a is None else np.ascontiguousarray(a[box], np.float32))
     ph, mag, ph2 = crop(phase), crop(magnitude), crop(phase2)
     m = np.ascontiguousarray(mask[box])
@@ -294,7 +281,8 @@ def unwrap_region_growing(wrapped, magnitude=None, mask=None, te=None):
     --------
     >>> x = np.linspace(-1, 1, 24)
     >>> truth = (20.0 * x[:, None, None] * x[None, :, None] + 0 * x).astype(np.float32)
-    >>> out = unwrap_region_growing(_wrap(truth))
+    >>> from bids_iron.maps.phase import wrap_to_pi
+    >>> out = unwrap_region_growing(wrap_to_pi(truth))
     >>> d = out - truth
     >>> bool(np.allclose(d, d.flat[0], atol=1e-4)) and bool(np.isclose(d.flat[0] % (2 * np.pi), 0, atol=1e-4) or np.isclose(d.flat[0] % (2 * np.pi), 2 * np.pi, atol=1e-4))
     True
