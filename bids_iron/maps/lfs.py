@@ -8,35 +8,23 @@ convention a paramagnetic source (iron, deoxyhaemoglobin) gives a *positive* loc
 
 import numpy as np
 
+from ._numerics import check_field, check_mask
 from .units import hz_to_ppm
 
 __all__ = ["local_field_shift", "lfs_reference_value"]
 
 
 def _check(local_field_hz, mask, b0_tesla, reference_mask):
-    field = np.asarray(local_field_hz)
-    if field.ndim != 3 or field.dtype.kind not in "fiu":
-        raise ValueError(f"local_field_hz must be a real 3-D array, got shape {field.shape}")
-    mask = np.asarray(mask)
-    if mask.shape != field.shape:
-        raise ValueError(f"mask shape {mask.shape} differs from local_field_hz {field.shape}")
-    mask = mask.astype(bool)
-    if not mask.any():
-        raise ValueError("mask is empty")
+    field, mask = check_field(local_field_hz, mask, "local_field_hz")
     if not np.isscalar(b0_tesla) or not np.isfinite(b0_tesla) or not b0_tesla > 0:
         raise ValueError(f"b0_tesla must be a positive number, got {b0_tesla!r}")
     if reference_mask is None:
         reference = mask
     else:
-        reference_mask = np.asarray(reference_mask)
-        if reference_mask.shape != field.shape:
-            raise ValueError(f"reference_mask shape {reference_mask.shape} differs from "
-                             f"local_field_hz {field.shape}")
-        reference = reference_mask.astype(bool) & mask
+        reference = check_mask(reference_mask, field.shape, "reference_mask",
+                               like="shape of local_field_hz", allow_empty=True) & mask
         if not reference.any():
             raise ValueError("reference_mask has no voxel inside mask")
-    if not np.all(np.isfinite(field[mask])):
-        raise ValueError("local_field_hz has non-finite values inside mask")
     return field, mask, reference
 
 

@@ -75,6 +75,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._numerics import check_mask
+
 __all__ = [
     "R2STAR_METHODS",
     "DEFAULT_R2STAR_METHOD",
@@ -586,11 +588,8 @@ def fit_r2star(magnitude, te, method=DEFAULT_R2STAR_METHOD, mask=None, n_threads
         check_echo_times(te, equally_spaced=True)
     vshape = magnitude.shape[:-1]
     if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != vshape:
-            raise ValueError(f"mask must have the voxel shape {vshape} "
-                             f"(magnitude.shape[:-1]), got {mask.shape}")
-        mask = mask.astype(bool, copy=False)
+        mask = check_mask(mask, vshape, like="voxel shape (magnitude.shape[:-1])",
+                          allow_empty=True)
     if n_threads is None:
         n_threads = os.cpu_count() or 1
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) \

@@ -15,6 +15,8 @@ lie; with the opposite handedness convention that is the negative side).
 import numpy as np
 from scipy import ndimage
 
+from ._numerics import check_array, check_mask
+
 __all__ = ["swi_phase_mask", "swi", "minimum_intensity_projection"]
 
 
@@ -78,24 +80,16 @@ def swi(magnitude, phase, power=4, mask=None):
     Haacke EM, Xu Y, Cheng YCN, Reichenbach JR. Susceptibility weighted imaging (SWI).
     Magn Reson Med 2004;52:612-618.
     """
-    magnitude = np.asarray(magnitude)
-    phase = np.asarray(phase)
-    if magnitude.dtype.kind not in "fiu":
-        raise ValueError(f"magnitude must be real, got dtype {magnitude.dtype}")
-    if phase.shape != magnitude.shape:
-        raise ValueError(f"phase shape {phase.shape} differs from magnitude {magnitude.shape}")
-    if not np.all(np.isfinite(magnitude)) or np.any(magnitude < 0):
+    magnitude = check_array(magnitude, "magnitude")
+    phase = check_array(phase, "phase", shape=magnitude.shape, like="shape of magnitude")
+    if np.any(magnitude < 0):
         raise ValueError("magnitude must be finite and non-negative")
-    if not np.all(np.isfinite(phase)):
-        raise ValueError("phase must be finite")
     if isinstance(power, bool) or not float(power).is_integer() or power < 1:
         raise ValueError(f"power must be an integer >= 1, got {power!r}")
-    out = magnitude.astype(np.float32) * swi_phase_mask(phase) ** int(power)
+    out = magnitude * swi_phase_mask(phase) ** int(power)
     if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != magnitude.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from magnitude {magnitude.shape}")
-        out = np.where(mask.astype(bool), out, np.float32(0))
+        mask = check_mask(mask, magnitude.shape, like="shape of magnitude", allow_empty=True)
+        out = np.where(mask, out, np.float32(0))
     return out.astype(np.float32)
 
 
