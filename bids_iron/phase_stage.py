@@ -15,7 +15,8 @@ import numpy as np
 
 from .anatomy.brain_mask import (BrainMaskError, brain_mask_from_gre, mask_from_magnitude,
                                  refine_mask_by_quality)
-from .anatomy.quality import mask_field_quality, quality_facts, quality_warnings
+from .anatomy.quality import (mask_field_quality, quality_facts, quality_from_facts,
+                              quality_warnings)
 from .anatomy.tissue import CSF_MAX_R2STAR, csf_mask_from_r2star
 from .errors import InputError
 from .maps import background as background_maps
@@ -222,7 +223,10 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
     local_ppm = hz_to_ppm(local_hz, data.b0).astype(np.float32)
     quality = mask_field_quality(mask, mask_local, local_hz, voxel_size)
     facts["MaskQuality"] = quality_facts(quality)
-    facts["MaskWarnings"] = quality_warnings(quality, _session_name(data))
+    # warnings from the numbers as stored, so the report's check table (which reads the
+    # sidecar's rounded numbers) never disagrees with them at a limit
+    facts["MaskWarnings"] = quality_warnings(quality_from_facts(facts["MaskQuality"]),
+                                             _session_name(data))
     for line in facts["MaskWarnings"]:
         LOGGER.warning("%s", line)
     with stage("local field shift"):
