@@ -208,18 +208,25 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
     with stage(f"background removal ({options.background_method})"):
         method = registry.get("background", options.background_method)
         try:
-            local_hz, mask_local = method.function(field_hz, mask, voxel_size,
-                                                   **registry.extra_inputs(method, available))
+            removed = method.function(field_hz, mask, voxel_size,
+                                      **registry.extra_inputs(method, available))
         except background_maps.MaskVanishedError as exc:
             # a small crop or thin slab: the SMV erosion leaves nothing; PDF needs no erosion
             LOGGER.warning("%s: %s background removal left no brain (%s); using PDF instead "
                            "(choose it with --background-method pdf)", _session_name(data),
                            options.background_method, exc)
             pdf = registry.get("background", "pdf")
-            local_hz, mask_local = pdf.function(field_hz, mask, voxel_size,
-                                                **registry.extra_inputs(pdf, available))
+            removed = pdf.function(field_hz, mask, voxel_size,
+                                   **registry.extra_inputs(pdf, available))
             facts["BackgroundRemovalFallback"] = (f"pdf ({options.background_method} left no "
                                                   "brain after its erosion)")
+        local_hz, mask_local = removed.local_field, removed.mask
+        facts["BackgroundRemoval"] = {"n_iter": int(removed.n_iter),
+                                      "converged": bool(removed.converged)}
+        if not removed.converged:
+            LOGGER.warning("%s: %s background removal stopped after %d iterations before "
+                           "reaching its tolerance; check the local field in the report",
+                           _session_name(data), removed.method, removed.n_iter)
     local_ppm = hz_to_ppm(local_hz, data.b0).astype(np.float32)
     quality = mask_field_quality(mask, mask_local, local_hz, voxel_size)
     facts["MaskQuality"] = quality_facts(quality)

@@ -108,6 +108,9 @@ def test_every_background_method_through_the_stage(base, tmp_path, method):
     for key in ("desc-lfs_fieldmap", "Chimap"):
         assert side[key]["BackgroundRemovalMethod"] == method
         assert side[key]["BackgroundRemovalAlgorithm"] == record.algorithm
+        solver = side[key]["BackgroundRemoval"]
+        assert solver["converged"] is True
+        assert (solver["n_iter"] == 0) == (method == "vsharp"), solver  # V-SHARP is direct
     res = session.phase
     truth = base["gre"].local_field_ppm
     r = P.masked_correlation(res.local_ppm - _mean(res.local_ppm, res.mask_local),
