@@ -161,7 +161,8 @@ def test_full_report(tmp_path):
     assert "mask and field check" in text and "WARN (800-2200 mL)" in text
     assert "<b>WARNING</b> sub-01_ses-1: brain mask volume 29 mL is outside" in text
     assert "ok (&gt;= 60 %)" in text and "covers the brain" in text
-    assert "ChiReferenceValue" in text and "-0.0031" in text
+    assert "chi reference value subtracted (ppm)" in text and "-0.0031" in text
+    assert "sign check: median chi" in text and "0.0101" in text
     assert "SNR, echo 1" in text
     assert "putamen" in text and "R2* mean (sd) [1/s]" in text
     assert "Marquardt" in text and "Fonov" in text  # references from the facts

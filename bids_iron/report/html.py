@@ -140,6 +140,15 @@ def _check_rows(checks):
     return rows
 
 
+#: Sidecar facts shown in the QC table, with what they mean (and their units).
+_FACT_WORDS = (
+    ("SignCheckHighR2starMedianChi", "sign check: median chi of the 1 % highest-R2* voxels "
+                                     "(ppm; veins and iron, expected > 0)"),
+    ("ChiReferenceValue", "chi reference value subtracted (ppm)"),
+    ("LFSReferenceValue", "LFS reference value subtracted (ppm)"),
+)
+
+
 def mask_check_rows(quality):
     """(check, value with unit, status) rows of the phase stage's ``MaskQuality`` facts.
 
@@ -334,9 +343,15 @@ def _session_html(session, log):
         if vals.size:
             rows.append(("R2* fit residual, median / 95th percentile",
                          f"{np.median(vals):.3g} / {np.percentile(vals, 95):.3g}"))
-    for key in ("SignCheckHighR2starMedianChi", "ChiReferenceValue", "LFSReferenceValue"):
+    for key, words in _FACT_WORDS:
         if session.facts.get(key) is not None:
-            rows.append((key, H.number(session.facts[key], 4)))
+            rows.append((words, H.number(session.facts[key], 4)))
+    for key, words in (("BackgroundRemoval", "background removal iterations"),
+                       ("DipoleInversion", "dipole inversion iterations")):
+        solver = session.facts.get(key) or {}
+        if "n_iter" in solver:
+            state = "converged" if solver.get("converged", True) else "NOT converged"
+            rows.append((words, f"{solver['n_iter']} ({state})"))
     if checks:
         out.append(H.table(_check_rows(checks), ("mask and field check", "value",
                                                  "status (allowed range)")))
