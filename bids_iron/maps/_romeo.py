@@ -17,9 +17,11 @@ cores by default) run over the first axis; everything is cached on disk (``cache
 import numpy as np
 from numba import njit, prange
 
-_TWO_PI = 2.0 * np.pi
-_TWO_PI32 = np.float32(_TWO_PI)
-_INV_TWO_PI32 = np.float32(1.0 / _TWO_PI)
+from ._numerics import TWO_PI
+
+# float32 constants of the compiled loops (numba freezes module globals at compile time)
+_TWO_PI32 = np.float32(TWO_PI)
+_INV_TWO_PI32 = np.float32(1.0 / TWO_PI)
 _PI32 = np.float32(np.pi)
 _ONE32 = np.float32(1.0)
 _ZERO32 = np.float32(0.0)
