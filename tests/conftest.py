@@ -53,20 +53,74 @@ def set_sidecar(path, **changes):
     Path(path).write_text(json.dumps(meta))
 
 
-def run_cli(*args, anatomy=False):
-    """Run ``python -m bids_iron`` in a subprocess; return (code, stdout, stderr).
-
-    Participant-level runs get ``--no-anatomy`` unless ``anatomy=True`` (or the test passes
-    ``--templateflow-home``/``--no-anatomy`` itself): the tests of other stages do not need
-    the template registration, which the anatomy tests exercise with a synthetic
-    TemplateFlow home.
-    """
-    import subprocess
-
+def _cli_args(args, anatomy):
+    """Argument strings; participant-level runs get ``--no-anatomy`` unless ``anatomy=True``
+    (or the test passes ``--templateflow-home``/``--no-anatomy`` itself): the tests of other
+    stages do not need the template registration, which the anatomy tests exercise with a
+    synthetic TemplateFlow home."""
     args = [str(a) for a in args]
     if ("participant" in args and not anatomy
             and not {"--templateflow-home", "--no-anatomy"} & set(args)):
         args.append("--no-anatomy")
-    proc = subprocess.run([sys.executable, "-m", "bids_iron", *args],
-                          capture_output=True, text=True, timeout=900)
+    return args
+
+
+def run_cli(*args, anatomy=False):
+    """Run the ``bids-iron`` command in this process; return (code, stdout, stderr).
+
+    ``bids_iron.cli.main`` with stdout and stderr captured (its console log handler is made
+    at call time on the redirected ``sys.stderr``); ``SystemExit`` (argparse: usage errors,
+    ``--help``, ``--version``) gives its code. Afterwards the ``bids_iron`` logger and the
+    environment (``TEMPLATEFLOW_HOME`` and ITK threads are set by the run) are as before, so
+    nothing leaks into later tests. ``--no-anatomy`` as in `_cli_args`. `run_cli_subprocess`
+    runs a real ``python -m bids_iron`` process instead.
+    """
+    import contextlib
+    import io
+    import logging
+    import os
+    import warnings
+
+    from bids_iron import cli
+
+    argv = _cli_args(args, anatomy)
+    logger = logging.getLogger("bids_iron")
+    saved = logger.handlers[:], logger.level, logger.propagate, logger.disabled
+    environ = dict(os.environ)
+    out, err = io.StringIO(), io.StringIO()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # as in a fresh process: Python warnings go to (the captured) stderr
+        err.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings():
+            warnings.showwarning = show
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    err.write(f"{exc.code}\n")
+    finally:
+        for handler in logger.handlers:
+            if handler not in saved[0]:
+                handler.close()
+        logger.handlers[:], logger.level, logger.propagate, logger.disabled = saved
+        os.environ.clear()
+        os.environ.update(environ)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_cli_subprocess(*args, anatomy=False, timeout=900):
+    """Run ``python -m bids_iron`` in a subprocess; return (code, stdout, stderr).
+
+    For the tests that need a real process (the entry point itself, a killed run);
+    ``--no-anatomy`` as in `_cli_args`.
+    """
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "bids_iron", *_cli_args(args, anatomy)],
+                          capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr

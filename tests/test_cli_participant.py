@@ -6,8 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_iron.cli import main
-from conftest import run_cli
+from conftest import run_cli, run_cli_subprocess
 import phantom as P
 
 
@@ -15,7 +14,7 @@ import phantom as P
 def participant_run(sim_dataset, tmp_path_factory):
     root, truth = sim_dataset
     out = tmp_path_factory.mktemp("out") / "derivatives"
-    code = main([str(root), str(out), "participant", "--no-anatomy"])
+    code, _, _ = run_cli(root, out, "participant", "--no-anatomy")
     return root, truth, out, code
 
 
@@ -109,12 +108,13 @@ def test_deleted_output_is_redone(participant_run):
 
 
 def test_help_and_version():
-    code, out, _ = run_cli("--help")
+    """A real ``python -m bids_iron`` process (the other tests call the CLI in-process)."""
+    code, out, _ = run_cli_subprocess("--help")
     assert code == 0
     for option in ("--participant-label", "--session-label", "--n-procs", "--work-dir",
                    "--force", "--b0", "--r2star-method", "--version"):
         assert option in out
-    code, out, _ = run_cli("--version")
+    code, out, _ = run_cli_subprocess("--version")
     assert code == 0 and "bids-iron" in out
 
 
