@@ -1,4 +1,12 @@
-"""Every bad input gets a one-line error naming the file and the fix, and no partial output."""
+"""Every bad input gets a one-line error naming the file and the fix, and no partial output.
+
+The loader's checks are tested where they are made: `bids_iron.bids.load.load_session` (and
+the phase stage's metadata check, `bids_iron.phase_stage.check_phase_inputs`) on the session
+that `find_sessions` finds, as the workflow's first stage calls them before anything of the
+session is written. The workflow turns any `BidsIronError` there into the session's
+``bids-iron: failed: <label>: <message>`` line; one command-line run checks that wiring (one
+line, no traceback, no partial output, the other session unaffected).
+"""
 
 import json
 import shutil
@@ -8,6 +16,10 @@ import numpy as np
 import pytest
 
 import phantom as P
+from bids_iron.bids.discovery import find_sessions
+from bids_iron.bids.load import load_session
+from bids_iron.errors import BidsIronError
+from bids_iron.phase_stage import check_phase_inputs
 from conftest import run_cli, set_sidecar
 
 
@@ -35,97 +47,129 @@ def _echo(root, ses, n, part="mag", ext=".nii.gz"):
     return root / "sub-01" / f"ses-{ses}" / "anat" / f"sub-01_ses-{ses}_echo-{n}_part-{part}_MEGRE{ext}"
 
 
-def _assert_session_failed(code, err, out, needle, fix):
-    assert code != 0
-    assert "Traceback" not in err
-    lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-01_ses-a")]
-    assert len(lines) == 1, err
-    assert needle in lines[0] and fix in lines[0], lines[0]
-    anat = out / "sub-01" / "ses-a" / "anat"
-    assert not anat.exists() or not list(anat.glob("*")), "partial output written"
-    # the other session is unaffected
-    assert (out / "sub-01" / "ses-b" / "anat" / "sub-01_ses-b_R2starmap.nii.gz").exists()
+def _load(root, label):
+    """Load and check one session as the workflow's first stage does (default options: no
+    --b0, phase on)."""
+    inputs = {s.label: s for s in find_sessions(root)}[label]
+    data = load_session(inputs, b0_override=None, load_phase=True)
+    check_phase_inputs(data)
+    return data
+
+
+def _assert_input_refused(root, needle, fix):
+    """Session a is refused with a one-line message naming the file and the fix; session b
+    (untouched) still loads."""
+    with pytest.raises(BidsIronError) as info:
+        _load(root, "sub-01_ses-a")
+    message = str(info.value)
+    assert message and "\n" not in message, message
+    assert needle in message and fix in message, message
+    assert _load(root, "sub-01_ses-b").magnitude.shape == (32, 32, 24, 5)
 
 
 def test_missing_echo_time(broken):
-    root, out = broken
+    root, _ = broken
     set_sidecar(_echo(root, "a", 2, ext=".json"), EchoTime=None)
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "echo-2_part-mag_MEGRE.nii.gz", "add \"EchoTime\"")
+    _assert_input_refused(root, "echo-2_part-mag_MEGRE.nii.gz", "add \"EchoTime\"")
 
 
 def test_echo_time_in_milliseconds(broken):
-    root, out = broken
+    root, _ = broken
     set_sidecar(_echo(root, "a", 3, ext=".json"), EchoTime=16.0)
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "echo-3_part-mag", "milliseconds")
+    _assert_input_refused(root, "echo-3_part-mag", "milliseconds")
 
 
 def test_echo_count_mismatch(broken):
-    root, out = broken
+    root, _ = broken
     _echo(root, "a", 5, "phase").unlink()
     _echo(root, "a", 5, "phase", ".json").unlink()
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "4 phase echoes for 5 magnitude echoes", "_part-phase")
+    _assert_input_refused(root, "4 phase echoes for 5 magnitude echoes", "_part-phase")
 
 
 def test_shape_mismatch(broken):
-    root, out = broken
+    root, _ = broken
     path = _echo(root, "a", 2)
     img = nib.load(path)
     nib.save(nib.Nifti1Image(np.ones((30, 32, 24), np.float32), img.affine), path)
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "echo-2_part-mag", "share one voxel grid")
+    _assert_input_refused(root, "echo-2_part-mag", "share one voxel grid")
 
 
 def test_affine_mismatch(broken):
-    root, out = broken
+    root, _ = broken
     path = _echo(root, "a", 4)
     img = nib.load(path)
     affine = img.affine.copy()
     affine[0, 3] += 5.0
     nib.save(nib.Nifti1Image(img.get_fdata().astype(np.float32), affine), path)
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "echo-4_part-mag", "share one voxel grid")
+    _assert_input_refused(root, "echo-4_part-mag", "share one voxel grid")
 
 
 def test_single_echo(broken):
-    root, out = broken
+    root, _ = broken
     for n in range(2, 6):
         for part in ("mag", "phase"):
             _echo(root, "a", n, part).unlink()
             _echo(root, "a", n, part, ".json").unlink()
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "only 1 echo", "R2* needs at least 2 echoes")
+    _assert_input_refused(root, "only 1 echo", "R2* needs at least 2 echoes")
 
 
 def test_non_finite_values(broken):
-    root, out = broken
+    root, _ = broken
     path = _echo(root, "a", 3)
     img = nib.load(path)
     data = img.get_fdata().astype(np.float32)
     data[5, 5, 5] = np.nan
     nib.save(nib.Nifti1Image(data, img.affine), path)
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "echo-3_part-mag", "non-finite")
+    _assert_input_refused(root, "echo-3_part-mag", "non-finite")
 
 
 @pytest.mark.parametrize("content,needle", [(b"", "empty (0 bytes)"),
                                             (b"this is not a nifti file", "cannot be read")])
 def test_empty_or_unreadable_file(broken, content, needle):
-    root, out = broken
+    root, _ = broken
     _echo(root, "a", 1).write_bytes(content)
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, needle, "re-")
+    _assert_input_refused(root, needle, "re-")
 
 
 def test_all_zero_image(broken):
-    root, out = broken
+    root, _ = broken
     path = _echo(root, "a", 1)
     img = nib.load(path)
     nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), path)
+    _assert_input_refused(root, "every voxel is 0", "re-export")
+
+
+def _remove_field_strength(root, ses):
+    for n in (1, 2, 3, 4, 5):
+        for part in ("mag", "phase"):
+            path = _echo(root, ses, n, part, ".json")
+            if path.exists():
+                set_sidecar(path, MagneticFieldStrength=None)
+
+
+def test_missing_field_strength(broken):
+    """No MagneticFieldStrength with phase: refused by the checks run before any output."""
+    root, _ = broken
+    _remove_field_strength(root, "a")
+    _assert_input_refused(root, "MagneticFieldStrength", "--b0")
+
+
+def test_session_failure_on_the_command_line(broken):
+    """End to end: the bad session fails with one ``bids-iron: failed:`` line naming the file
+    and the fix, no traceback, not even its R2* maps written; the other session is done.
+    (Missing MagneticFieldStrength: the check that comes last before the first map.)"""
+    root, out = broken
+    _remove_field_strength(root, "a")
     code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "every voxel is 0", "re-export")
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-01_ses-a")]
+    assert len(lines) == 1, err
+    assert "MagneticFieldStrength" in lines[0] and "--b0" in lines[0], lines[0]
+    anat = out / "sub-01" / "ses-a" / "anat"
+    assert not anat.exists() or not list(anat.glob("*")), "partial output written"
+    # the other session is unaffected
+    assert (out / "sub-01" / "ses-b" / "anat" / "sub-01_ses-b_R2starmap.nii.gz").exists()
 
 
 def _assert_run_refused(code, err, needle):
@@ -161,15 +205,3 @@ def test_b0_override_recorded(broken):
     side = json.loads((out / "sub-01/ses-b/anat/sub-01_ses-b_R2starmap.json").read_text())
     assert side["MagneticFieldStrength"] == 7.0
     assert not (out / "sub-01" / "ses-a").exists()
-
-
-def test_missing_field_strength_before_any_output(broken):
-    """No MagneticFieldStrength: one line naming the fix, and not even the R2* maps written."""
-    root, out = broken
-    for n in (1, 2, 3, 4, 5):
-        for part in ("mag", "phase"):
-            path = _echo(root, "a", n, part, ".json")
-            if path.exists():
-                set_sidecar(path, MagneticFieldStrength=None)
-    code, _, err = run_cli(root, out, "participant")
-    _assert_session_failed(code, err, out, "MagneticFieldStrength", "--b0")
