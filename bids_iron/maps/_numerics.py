@@ -249,10 +249,12 @@ def check_field(field, mask, name="field", mask_name="mask"):
     >>> f.tolist(), m.tolist()
     ([[[0.0, 2.0]]], [[[False, True]]])
     """
-    f = check_array(field, name, ndim=3, finite=False, dtype=None)
+    f = check_array(field, name, ndim=3, finite=False)
     m = check_mask(mask, f.shape, mask_name, like=f"shape of {name}")
-    check_array(f, name, where=m, dtype=None)
-    return np.where(m, f, 0).astype(np.float32), m
+    f = np.where(m, f, np.float32(0))
+    if not np.isfinite(f).all():
+        raise ValueError(f"{name} has non-finite values inside the mask")
+    return f, m
 
 
 def check_weights(weights, mask, name="weights", like="shape of the field"):
