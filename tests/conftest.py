@@ -13,7 +13,6 @@ import phantom as P  # noqa: E402
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_SMALL = SHARED / "data" / "real" / "mrt-small"
 
-
 @pytest.fixture(scope="session")
 def head_phantom():
     """The default 64x64x48, 2 mm phantom."""
@@ -53,27 +52,38 @@ def set_sidecar(path, **changes):
     Path(path).write_text(json.dumps(meta))
 
 
-def _cli_args(args, anatomy):
-    """Argument strings; participant-level runs get ``--no-anatomy`` unless ``anatomy=True``
-    (or the test passes ``--templateflow-home``/``--no-anatomy`` itself): the tests of other
-    stages do not need the template registration, which the anatomy tests exercise with a
-    synthetic TemplateFlow home."""
+def _cli_args(args, anatomy, n_procs=None):
+    """Argument strings for a test run of the command.
+
+    Participant-level runs get ``--no-anatomy`` unless ``anatomy=True`` (or the test passes
+    ``--templateflow-home``/``--no-anatomy`` itself): the tests of other stages do not need
+    the template registration, which the anatomy tests exercise with a synthetic
+    TemplateFlow home. With ``n_procs``, participant-level runs that do not pass
+    ``--n-procs`` get ``--n-procs n_procs``.
+    """
     args = [str(a) for a in args]
     if ("participant" in args and not anatomy
             and not {"--templateflow-home", "--no-anatomy"} & set(args)):
         args.append("--no-anatomy")
+    if (n_procs is not None and "participant" in args
+            and not {"--n-procs", "--n_procs"} & set(args)):
+        args += ["--n-procs", str(n_procs)]
     return args
 
 
-def run_cli(*args, anatomy=False):
+def run_cli(*args, anatomy=False, n_procs=1):
     """Run the ``bids-iron`` command in this process; return (code, stdout, stderr).
 
     ``bids_iron.cli.main`` with stdout and stderr captured (its console log handler is made
     at call time on the redirected ``sys.stderr``); ``SystemExit`` (argparse: usage errors,
     ``--help``, ``--version``) gives its code. Afterwards the ``bids_iron`` logger and the
     environment (``TEMPLATEFLOW_HOME`` and ITK threads are set by the run) are as before, so
-    nothing leaks into later tests. ``--no-anatomy`` as in `_cli_args`. `run_cli_subprocess`
-    runs a real ``python -m bids_iron`` process instead.
+    nothing leaks into later tests. ``--no-anatomy`` as in `_cli_args`.
+
+    Sessions run one after another (``--n-procs 1``) unless the test passes ``--n-procs`` or
+    ``n_procs=None`` (the default: one per core, so it depends on the machine): starting a
+    pool of worker processes costs seconds per run, and the tests that are about parallel
+    sessions ask for them. `run_cli_subprocess` runs a real ``python -m bids_iron`` process.
     """
     import contextlib
     import io
@@ -83,7 +93,7 @@ def run_cli(*args, anatomy=False):
 
     from bids_iron import cli
 
-    argv = _cli_args(args, anatomy)
+    argv = _cli_args(args, anatomy, n_procs)
     logger = logging.getLogger("bids_iron")
     saved = logger.handlers[:], logger.level, logger.propagate, logger.disabled
     environ = dict(os.environ)

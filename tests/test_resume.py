@@ -72,8 +72,10 @@ def test_clean_workdir_and_default_n_procs(head_phantom, tmp_path):
     affine, _ = P.oblique_affine(head_phantom.voxel_size, 0.0, 0, head_phantom.labels.shape)
     P.write_megre(root, P.simulate_gre(head_phantom, snr=80), affine, "01", with_phase=False)
     work = tmp_path / "work"
-    code, _, err = run_cli(root, tmp_path / "out", "participant", "--work-dir", work)
+    # no --n-procs: the default number of parallel sessions (run_cli passes 1 otherwise)
+    code, _, err = run_cli(root, tmp_path / "out", "participant", "--work-dir", work,
+                           n_procs=None)
     assert code == 0 and (work / "sub-01" / "r2star_fit_residual.npy").exists()
     code, _, err = run_cli(root, tmp_path / "out", "participant", "--work-dir", work,
-                           "--force", "--clean-workdir")
+                           "--force", "--clean-workdir", n_procs=None)
     assert code == 0 and not (work / "sub-01").exists()
