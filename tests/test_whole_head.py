@@ -47,6 +47,13 @@ def heads():
     return get
 
 
+@pytest.fixture(scope="module")
+def full_chain(heads):
+    """The phase stage with the default options on the full head, run once for the tests
+    that need it (it is deterministic)."""
+    return _run(heads("full"))
+
+
 @contextlib.contextmanager
 def _stage(name):
     yield
@@ -75,9 +82,9 @@ def test_brain_mask_on_whole_heads(heads, name):
         assert _dice(old, acq.brain_mask) < 0.8
 
 
-def test_chain_meets_targets_on_whole_head(heads):
+def test_chain_meets_targets_on_whole_head(heads, full_chain):
     acq = heads("full")
-    m = H.evaluate(acq, _run(acq))
+    m = H.evaluate(acq, full_chain)
     assert m["dice"] >= 0.95
     assert m["nonbrain_ml"] < 5
     assert m["lfs_r"] >= 0.9
@@ -87,15 +94,15 @@ def test_chain_meets_targets_on_whole_head(heads):
 
 
 @pytest.mark.parametrize("name", ["oblique", "aniso"])
-def test_chain_holds_on_oblique_and_anisotropic(heads, name):
-    ref = H.evaluate(heads("full"), _run(heads("full")))
+def test_chain_holds_on_oblique_and_anisotropic(heads, full_chain, name):
+    ref = H.evaluate(heads("full"), full_chain)
     m = H.evaluate(heads(name), _run(heads(name)))
     assert m["dice"] >= 0.95
     assert 0.9 <= m["slope"] <= 1.1 and m["r"] >= 0.95
     assert m["nrmse"] <= 1.25 * ref["nrmse"]  # measured: +15 % oblique, +19 % anisotropic
 
 
-def test_threshold_mask_is_flagged(heads, caplog):
+def test_threshold_mask_is_flagged(heads, full_chain, caplog):
     """The plain threshold keeps the scalp: the QC must say so, in the log and the facts."""
     acq = heads("full")
     res = _run(acq, brain_mask="threshold", refine_mask=False)
@@ -103,7 +110,7 @@ def test_threshold_mask_is_flagged(heads, caplog):
     assert q["BrainVolumeML"] > 2200
     assert any("brain mask volume" in w and "--brain-mask" in w for w in res.facts["MaskWarnings"])
     assert any("brain mask volume" in r.getMessage() for r in caplog.records)
-    good = _run(acq)
+    good = full_chain  # the default mask
     assert 800 <= good.facts["MaskQuality"]["BrainVolumeML"] <= 2200
     assert not any("volume" in w for w in good.facts["MaskWarnings"])
     assert good.facts["MaskQuality"]["ResidualBackgroundFraction"] < MAX_RESIDUAL_BACKGROUND
