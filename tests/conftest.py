@@ -1,5 +1,6 @@
 """Shared fixtures: simulated BIDS datasets with ground truth (qsm-forward building blocks)."""
 
+import collections
 import json
 import shutil
 import sys
@@ -12,6 +13,51 @@ import phantom as P  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_SMALL = SHARED / "data" / "real" / "mrt-small"
+
+#: Test files that take tens of seconds each (template registrations, whole-head phantoms),
+#: longest first. With ``--dist loadfile`` (each file runs on one worker) they are started
+#: first, so that no long file starts when the other workers are nearly done; the other files
+#: follow in pytest-xdist's own order (most tests first). Only the order changes.
+LONG_FILES = ("test_anatomy_via_t1w.py", "test_whole_head.py", "test_cli_anatomy.py",
+              "test_registration.py", "test_user_rois.py", "test_cli_participant.py",
+              "test_resume.py", "test_cli_inputs_options.py")
+
+
+def _by_file(config):
+    """Whether pytest-xdist hands out whole files (``--dist loadfile``/``loadscope``); in a
+    worker (where ``dist`` reads "no") the controller says so through ``workerinput``."""
+    if hasattr(config, "workerinput"):
+        return bool(config.workerinput.get("long_files_first"))
+    return getattr(config.option, "dist", "no") in ("loadfile", "loadscope")
+
+
+class _TellWorkers:
+    """pytest-xdist hook on the controller: the workers order their collection."""
+
+    def pytest_configure_node(self, node):
+        node.workerinput["long_files_first"] = True
+
+
+def pytest_configure(config):
+    if _by_file(config) and not hasattr(config, "workerinput"):
+        config.option.loadscopereorder = False  # the collection order below is the schedule
+        config.pluginmanager.register(_TellWorkers(), "long_files_first")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not _by_file(config):
+        return
+    path = {item: item.nodeid.split("::")[0] for item in items}
+    count = collections.Counter(path.values())
+
+    def rank(item):
+        name = path[item].rsplit("/", 1)[-1]
+        if name in LONG_FILES:
+            return 0, LONG_FILES.index(name)
+        return 1, -count[path[item]]
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
 
 @pytest.fixture(scope="session")
 def head_phantom():
