@@ -31,7 +31,7 @@ from typing import Callable
 FAMILIES = {
     "r2star": "fit_r2star(magnitude, te, method=...) -> R2starFit",
     "unwrap": "(wrapped, mask, te, magnitude, voxel_size) -> unwrapped first echo (radians)",
-    "background": "(field, mask, voxel_size, **needs) -> (local field, eroded mask)",
+    "background": "(field, mask, voxel_size, **needs) -> BackgroundResult (local field, mask)",
     "dipole": "(local_field_ppm, mask, voxel_size, b0_dir, **needs) -> DipoleInversionResult",
 }
 
