@@ -95,7 +95,8 @@ def run_anatomy(session):
     with session.stage(f"registration {atlas_files.template} -> MEGRE, {how}"):
         reg = reg_mod.register_to_session(data, atlas_files, t1w_img=t1w, work_dir=work,
                                           cache_dir=session.work.parent / "templateflow_cache",
-                                          n_threads=options.n_threads, t1w_rigid=rigid)
+                                          n_threads=options.n_threads, t1w_rigid=rigid,
+                                          native=session.native)
     facts["Registration"] = how
     with session.stage("atlas labels to native space"):
         native = reg_mod.warp_labels_to_native(reg, atlas_files)
@@ -328,12 +329,11 @@ def run_user_rois(session):
                     raise InputError(f"{labels.path}: a {labels.space}-space label map needs "
                                      f"the session's {labels.space} image in the BIDS dataset")
                 moving = session.image(labels.space)
-                source_path = inputs.t1w if labels.space == "T1w" else inputs.flair
                 if labels.source == "user" and not _same_grid(img, moving.shape, moving.affine):
                     raise InputError(
                         f"{labels.path}: its grid matches neither the MEGRE nor the "
-                        f"{labels.space} image {Path(source_path).name}; resample it to the "
-                        f"{labels.space} grid")
+                        f"{labels.space} image {Path(session.image_path(labels.space)).name}; "
+                        f"resample it to the {labels.space} grid")
                 rigid = session.rigid_to_megre(labels.space)
                 as_nifti = nib.Nifti1Image(
                     np.rint(np.asanyarray(img.dataobj)).astype(np.float32), img.affine)

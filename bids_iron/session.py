@@ -139,21 +139,25 @@ class Session:
             self._native = native_reference(self.data)
         return self._native
 
+    def image_path(self, space):
+        """The session's ``T1w`` or ``FLAIR`` file in the BIDS dataset (None if it has none)."""
+        return {"T1w": self.inputs.t1w, "FLAIR": self.inputs.flair}[space]
+
+    def has_image(self, space):
+        return self.image_path(space) is not None
+
     def image(self, space):
         """The session's ``T1w`` or ``FLAIR`` image (nibabel, loaded once); `InputError`
         when the dataset has none."""
         import nibabel as nib
 
         if space not in self._images:
-            path = {"T1w": self.inputs.t1w, "FLAIR": self.inputs.flair}[space]
+            path = self.image_path(space)
             if path is None:
                 raise InputError(f"{self.label}: this needs the session's {space} image in "
                                  "the BIDS dataset")
             self._images[space] = nib.load(str(path))
         return self._images[space]
-
-    def has_image(self, space):
-        return {"T1w": self.inputs.t1w, "FLAIR": self.inputs.flair}[space] is not None
 
     def rigid_to_megre(self, space):
         """The ``space`` (T1w or FLAIR) -> MEGRE rigid transform, registered once per session

@@ -490,7 +490,7 @@ def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterati
 def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, cache_dir=None,
                         n_threads=None, reg_resolution=REG_RESOLUTION,
                         syn_iterations=(60, 40, 10), seed=SEED, compose=True, use_t2w=True,
-                        t1w_rigid=None):
+                        t1w_rigid=None, native=None):
     """Register a template (and SUIT) to one session's native MEGRE space.
 
     Parameters
@@ -524,6 +524,8 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     t1w_rigid : RigidTransform, optional
         The T1w -> MEGRE rigid transform when the caller already has it (a session registers
         each image to MEGRE once); computed here otherwise.
+    native : nibabel image, optional
+        `native_reference` of ``magnitude_img`` when the caller already has it.
 
     Returns
     -------
@@ -535,7 +537,7 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     work.mkdir(parents=True, exist_ok=True)
     if isinstance(magnitude_img, (str, Path)):
         magnitude_img = nib.load(str(magnitude_img))
-    native = native_reference(magnitude_img)
+    native = native if native is not None else native_reference(magnitude_img)
     late = _last_echo(magnitude_img)
     atlas_files = template if hasattr(template, "atlases") else None
     if atlas_files is not None:
