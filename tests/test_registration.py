@@ -179,3 +179,24 @@ def test_flair_rigid_registration(tmp_path):
     centre = rot @ np.array([20.0, 10.0, 10.0]) + shift  # FLAIR point c shows native rot c + shift
     true_lesion = np.linalg.norm(world - centre.reshape(3, 1, 1, 1), axis=0) < 6
     assert R.dice(on_native, true_lesion) > 0.8
+
+
+def _suit_in_process(args):
+    tf_root, cache = args
+    af = TP.fetch_atlas_files(templateflow_home=tf_root)
+    return R.register_suit(af, cache, n_threads=1, syn_iterations=(10, 0, 0))
+
+
+def test_suit_cache_is_safe_for_parallel_sessions(tf_root, tmp_path):
+    """Sessions in parallel processes share the SUIT cache: both get whole transforms (one
+    used to delete the other's temporary images mid-registration)."""
+    import concurrent.futures
+    import multiprocessing
+
+    cache = tmp_path / "cache"
+    with concurrent.futures.ProcessPoolExecutor(
+            2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        got = list(pool.map(_suit_in_process, [(tf_root, cache)] * 2))
+    assert got[0] == got[1]
+    assert all(os.path.getsize(p) > 0 for p in got[0])
+    assert sorted(p.name for p in cache.iterdir()) == sorted(os.path.basename(p) for p in got[0])

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -478,13 +479,21 @@ def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterati
     lo, hi = _bbox_world(suit)
     tpl = _crop_to_box(_downsample(_as_img3d(tpl_path, "template T1w"), REG_RESOLUTION),
                        lo - 10.0, hi + 10.0)
-    f = _save(tpl, str(prefix) + "fixed.nii")
-    m = _save(suit, str(prefix) + "moving.nii")
-    a, w, _ = _affine_syn(f, m, prefix, "CC", syn_iterations, n_threads, seed, rigid=False,
-                          init="identity")
-    for p in (f, m):
-        os.remove(p)
-    return [w, a] if w else [a]
+    # sessions running in parallel share the cache: each registers in a private folder and
+    # moves the finished transforms into place (atomic; the seed makes them identical), the
+    # affine last, so a session that finds both files finds them whole
+    private = Path(tempfile.mkdtemp(prefix="suit-", dir=cache))
+    try:
+        f = _save(tpl, private / "fixed.nii")
+        m = _save(suit, private / "moving.nii")
+        a, w, _ = _affine_syn(f, m, private / "out_", "CC", syn_iterations, n_threads, seed,
+                              rigid=False, init="identity")
+        if w:
+            os.replace(w, warp)
+        os.replace(a, affine)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return [warp, affine] if w else [affine]
 
 
 def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, cache_dir=None,
