@@ -74,6 +74,11 @@ _add("background", "lbv", background.remove_background_lbv, "Laplacian boundary 
      "mask with the measured field on its boundary, preconditioned conjugate gradients",
      "Zhou D, Liu T, Spincemaille P, Wang Y. Background field removal by solving the "
      "Laplacian boundary value problem. NMR Biomed 2014;27:312-319")
+_add("background", "ismv", background.remove_background_ismv, "iterative spherical mean value",
+     "Iterative spherical mean value (iSMV): the mask eroded by the SMV radius, the "
+     "background iterated as its own spherical mean inside, held to the field on the rim",
+     "Wen Y, Zhou D, Liu T, Spincemaille P, Wang Y. An iterative spherical mean value method "
+     "for background field removal in MRI. Magn Reson Med 2014;72:1065-1071")
 
 _add("dipole", "tkd", dipole.invert_dipole_tkd, "truncated k-space division",
      "Truncated k-space division (TKD)",
