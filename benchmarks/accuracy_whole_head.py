@@ -11,7 +11,9 @@ referenced to the R2* CSF and LFS to the whole-brain mean). Prints, per variant:
 - LFS vs the true local field: r of the 16 nucleus ROI means (per hemisphere);
 - chi (QSM-CI metrics over the output mask, both de-meaned there): NRMSE, HFEN, XSIM,
   deep-GM slope and r of the 16 nucleus ROI means, mean absolute ROI error (ppm; both
-  referenced to their whole-mask means).
+  referenced to their whole-mask means); ``nrmse_inner``: NRMSE without the mask's outer
+  2 mm (partial volume with bone and dura); ``kept_brain``: the fraction of the TRUE brain
+  inside the output mask; the bias of each nucleus (%, both referenced to the mask mean).
 
     python benchmarks/accuracy_whole_head.py [--voxel 1 1 1] [--variants full oblique ...]
         [--set brain_mask=threshold --set background_method=pdf ...]
@@ -93,8 +95,10 @@ def main():
         res = run(acq, options)
         dt = time.perf_counter() - t
         m = H.evaluate(acq, res)
+        bias = m.pop("bias")
         print(f"  {name}: " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in m.items()) + f"  ({dt:.1f} s)", flush=True)
+        print("    nucleus bias %: " + "  ".join(f"{k}={v:+.0f}" for k, v in bias.items()))
 
 
 if __name__ == "__main__":

@@ -512,8 +512,16 @@ def evaluate(acq, res):
     t, e = roi_means(truth, acq, ev), roi_means(chi, acq, ev)
     ok = np.isfinite(t) & np.isfinite(e)
     slope = np.polyfit(t[ok], e[ok], 1)[0]
+    rim = ev & (ndimage.distance_transform_edt(ev, sampling=acq.voxel_size) > 2.0)
+    bias = {}
+    for n in NUCLEI:
+        roi = acq.label_mask(n) & ev
+        if roi.sum() >= 3:
+            bias[n] = 100.0 * (chi[roi].mean() - truth[roi].mean()) / abs(truth[roi].mean())
     return {"dice": dice, "volume_L": mask.sum() * vox_ml / 1000,
             "nonbrain_ml": nonbrain.sum() * vox_ml, "kept": m2.sum() / max(mask.sum(), 1),
             "lfs_r": r_lfs, "nrmse": met["nrmse"], "hfen": met["hfen"], "xsim": met["xsim"],
             "slope": slope, "r": np.corrcoef(t[ok], e[ok])[0, 1],
-            "roi_err": float(np.mean(np.abs(e[ok] - t[ok]))), "n_roi": int(ok.sum())}
+            "roi_err": float(np.mean(np.abs(e[ok] - t[ok]))), "n_roi": int(ok.sum()),
+            "nrmse_inner": metrics(res.chi_ppm, acq.chi, rim)["nrmse"],
+            "kept_brain": float((m2 & truth_brain).sum() / truth_brain.sum()), "bias": bias}

@@ -63,6 +63,12 @@ DEFAULT_DIPOLE_METHOD = "tv_admm"
 #: the best at every resolution and noise level and keeps more regularisation than 5e-5.)
 TV_ALPHA = 1e-4
 
+#: L1-TV (`invert_dipole_l1_tv`) weight and ADMM settings (field scaled to unit RMS).
+L1_ALPHA = 0.05
+L1_MU_GRAD = 1.0
+L1_MU_DATA = 1.0
+L1_MAX_ITER = 100
+
 
 @dataclass
 class DipoleInversionResult:
@@ -395,8 +401,13 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
 # --------------------------------------------------------------------------------------
 
 def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol,
-             workers):
+             workers, data_norm="l2", chi0=None):
     """ADMM for  1/2 ||W (D chi - f)||^2 + alpha || T * G chi ||_1  (see invert_dipole_tv_admm).
+
+    With ``data_norm="l1"`` the data term is ``||W (D chi - f)||_1`` (`invert_dipole_l1_tv`):
+    the ``v`` update becomes a soft threshold of ``D chi - f`` at ``W / mu_data``, i.e.
+    ``v + dual = b - 2 clip(b - f, -W/mu, W/mu)``. ``chi0`` (padded grid) starts the
+    iterations from a previous solution instead of zero (warm start).
 
     Splits v = D chi (weighted data term, closed form per voxel) and z = G chi (soft
     threshold); the chi update is a closed-form k-space division. The scaled duals are
@@ -417,11 +428,16 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     del denom
     k_data[0, 0, 0] = 0.0  # chi's mean is not determined: keep it at 0
     k_grad[0, 0, 0] = 0.0
-    w2 = box.to_grid(w * w)
-    wf = w2 * box.to_grid(f)
-    inv_v = (1.0 / (w2 + np.float32(mu_data))).astype(np.float32)
-    del w2
     mu = np.float32(mu_data)
+    fg = box.to_grid(f)
+    if data_norm == "l1":
+        thr = box.to_grid(w / mu)  # zero outside the mask: no data there
+        neg_thr = -thr
+    else:
+        w2 = box.to_grid(w * w)
+        wf = w2 * fg
+        inv_v = (1.0 / (w2 + mu)).astype(np.float32)
+        del w2
     tau = np.float32(alpha / mu_grad)
     if tv_weight is not None:
         t = np.empty((3,) + pshape, dtype=np.float32)
@@ -430,12 +446,18 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         tau = t
     neg_tau = -tau
     # state: rhs_data = v + s (data dual s), q = z + dual (gradient), p = -dual (gradient)
-    rhs_data = box.to_grid(f)
+    rhs_data = fg.copy()
     s = np.zeros(pshape, np.float32)
     q = np.zeros((3,) + pshape, np.float32)
     p = np.zeros((3,) + pshape, np.float32)
     tmp = np.empty(pshape, np.float32)
     scratch = np.empty(pshape, np.float32)
+    if chi0 is not None:  # warm start: the splits at the previous solution, duals zero
+        spec = scipy.fft.rfftn(chi0, workers=workers)
+        spec *= kernel
+        rhs_data = scipy.fft.irfftn(spec, s=pshape, workers=workers).astype(np.float32)
+        del spec
+        _grad(chi0.astype(np.float32), inv_d, q)
     chi_prev = None
     n_fft = 0
     converged = False
@@ -455,12 +477,18 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         n_fft += 4
         # data split: b = D chi - s_old ... (s holds the scaled dual with a minus sign)
         bvec += s
-        np.multiply(bvec, mu, out=tmp)
-        tmp += wf
-        tmp *= inv_v  # v
-        np.subtract(bvec, tmp, out=s)  # -dual_new = b - v
-        np.multiply(tmp, 2, out=rhs_data)
-        rhs_data -= bvec  # v + dual_new = 2 v - b
+        if data_norm == "l1":
+            np.subtract(bvec, fg, out=tmp)
+            np.clip(tmp, neg_thr, thr, out=s)  # -dual_new = b - v = clip(b - f)
+            np.subtract(bvec, s, out=rhs_data)
+            rhs_data -= s  # v + dual_new = b - 2 clip(b - f)
+        else:
+            np.multiply(bvec, mu, out=tmp)
+            tmp += wf
+            tmp *= inv_v  # v
+            np.subtract(bvec, tmp, out=s)  # -dual_new = b - v
+            np.multiply(tmp, 2, out=rhs_data)
+            rhs_data -= bvec  # v + dual_new = 2 v - b
         del bvec
         # gradient split
         _grad(chi, inv_d, q)  # q <- G chi
@@ -570,6 +598,98 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
               "weighted": weights is not None, "max_iter": max_iter, "tol": tol, "pad": pad,
               "padded_shape": list(pshape), "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
     return _result(chi, box, m, n_fft, n_iter, "tv_admm", params, converged)
+
+
+def invert_dipole_l1_tv(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0),
+                        alpha=L1_ALPHA, weights=None, mu_grad=L1_MU_GRAD, mu_data=L1_MU_DATA,
+                        max_iter=L1_MAX_ITER, tol=1e-3, pad=8, workers=-1):
+    """Total-variation dipole inversion with an L1 data term (L1-QSM), by ADMM.
+
+    Minimises ``||W (F^-1 D F chi - field)||_1 + alpha ||G chi||_1`` (``G`` the anisotropic
+    TV of `invert_dipole_tv_admm`, ``W`` the data weights normalised to mean 1 in the mask).
+    An L1 data term is robust to phase outliers (veins, edges, residual background): voxels
+    whose field the model cannot explain are rejected instead of spreading streaks, and a
+    noise-free consistent field is matched exactly. Both terms are homogeneous of degree
+    one, so ``alpha`` does not depend on the units, field strength or echo time; the field
+    is scaled to unit RMS in the mask internally so the ADMM penalties are unit-free too.
+    ADMM splits ``v = D chi`` (soft threshold of the residual at ``W / mu_data``) and
+    ``z = G chi`` (soft threshold at ``alpha / mu_grad``); one iteration costs four FFTs.
+
+    Parameters
+    ----------
+    local_field_ppm : ndarray, shape (X, Y, Z)
+        Local field shift (ppm), background removed.
+    mask : ndarray of bool, shape (X, Y, Z)
+        Brain mask.
+    voxel_size : sequence of 3 float
+        mm.
+    b0_dir : sequence of 3 float
+        B0 direction in voxel axes.
+    alpha : float
+        TV weight relative to the L1 data term (> 0, unit-free); default `L1_ALPHA`, chosen
+        on the realistic whole-head phantom (table beside it).
+    weights : ndarray, shape (X, Y, Z), optional
+        Data weights (magnitude, or 1 / field noise SD), non-negative.
+    mu_grad, mu_data : float
+        ADMM penalties of the gradient and data splits (> 0, for the field at unit RMS);
+        they set the speed of convergence, not the solution.
+    max_iter : int
+        Maximum iterations.
+    tol : float
+        Relative change of chi at which to stop.
+    pad, workers
+        As in `invert_dipole_tv_admm`.
+
+    Returns
+    -------
+    DipoleInversionResult
+        ``n_fft == 4 * n_iter``.
+
+    Raises
+    ------
+    ValueError
+        If an argument has a wrong shape, type or range (the message names it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bids_iron.maps.kernels import dipole_kernel
+    >>> x, y, z = np.mgrid[:32, :32, :32] - 15.5
+    >>> mask = x**2 + y**2 + z**2 < 14**2
+    >>> chi = np.where(x**2 + y**2 + z**2 < 5**2, 0.1, 0.0)
+    >>> big = np.zeros((96, 96, 96)); big[:32, :32, :32] = chi
+    >>> fld = np.fft.ifftn(dipole_kernel(big.shape, (1, 1, 1)) * np.fft.fftn(big)).real
+    >>> res = invert_dipole_l1_tv(fld[:32, :32, :32] * mask, mask, (1, 1, 1))
+    >>> inner = x**2 + y**2 + z**2 < 3**2
+    >>> d = res.chi[inner].mean() - res.chi[mask & ~(x**2+y**2+z**2 < 7**2)].mean()
+    >>> bool(abs(d - 0.1) < 0.01)
+    True
+
+    References
+    ----------
+    Milovic C, Lambert M, Langkammer C, Bredies K, Irarrazaval P, Tejos C. Streaking artifact
+    suppression of quantitative susceptibility mapping reconstructions via L1-norm data
+    fidelity optimization (L1-QSM). Magn Reson Med 2022;87:457-473.
+    """
+    f, m, vs, b = _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad)
+    alpha = check_positive("alpha", alpha)
+    mu_grad = check_positive("mu_grad", mu_grad)
+    mu_data = check_positive("mu_data", mu_data)
+    max_iter = check_max_iter(max_iter)
+    tol = check_positive("tol", tol)
+    w = check_weights(weights, m, like="shape of local_field_ppm")
+    box = _grid(m, pad)
+    scale = float(np.sqrt(np.mean(np.square(f[m], dtype=np.float64)))) if m.any() else 0.0
+    scale = scale if scale > 0 else 1.0
+    chi, n_fft, n_iter, converged = _tv_admm(f / np.float32(scale), m, vs, b, box, w, None,
+                                             alpha, mu_data, mu_grad, max_iter, tol, workers,
+                                             data_norm="l1")
+    chi *= np.float32(scale)
+    params = {"alpha": alpha, "mu_grad": mu_grad, "mu_data": mu_data,
+              "weighted": weights is not None, "max_iter": max_iter, "tol": tol, "pad": pad,
+              "field_rms_ppm": scale, "padded_shape": list(box.shape),
+              "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
+    return _result(chi, box, m, n_fft, n_iter, "l1_tv", params, converged)
 
 
 def magnitude_edge_mask(magnitude, mask, voxel_size, edge_fraction=0.3):
