@@ -11,11 +11,20 @@
 * `wrapped_laplacian`: the right-hand side of Laplacian unwrapping.
 
 All work in float32. The parallel loops (numba ``prange``; ``NUMBA_NUM_THREADS`` threads, all
-cores by default) run over the first axis; everything is cached on disk (``cache=True``).
+cores by default) run over the first axis; everything is cached on disk (``cache=True``), in
+the folder `bids_iron._numba_cache` chooses. The public functions are Python wrappers that
+pass C-contiguous arrays of fixed dtypes and fixed scalar types to the compiled ``_*``
+kernels: numba compiles (and caches) one version per signature, and the layout of an array
+(C, Fortran as NIfTI data come, or a strided box) is part of it, so each kernel has exactly
+one signature, compiled once and found in the cache by every later call.
 """
 
-import numpy as np
-from numba import njit, prange
+from bids_iron._numba_cache import configure_numba_cache
+
+configure_numba_cache()  # a writable cache folder, chosen before numba is imported
+
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 from ._numerics import TWO_PI
 
@@ -25,6 +34,16 @@ _INV_TWO_PI32 = np.float32(1.0 / TWO_PI)
 _PI32 = np.float32(np.pi)
 _ONE32 = np.float32(1.0)
 _ZERO32 = np.float32(0.0)
+
+
+def _f32(a):
+    """``a`` as a C-contiguous float32 array (itself if it is one already)."""
+    return np.ascontiguousarray(a, np.float32)
+
+
+def _bool(a):
+    """``a`` as a C-contiguous bool array (itself if it is one already)."""
+    return np.ascontiguousarray(a, np.bool_)
 
 
 @njit(cache=True, nogil=True)
@@ -62,7 +81,7 @@ def _quality(p_lo, p_hi, m_lo, m_hi, p2_lo, p2_hi, te_ratio, mref, use_mag, use_
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def edge_bins(phase, mask, mag, phase2, te_ratio, mref, use_mag, use_p2):
+def _edge_bins(phase, mask, mag, phase2, te_ratio, mref, use_mag, use_p2):
     """Quantised qualities of the edges (v, v + e_d) and the seed voxel.
 
     ``phase``, ``mag``, ``phase2`` float32 and ``mask`` bool, shape (X, Y, Z) in C order
@@ -214,6 +233,8 @@ def grow_regions(phase, wbin, strides, first_seed):
     reached flag. Growth starts at ``first_seed``; voxels not reached are then seeded in
     index order (one new region each). Returns (unwrapped float32, number of regions).
     """
+    phase = _f32(phase)
+    wbin = np.ascontiguousarray(wbin, np.uint8)
     n = phase.shape[0]
     n_edges = _count_edges(wbin)
     # queue links and items (edge code 6 * voxel + direction) in 32 bits where they fit
@@ -226,7 +247,7 @@ def grow_regions(phase, wbin, strides, first_seed):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def offset_phasor(phase, magnitude, a, dphi, ratio, mask):
+def _offset_phasor(phase, magnitude, a, dphi, ratio, mask):
     """MCPC-3D-S raw offset ``phi_a - ratio * dphi`` and its weighted phasor.
 
     ``phase``/``magnitude`` float32 (X, Y, Z, E), ``dphi`` float32 (X, Y, Z), ``mask`` bool.
@@ -307,18 +328,19 @@ def gaussian_smooth_pair(re, im, sigma, truncate=4.0):
     Same kernel and 'nearest' boundary as ``scipy.ndimage.gaussian_filter`` (radius
     ``int(truncate * sigma + 0.5)``; float32 sums); both volumes share each pass.
     """
+    re, im = _f32(re), _f32(im)
     for axis, sd in enumerate(sigma):
         radius = int(truncate * float(sd) + 0.5)
         if sd <= 0 or radius == 0:
             continue
         x = np.arange(-radius, radius + 1, dtype=np.float64)
         w = np.exp(-0.5 * (x / float(sd)) ** 2)
-        re, im = _smooth_axis(re, im, w / w.sum(), axis)
+        re, im = _smooth_axis(re, im, w / w.sum(), int(axis))
     return re, im
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def offset_from_phasor(re, im):
+def _offset_from_phasor(re, im):
     """Wrapped phase of ``re + i im`` (0 where both are 0), float32."""
     nx, ny, nz = re.shape
     out = np.empty((nx, ny, nz), np.float32)
@@ -335,7 +357,7 @@ def offset_from_phasor(re, im):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def subtract_offset(phase, offset):
+def _subtract_offset(phase, offset):
     """``wrap(phase - offset[..., None])`` for (X, Y, Z, E) float32 phase."""
     nx, ny, nz, ne = phase.shape
     out = np.empty((nx, ny, nz, ne), np.float32)
@@ -349,8 +371,8 @@ def subtract_offset(phase, offset):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def temporal_unwrap_fit(phase, first, mag, te, mask, out, field, field_sd, use_mag,
-                        temporal, fit):
+def _temporal_unwrap_fit(phase, first, mag, te, mask, out, field, field_sd, use_mag,
+                         temporal, fit):
     """Temporal unwrapping of echoes 2..E and the weighted fit, one pass over mask voxels.
 
     ``phase`` float32 (X, Y, Z, E): wrapped offset-free phase if ``temporal`` (echo 1 then
@@ -414,7 +436,7 @@ def temporal_unwrap_fit(phase, first, mag, te, mask, out, field, field_sd, use_m
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def wrapped_laplacian(phase, mask, inv_d2):
+def _wrapped_laplacian(phase, mask, inv_d2):
     """Laplacian of the true phase from wrapped ``phase``: ``Im(conj(z) lap(z))``, z = exp(i phi).
 
     ``z`` is 0 outside ``mask`` and replicated at the volume border ('edge' padding), so each
@@ -441,3 +463,80 @@ def wrapped_laplacian(phase, mask, inv_d2):
                             s += w * np.sin(phase[i1, j1, k1] - p)
                 out[i, j, k] = s
     return out
+
+
+# The wrappers below fix every kernel's signature (see the module docstring): C-contiguous
+# arrays of fixed dtypes, float32/int/bool scalars. Copies are only made of arrays that are
+# not already in that form (e.g. Fortran-ordered or a strided box of a larger volume).
+
+def edge_bins(phase, mask, mag, phase2, te_ratio, mref, use_mag, use_p2):
+    """`_edge_bins` on arrays of any layout and dtype (``mag``/``phase2`` used if enabled)."""
+    phase = _f32(phase)
+    return _edge_bins(phase, _bool(mask), _f32(mag) if use_mag else phase,
+                      _f32(phase2) if use_p2 else phase, np.float32(te_ratio),
+                      np.float32(mref), bool(use_mag), bool(use_p2))
+
+
+def offset_phasor(phase, magnitude, a, dphi, ratio, mask):
+    """`_offset_phasor` on arrays of any layout and dtype."""
+    return _offset_phasor(_f32(phase), _f32(magnitude), int(a), _f32(dphi), np.float32(ratio),
+                          _bool(mask))
+
+
+def offset_from_phasor(re, im):
+    """`_offset_from_phasor` on arrays of any layout and dtype."""
+    return _offset_from_phasor(_f32(re), _f32(im))
+
+
+def subtract_offset(phase, offset):
+    """`_subtract_offset` on arrays of any layout and dtype."""
+    return _subtract_offset(_f32(phase), _f32(offset))
+
+
+def temporal_unwrap_fit(phase, first, mag, te, mask, out, field, field_sd, use_mag,
+                        temporal, fit):
+    """`_temporal_unwrap_fit` on arrays of any layout and dtype; returns ``out``.
+
+    The outputs (``out`` if ``temporal``, ``field`` and ``field_sd`` if ``fit``; float32
+    arrays, e.g. boxes of larger volumes) are written in place: through a C-contiguous copy
+    where they are not C-contiguous. Arguments that are not used (``first`` unless
+    ``temporal``, ``mag`` unless ``use_mag``, the outputs not asked for) are replaced by
+    small placeholders.
+    """
+    phase = _f32(phase)
+    use_mag, temporal, fit = bool(use_mag), bool(temporal), bool(fit)
+    one3 = np.zeros((1, 1, 1), np.float32)
+    out_c = _f32(out) if temporal else np.zeros((1, 1, 1, 1), np.float32)
+    field_c = _f32(field) if fit else one3
+    sd_c = _f32(field_sd) if fit else one3
+    _temporal_unwrap_fit(phase, _f32(first) if temporal else one3,
+                         _f32(mag) if use_mag else phase,
+                         np.ascontiguousarray(te, np.float64), _bool(mask), out_c, field_c,
+                         sd_c, use_mag, temporal, fit)
+    for dest, res, used in ((out, out_c, temporal), (field, field_c, fit),
+                            (field_sd, sd_c, fit)):
+        if used and res is not dest:
+            dest[...] = res
+    return out
+
+
+def wrapped_laplacian(phase, mask, inv_d2):
+    """`_wrapped_laplacian` on arrays of any layout and dtype."""
+    return _wrapped_laplacian(_f32(phase), _bool(mask),
+                              np.ascontiguousarray(inv_d2, np.float64))
+
+
+def cache_stats():
+    """Per compiled kernel: (signatures compiled or loaded, cache hits, cache misses).
+
+    Returns
+    -------
+    dict
+        ``{name: (int, int, int)}`` for the dispatchers called in this process.
+    """
+    stats = {}
+    for name, obj in sorted(globals().items()):
+        if hasattr(obj, "stats") and hasattr(obj, "signatures") and obj.signatures:
+            stats[name] = (len(obj.signatures), sum(obj.stats.cache_hits.values()),
+                           sum(obj.stats.cache_misses.values()))
+    return stats
