@@ -24,6 +24,13 @@ hadolint Dockerfile
 step "build $IMAGE"
 bash "$PODMAN_CI" build . "$IMAGE"
 
+step "numba kernels load from the image's precompiled cache (read-only root, uid 1000)"
+# compiling them instead costs ~15-20 s per process; "N compiled" with N > 0 means a miss
+CONTAINERS_CONF="$PODMAN_CI_WORK/containers.conf" podman run --rm --network none --read-only \
+  --tmpfs /tmp --user 1000:1000 --entrypoint python "$IMAGE" -m bids_iron._numba_cache \
+  | tee "$WORK/numba.log"
+grep -q " loaded" "$WORK/numba.log" && ! grep -qE " [1-9][0-9]* compiled" "$WORK/numba.log"
+
 step "small dataset"
 python - "$WORK/ds" <<'PY'
 import sys
