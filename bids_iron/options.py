@@ -219,6 +219,11 @@ class Options(_Declared):
     qsm_method: str = option(
         registry.default("dipole").name, _methods_help("dipole", "dipole inversion"),
         section="phase", choices=lambda: registry.names("dipole"))
+    qsm_alpha: str = option(
+        "fixed", "TV weight of the dipole inversion: 'fixed' is the method's measured default "
+                 "(README.rst); 'lcurve' chooses it per session on the L-curve (Milovic 2021 "
+                 "inflection rule; tv_admm and l1_tv; ~5x the inversion's time; the curve "
+                 "goes to the sidecar)", section="phase", choices=("fixed", "lcurve"))
     chi_reference: str = option(
         "csf", "chi is reported relative to: csf (lateral ventricles of the atlas; without "
                "anatomy, CSF found by its low R2*), white_matter (atlas), mean (whole brain) "
@@ -309,6 +314,11 @@ class Options(_Declared):
         super().check()
         if (self.atlas_file is None) != (self.atlas_labels is None):
             raise BidsIronError("--atlas-file and --atlas-labels go together: give both")
+        from .maps.dipole import LCURVE_METHODS
+
+        if self.qsm_alpha == "lcurve" and self.qsm_method not in LCURVE_METHODS:
+            raise BidsIronError(f"--qsm-alpha lcurve works with --qsm-method "
+                                f"{' or '.join(LCURVE_METHODS)}, not {self.qsm_method}")
 
 
 @dataclass

@@ -156,6 +156,8 @@ def run_phase(session):
           **({"ChiReferenceVoxels": facts["ChiReferenceVoxels"]}
              if "ChiReferenceVoxels" in facts else {}),
           "DipoleInversion": facts["DipoleInversion"],
+          **({"RegularizationSelection": facts["RegularizationSelection"]}
+             if "RegularizationSelection" in facts else {}),
           "SignCheckHighR2starMedianChi": facts.get("SignCheckHighR2starMedianChi"), **qc,
           "Description": "magnetic susceptibility, ppm, paramagnetic positive"})
     if res.swi is not None:

@@ -4,6 +4,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 import pytest
 
 import phantom as P
@@ -89,7 +90,9 @@ def test_chi_reference_csf(sim_dataset, tmp_path):
     chi = nib.load(anat / "sub-01_ses-1_Chimap.nii.gz").get_fdata()
     labels = nib.load(truth / "labels.nii.gz").get_fdata().astype(int)
     true_chi = nib.load(truth / "chi.nii.gz").get_fdata()
-    csf = (labels == 4) & (chi != 0)
+    # the ventricles (deeper than 8 mm; the outer CSF shares voxels with the skull's field)
+    deep = ndimage.distance_transform_edt(chi != 0, sampling=(2.0, 2.0, 2.0)) > 8
+    csf = (labels == 4) & (chi != 0) & deep
     assert abs(chi[csf].mean()) < 0.01  # ventricles near 0 ppm
     est, ref = [], []
     for name in P.NUCLEI:

@@ -101,6 +101,24 @@ def test_every_dipole_method_through_the_stage(base, tmp_path, method):
     assert _mean(res.chi_ppm, gp) - _mean(res.chi_ppm, wm) > 0.08, method
 
 
+@pytest.mark.parametrize("method", ["tv_admm", "l1_tv"])
+def test_lcurve_alpha_through_the_stage(base, tmp_path, method):
+    session, side = _run_phase(base, tmp_path, qsm_method=method, qsm_alpha="lcurve")
+    chi = side["Chimap"]
+    curve = chi["RegularizationSelection"]
+    assert len(curve["Alphas"]) == len(curve["Curvature"]) == 7
+    assert chi["DipoleInversion"]["alpha"] == curve["Chosen"] in curve["Alphas"]
+    res, ph = session.phase, base["ph"]
+    gp = _tissue(ph, "globus_pallidus") & res.mask_local
+    wm = _tissue(ph, "white_matter") & res.mask_local
+    assert _mean(res.chi_ppm, gp) - _mean(res.chi_ppm, wm) > 0.08
+
+
+def test_lcurve_alpha_needs_a_tv_method():
+    with pytest.raises(Exception, match="--qsm-alpha lcurve works with"):
+        Options(qsm_method="medi", qsm_alpha="lcurve").check()
+
+
 @pytest.mark.parametrize("method", registry.names("background"))
 def test_every_background_method_through_the_stage(base, tmp_path, method):
     session, side = _run_phase(base, tmp_path, background_method=method)

@@ -15,7 +15,7 @@ Examples
 --------
 >>> from bids_iron.maps import registry
 >>> registry.names("background")
-('vsharp', 'resharp', 'pdf', 'lbv')
+('vsharp', 'resharp', 'pdf', 'lbv', 'ismv')
 >>> registry.get("dipole", "medi").needs
 ('magnitude',)
 >>> registry.default("dipole").name
