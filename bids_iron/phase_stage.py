@@ -28,7 +28,7 @@ from .maps.combine import estimate_field_map
 from .maps import registry
 from .maps.kernels import b0_direction_from_affine
 from .maps.phase import scale_phase_to_radians
-from .maps.units import hz_to_ppm
+from .maps.units import GAMMA_BAR_HZ_PER_T, hz_to_ppm
 from .report import methods
 
 LOGGER = logging.getLogger("bids_iron")
@@ -218,7 +218,9 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
     facts["B0Direction"] = [round(v, 6) for v in b0_dir]
     # what a method may need beyond its family's arguments (registry.NEEDS), made on demand
     available = {"b0_dir": b0_dir,
-                 "magnitude": lambda: np.sqrt(np.mean(data.magnitude ** 2, axis=-1))}
+                 "magnitude": lambda: np.sqrt(np.mean(data.magnitude ** 2, axis=-1)),
+                 "phase_scale": 2 * np.pi * GAMMA_BAR_HZ_PER_T * 1e-6 * data.b0
+                 * float(np.mean(data.te))}
     with stage(f"background removal ({options.background_method})"):
         method = registry.get("background", options.background_method)
         try:

@@ -100,6 +100,11 @@ _add("dipole", "l1_tv", dipole.invert_dipole_l1_tv, "total variation, L1 data te
      "Milovic C, Lambert M, Langkammer C, et al. Streaking artifact suppression of "
      "quantitative susceptibility mapping reconstructions via L1-norm data fidelity "
      "optimization (L1-QSM). Magn Reson Med 2022;87:457-473")
+_add("dipole", "nltv", dipole.invert_dipole_nltv, "total variation, nonlinear data term",
+     "Total-variation inversion with FANSI's nonlinear (complex-exponential) data term, "
+     "by ADMM", "Milovic C, Bilgic B, Zhao B, Acosta-Cabronero J, Tejos C. Fast nonlinear "
+     "susceptibility inversion with variational regularization. Magn Reson Med "
+     "2018;80:814-821", needs=("phase_scale",))
 _add("dipole", "medi", dipole.invert_dipole_medi, "MEDI-like magnitude-weighted TV",
      "Magnitude-weighted total variation (MEDI-like morphology-enabled inversion)",
      "Liu T, Liu J, de Rochefort L, et al. Morphology enabled dipole inversion (MEDI) from "
