@@ -276,6 +276,12 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
             curve = dipole_maps.lcurve_alpha(local_ppm, mask_local, voxel_size, b0_dir,
                                              method=method.name)
             extra["alpha"] = curve.alpha
+            if curve.alpha in (curve.alphas[0], curve.alphas[-1]):
+                LOGGER.warning("%s: the L-curve chose the %s weight it tried (alpha %g): no "
+                               "inflection between %g and %g; check the chi map, or use "
+                               "--qsm-alpha fixed", _session_name(data),
+                               "largest" if curve.alpha == curve.alphas[0] else "smallest",
+                               curve.alpha, curve.alphas[-1], curve.alphas[0])
             facts["RegularizationSelection"] = {
                 "Rule": f"L-curve, {curve.rule}", "Alphas": curve.alphas,
                 "DataTerm": [round(v, 6) for v in curve.data_term],

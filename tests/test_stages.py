@@ -108,6 +108,10 @@ def test_lcurve_alpha_through_the_stage(base, tmp_path, method):
     curve = chi["RegularizationSelection"]
     assert len(curve["Alphas"]) == len(curve["Curvature"]) == 7
     assert chi["DipoleInversion"]["alpha"] == curve["Chosen"] in curve["Alphas"]
+    # a choice at the end of the ladder is no inflection: the session's log says so
+    log = (tmp_path / "out" / "logs" / f"{session.label}.log").read_text()
+    at_end = curve["Chosen"] in (curve["Alphas"][0], curve["Alphas"][-1])
+    assert ("the L-curve chose the" in log) == at_end, log
     res, ph = session.phase, base["ph"]
     gp = _tissue(ph, "globus_pallidus") & res.mask_local
     wm = _tissue(ph, "white_matter") & res.mask_local

@@ -24,9 +24,10 @@ __all__ = ["BRAIN_VOLUME_ML", "MAX_RESIDUAL_BACKGROUND", "MIN_KEPT_FRACTION", "C
 #: Plausible adult brain-mask volume (mL, brain and CSF inside the skull).
 BRAIN_VOLUME_ML = (800.0, 2200.0)
 #: Warn when background removal keeps less than this fraction of the brain mask. The default
-#: V-SHARP (8-35 mm) erodes an 8 mm rim: 69-70 % of an adult brain mask is kept (realistic
-#: head phantom, 1 and 2 mm), so a threshold of 80 % would warn on every default run; 60 %
-#: flags crops, slabs and thin masks (the real 3-echo crop kept 5.6 % before PDF fallback).
+#: PDF keeps the whole mask; V-SHARP (8-35 mm) erodes an 8 mm rim: 69-70 % of an adult brain
+#: mask is kept (realistic head phantom, 1 and 2 mm), so a threshold of 80 % would warn on
+#: every V-SHARP run; 60 % flags crops, slabs and thin masks (the real 3-echo crop kept 5.6 %
+#: with V-SHARP before the PDF fallback).
 #: Smaller radii keep more but cost accuracy at the rim (1 mm, chi NRMSE over the kept mask:
 #: 8 mm 43.2 % at 69 % kept, 6 mm 49.8 % at 76 %, 5 mm 53.1 % at 80 %, 4 mm 58.1 % at 84 %;
 #: unchanged in deep gray matter).
