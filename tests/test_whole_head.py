@@ -89,13 +89,13 @@ def test_chain_meets_targets_on_whole_head(heads, full_chain):
     assert m["nonbrain_ml"] < 5
     assert m["lfs_r"] >= 0.9
     # the default background removal (PDF) keeps the brain: measured 97.3 % of the true brain
-    # (V-SHARP kept 68 %); NRMSE without the outer 2 mm (bone partial volume) 50.3 %, XSIM
-    # 0.52, slope 0.902 (at 1 mm 0.956: benchmarks/accuracy_whole_head.py)
+    # (V-SHARP kept 68 %); NRMSE without the outer 2 mm (bone partial volume) 49.2 %, XSIM
+    # 0.53, slope 0.917 (at 1 mm 0.956: benchmarks/accuracy_whole_head.py)
     assert m["kept_brain"] >= 0.95
     assert m["nrmse_inner"] <= 55 and m["xsim"] >= 0.5
-    assert 0.88 <= m["slope"] <= 1.1 and m["r"] >= 0.95
+    assert 0.9 <= m["slope"] <= 1.1 and m["r"] >= 0.95
     assert m["roi_err"] <= 0.01
-    # no nucleus loses (or gains) much iron: measured +17 +3 +2 +19 +3 -2 -6 -13 %
+    # no nucleus loses (or gains) much iron: measured +4 -1 +1 +21 +8 -3 -8 -9 %
     assert all(abs(b) <= 25 for b in m["bias"].values()), m["bias"]
     # the rim's bone partial volume (high R2*, negative chi) must not trip the sign check
     check = full_chain.facts["SignCheckHighR2starMedianChi"]
@@ -107,9 +107,9 @@ def test_chain_holds_on_oblique_and_anisotropic(heads, full_chain, name):
     ref = H.evaluate(heads("full"), full_chain)
     m = H.evaluate(heads(name), _run(heads(name)))
     assert m["dice"] >= 0.95 and m["kept_brain"] >= 0.95
-    # measured slope 0.913 oblique, 0.892 anisotropic (V-SHARP: 0.905, 0.930; the red and
-    # dentate nuclei read 9-15 % low on the tilted and the thick-slice grids)
-    assert 0.85 <= m["slope"] <= 1.1 and m["r"] >= 0.95
+    # measured slope 0.900 oblique, 0.903 anisotropic (V-SHARP: 0.905, 0.930; the red and
+    # dentate nuclei read 8-13 % low on the tilted and the thick-slice grids)
+    assert 0.87 <= m["slope"] <= 1.1 and m["r"] >= 0.95
     assert m["nrmse"] <= 1.25 * ref["nrmse"]  # measured: +3 % oblique, +13 % anisotropic
 
 
