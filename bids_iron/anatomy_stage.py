@@ -132,7 +132,8 @@ def run_anatomy(session):
             result.flair = reg_mod.resample_to_native(session.image("FLAIR"), session.native,
                                                       [flair_rigid.path])
         side = {"Description": "FLAIR resampled to the MEGRE grid (rigid, linear)",
-                "Sources": [derivs.bids_uri(inputs.flair)], "SpatialReference": "MEGRE grid"}
+                "Sources": [derivs.bids_uri(inputs.flair)], "SpatialReference": "MEGRE grid",
+                "SkullStripped": False}
         outputs.append(derivs.save_map(inputs, result.flair, data.affine, "FLAIR", side,
                                        desc=None, header=data.header, space="MEGRE"))
         facts["FLAIR"] = "registered rigidly to MEGRE (mutual information)"

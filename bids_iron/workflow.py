@@ -87,7 +87,8 @@ def run_r2star(session):
             ("R2starmap", fit.r2star, "1/s", "R2* (transverse relaxation rate)"),
             ("T2starmap", fit.t2star, "s", "T2* = 1/R2*"),
             ("S0map", fit.s0, "arbitrary", "signal extrapolated to TE = 0")):
-        sidecar = _common_sidecar(derivs, data, {"Units": units, "Description": desc, **base})
+        sidecar = _common_sidecar(derivs, data, {"Units": units, "Description": desc,
+                                                 "SkullStripped": False, **base})
         outputs.append(derivs.save_map(inputs, array, data.affine, suffix, sidecar,
                                        header=data.header))
     session.work.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def run_phase(session):
              affine=None):
         sidecar = _common_sidecar(derivs, data, {
             "Units": units, "EstimationAlgorithm": algorithm, "EstimationReference": reference,
-            **chain, **extra})
+            "SkullStripped": True, **chain, **extra})  # zero outside the (eroded) mask
         outputs.append(derivs.save_map(inputs, array, data.affine if affine is None else affine,
                                        suffix, sidecar, desc=desc, header=data.header,
                                        dtype=dtype))

@@ -72,6 +72,10 @@ def write_nifti(path, array, affine, header=None, dtype=np.float32):
         img.header.set_xyzt_units(*header.get_xyzt_units())
         img.header.set_qform(*header.get_qform(coded=True))
         img.header.set_sform(*header.get_sform(coded=True))
+    if img.header.get_xyzt_units()[0] == "unknown":
+        # the affine is in mm (BIDS); an input without units would otherwise pass its
+        # "unknown" on (the BIDS validator's NIFTI_UNIT warning)
+        img.header.set_xyzt_units("mm", "sec")
     img.header.set_data_dtype(dtype)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
@@ -94,6 +98,29 @@ def ensure_outside(output_dir, bids_dir):
     if out == src or src in out.parents:
         raise BidsIronError(f"{output_dir}: OUTPUT_DIR is inside BIDS_DIR {bids_dir}; bids-iron "
                             "never writes into the input dataset: choose a folder outside it")
+
+
+#: Outputs the BIDS specification has no names for, listed in the derivatives' .bidsignore
+#: (the official validator then reports them as ignored, not as errors).
+BIDSIGNORE = ("*.html", "**/figures", "logs", "group", "work", "*_roistats.tsv",
+              "*_roistats.json", "*_xfm.nii.gz", "*_xfm.json", "*_xfm.h5", "*_xfm.mat")
+
+DERIVATIVES_README = """# {name}
+
+Written by bids-iron {version} ({url}): brain iron maps from multi-echo gradient echo
+(MEGRE) scans.
+
+Per session, in `sub-<label>[/ses-<label>]/anat/`, on the MEGRE grid:
+
+- `*_R2starmap`, `*_T2starmap`, `*_S0map`: R2* (1/s), T2* (s) and S0 from the magnitude.
+- `*_desc-brain_mask`: the mask the field was estimated in.
+- `*_desc-total_fieldmap` (Hz) and `*_desc-lfs_fieldmap` (local field shift, ppm).
+- `*_Chimap`: magnetic susceptibility (ppm, paramagnetic positive).
+- `*_desc-iron_dseg` and `*_roistats.tsv`: the regions and their statistics.
+
+Every image has a JSON sidecar with its units, method, reference and parameters; the HTML
+reports (`sub-<label>.html`, `group/`) show the maps, the checks and a methods paragraph.
+"""
 
 
 class Derivatives:
@@ -129,6 +156,21 @@ class Derivatives:
             "DatasetLinks": {"raw": raw_uri},
         }
         write_json(self.root / "dataset_description.json", description)
+        self._write_bidsignore()
+        readme = self.root / "README.md"
+        if not readme.exists():
+            readme.write_text(DERIVATIVES_README.format(name=description["Name"],
+                                                        version=__version__, url=CODE_URL))
+
+    def _write_bidsignore(self):
+        """List what BIDS has no names for (reports, figures, logs, ROI tables, transforms,
+        group outputs), keeping any line a user added."""
+        path = self.root / ".bidsignore"
+        lines = path.read_text().splitlines() if path.exists() else []
+        missing = [p for p in BIDSIGNORE if p not in lines]
+        if missing:
+            with atomic_path(path) as tmp:
+                Path(tmp).write_text("\n".join(lines + missing) + "\n")
 
     def session_dir(self, inputs):
         d = self.root / f"sub-{inputs.subject}"
