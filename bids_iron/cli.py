@@ -62,6 +62,7 @@ def _setup_logging(output_dir, verbose):
     LOGGER.handlers[:] = []
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    console.addFilter(lambda record: getattr(record, "console", True))  # FILES_ONLY records
     to_file = logging.FileHandler(log_path)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     LOGGER.addHandler(console)

@@ -39,6 +39,11 @@ from .session import R2starResult, Session
 LOGGER = logging.getLogger("bids_iron")
 
 
+#: ``extra=`` of a log record that goes to the log files but not to the console (a session's
+#: error: the console shows it in the session's progress line).
+FILES_ONLY = {"console": False}
+
+
 @dataclass
 class SessionResult:
     label: str
@@ -191,8 +196,8 @@ def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, wor
         try:
             digest = options.digest()
             if not options.force and derivs.is_done(inputs, digest):
-                log.info("%s: already finished with these options; skipped (use --force to "
-                         "redo)", inputs.label)
+                result.message = "already finished with these options; --force redoes it"
+                log.info("%s: %s", inputs.label, result.message)
                 result.status = "skipped"
                 return result
             derivs.clear_done(inputs)
@@ -210,10 +215,12 @@ def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, wor
             result.status, result.outputs = "done", outputs
         except BidsIronError as exc:
             result.message = str(exc)
-            log.error("%s: %s", inputs.label, exc)
+            # to the session and run logs; the console shows it once, in the progress line
+            log.error("%s: %s", inputs.label, exc, extra=FILES_ONLY)
         except Exception as exc:  # a bug or an unforeseen input: keep the other sessions going
             result.message = f"{type(exc).__name__}: {exc} (see logs/{inputs.label}.log)"
-            log.error("%s: unexpected error\n%s", inputs.label, traceback.format_exc())
+            log.error("%s: unexpected error\n%s", inputs.label, traceback.format_exc(),
+                      extra=FILES_ONLY)
         finally:
             result.notes = list(session.notes)
             result.seconds = time.perf_counter() - t0

@@ -49,6 +49,8 @@ def test_sigkill_then_rerun_redoes_only_unfinished(head_phantom, tmp_path):
     code, _, err = run_cli(root, out, "participant", "--n-procs", "1")
     assert code == 0, err
     assert "sub-01_ses-1: skipped" in err
+    skip = [l for l in err.splitlines() if "sub-01_ses-1: skipped" in l][0]
+    assert "already finished with these options" in skip and "--force" in skip
     assert first.stat().st_mtime_ns == first_mtime  # finished session untouched
     for ses in ("1", "2", "3"):
         record = json.loads(_done(out, ses).read_text())
