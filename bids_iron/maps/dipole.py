@@ -198,6 +198,27 @@ def _grad_adjoint(y, inv_d, out, scratch):
     return out
 
 
+def _check_admm(alpha, mu_grad, mu_data, max_iter, tol):
+    """The checked settings of the TV ADMM methods (``ValueError`` naming a bad one)."""
+    return (check_positive("alpha", alpha), check_positive("mu_grad", mu_grad),
+            check_positive("mu_data", mu_data), check_max_iter(max_iter),
+            check_positive("tol", tol))
+
+
+def _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b, **extra):
+    """The sidecar parameters of a TV ADMM inversion (``extra`` first, as each method's own)."""
+    return {"alpha": alpha, **extra, "mu_grad": mu_grad, "mu_data": mu_data,
+            "max_iter": max_iter, "tol": tol, "pad": pad, "padded_shape": list(box.shape),
+            "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
+
+
+def _unit_rms(f, m):
+    """The field's RMS in the mask (1 for a field that is zero there): the scale that makes
+    the L1 methods' ADMM penalties unit-free."""
+    scale = float(np.sqrt(np.mean(np.square(f[m], dtype=np.float64)))) if m.any() else 0.0
+    return scale if scale > 0 else 1.0
+
+
 def _result(chi_padded, box, mask, n_fft, n_iter, method, parameters, converged=True):
     chi = np.where(mask, box.from_grid(chi_padded), np.float32(0)).astype(np.float32)
     return DipoleInversionResult(chi=chi, n_fft=int(n_fft), n_iter=int(n_iter), method=method,
@@ -428,7 +449,7 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
 # --------------------------------------------------------------------------------------
 
 def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol,
-             workers, data_norm="l2", chi0=None, phase_scale=None):
+             workers, data_norm="l2", chi0=None, phase_scale=None, kernel=None):
     """ADMM for  1/2 ||W (D chi - f)||^2 + alpha || T * G chi ||_1  (see invert_dipole_tv_admm).
 
     With ``data_norm="l1"`` the data term is ``||W (D chi - f)||_1`` (`invert_dipole_l1_tv`):
@@ -448,7 +469,8 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     Returns (chi_padded, n_fft, n_iter, converged).
     """
     pshape = box.shape
-    kernel = dipole_kernel(pshape, vs, b, rfft=True)
+    if kernel is None:  # the dipole kernel on the rfft half-spectrum (callers may share it)
+        kernel = dipole_kernel(pshape, vs, b, rfft=True)
     inv_d = (1.0 / vs).astype(np.float32)
     denom = (np.float32(mu_data) * kernel * kernel
              + np.float32(mu_grad) * _gradient_symbol(pshape, vs))
@@ -637,22 +659,17 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     L1-regularization and automatic parameter selection. Magn Reson Med 2014;72:1444-1459.
     """
     f, m, vs, b = _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad)
-    alpha = check_positive("alpha", alpha)
-    mu_grad = check_positive("mu_grad", mu_grad)
-    mu_data = check_positive("mu_data", mu_data)
-    max_iter = check_max_iter(max_iter)
-    tol = check_positive("tol", tol)
+    alpha, mu_grad, mu_data, max_iter, tol = _check_admm(alpha, mu_grad, mu_data, max_iter,
+                                                         tol)
     w = check_weights(weights, m, like="shape of local_field_ppm")
     if phase_scale is not None:
         phase_scale = check_positive("phase_scale", phase_scale)
     box = _grid(m, pad)
-    pshape = box.shape
     chi, n_fft, n_iter, converged = _tv_admm(
         f, m, vs, b, box, w, None, alpha, mu_data, mu_grad, max_iter, tol, workers,
         data_norm="l2" if phase_scale is None else "nonlinear", phase_scale=phase_scale)
-    params = {"alpha": alpha, "mu_grad": mu_grad, "mu_data": mu_data,
-              "weighted": weights is not None, "max_iter": max_iter, "tol": tol, "pad": pad,
-              "padded_shape": list(pshape), "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
+    params = _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b,
+                              weighted=weights is not None)
     if phase_scale is not None:
         params["phase_scale_rad_per_ppm"] = phase_scale
     return _result(chi, box, m, n_fft, n_iter, "tv_admm" if phase_scale is None else "nltv",
@@ -767,23 +784,17 @@ def invert_dipole_l1_tv(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0
     fidelity optimization (L1-QSM). Magn Reson Med 2022;87:457-473.
     """
     f, m, vs, b = _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad)
-    alpha = check_positive("alpha", alpha)
-    mu_grad = check_positive("mu_grad", mu_grad)
-    mu_data = check_positive("mu_data", mu_data)
-    max_iter = check_max_iter(max_iter)
-    tol = check_positive("tol", tol)
+    alpha, mu_grad, mu_data, max_iter, tol = _check_admm(alpha, mu_grad, mu_data, max_iter,
+                                                         tol)
     w = check_weights(weights, m, like="shape of local_field_ppm")
     box = _grid(m, pad)
-    scale = float(np.sqrt(np.mean(np.square(f[m], dtype=np.float64)))) if m.any() else 0.0
-    scale = scale if scale > 0 else 1.0
+    scale = _unit_rms(f, m)
     chi, n_fft, n_iter, converged = _tv_admm(f / np.float32(scale), m, vs, b, box, w, None,
                                              alpha, mu_data, mu_grad, max_iter, tol, workers,
                                              data_norm="l1")
     chi *= np.float32(scale)
-    params = {"alpha": alpha, "mu_grad": mu_grad, "mu_data": mu_data,
-              "weighted": weights is not None, "max_iter": max_iter, "tol": tol, "pad": pad,
-              "field_rms_ppm": scale, "padded_shape": list(box.shape),
-              "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
+    params = _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b,
+                              weighted=weights is not None, field_rms_ppm=scale)
     return _result(chi, box, m, n_fft, n_iter, "l1_tv", params, converged)
 
 
@@ -924,11 +935,8 @@ def invert_dipole_medi(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0)
         raise ValueError("magnitude is required for method 'medi' (it defines the edges)")
     like = "shape of local_field_ppm"
     mag = check_array(magnitude, "magnitude", shape=f.shape, like=like, where=m)
-    alpha = check_positive("alpha", alpha)
-    mu_grad = check_positive("mu_grad", mu_grad)
-    mu_data = check_positive("mu_data", mu_data)
-    max_iter = check_max_iter(max_iter)
-    tol = check_positive("tol", tol)
+    alpha, mu_grad, mu_data, max_iter, tol = _check_admm(alpha, mu_grad, mu_data, max_iter,
+                                                         tol)
     if field_sd is not None:
         sd = check_array(field_sd, "field_sd", shape=f.shape, like=like, where=m)
         if np.any(sd[m] <= 0):
@@ -941,13 +949,10 @@ def invert_dipole_medi(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0)
         source = "magnitude"
     tv_weight = magnitude_edge_mask(mag, m, vs, edge_fraction)
     box = _grid(m, pad)
-    pshape = box.shape
     chi, n_fft, n_iter, converged = _tv_admm(f, m, vs, b, box, w, tv_weight, alpha,
                                              mu_data, mu_grad, max_iter, tol, workers)
-    params = {"alpha": alpha, "edge_fraction": float(edge_fraction), "data_weights": source,
-              "mu_grad": mu_grad, "mu_data": mu_data, "max_iter": max_iter, "tol": tol,
-              "pad": pad, "padded_shape": list(pshape), "voxel_size": vs.tolist(),
-              "b0_dir": b.tolist()}
+    params = _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b,
+                              edge_fraction=float(edge_fraction), data_weights=source)
     return _result(chi, box, m, n_fft, n_iter, "medi", params, converged)
 
 
@@ -1066,9 +1071,8 @@ def lcurve_alpha(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), meth
     if len(alphas) < 3:
         raise ValueError("alphas needs at least 3 values for a curvature")
     box = _grid(m, pad)
-    scale = 1.0
+    scale = _unit_rms(f, m) if l1 else 1.0
     if l1:
-        scale = float(np.sqrt(np.mean(np.square(f[m], dtype=np.float64)))) or 1.0
         f = f / np.float32(scale)
     mu_data, mu_grad = (L1_MU_DATA, L1_MU_GRAD) if l1 else (TV_MU_DATA, TV_MU_GRAD)
     kernel = dipole_kernel(box.shape, vs, b, rfft=True)
@@ -1078,7 +1082,7 @@ def lcurve_alpha(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), meth
     chi, data_term, regularizer = None, [], []
     for a in alphas:
         chi, *_ = _tv_admm(f, m, vs, b, box, w, None, a, mu_data, mu_grad, n_iter, 0.0,
-                           workers, data_norm="l1" if l1 else "l2", chi0=chi)
+                           workers, data_norm="l1" if l1 else "l2", chi0=chi, kernel=kernel)
         spec = scipy.fft.rfftn(chi, workers=workers)
         spec *= kernel
         r = (scipy.fft.irfftn(spec, s=box.shape, workers=workers) - fg) * wg
