@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -44,11 +43,21 @@ from bids_iron.maps import background as bg  # noqa: E402
 from bids_iron.maps import dipole as dp  # noqa: E402
 
 
+class Truth(dict):
+    """The cached truth arrays, with the phantom's `label_mask` (for `H.roi_means` and
+    `H.nucleus_bias`)."""
+
+    label_mask = H.Acquisition.label_mask
+
+    def __getattr__(self, name):
+        return self[name]
+
+
 def load(voxel, cache):
     """The simulated acquisition's truth arrays (cached as .npz)."""
     path = Path(cache) / f"realistic_head_{'x'.join(f'{v:g}' for v in voxel)}.npz"
     if path.exists():
-        return dict(np.load(path))
+        return Truth(np.load(path))
     t = time.perf_counter()
     acq = H.simulate(voxel_size=tuple(voxel), snr=None)
     print(f"simulated in {time.perf_counter() - t:.0f} s", flush=True)
@@ -58,24 +67,7 @@ def load(voxel, cache):
             "magnitude": acq.magnitude[..., 0]}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **data)
-    return data
-
-
-def nucleus_masks(d, mask):
-    out = {}
-    for name in H.NUCLEI:
-        m = (d["labels"] == H.INDEX[name]) & mask
-        out[name] = m
-    return out
-
-
-def roi16(vol, d, mask):
-    vals = []
-    for name in H.NUCLEI:
-        for hemi in (1, 2):
-            roi = (d["labels"] == H.INDEX[name]) & (d["hemisphere"] == hemi) & mask
-            vals.append(vol[roi].mean() if roi.sum() >= 3 else np.nan)
-    return np.array(vals)
+    return Truth(data)
 
 
 def parse_sets(items):
@@ -100,18 +92,14 @@ def parse_sets(items):
 def score_chi(chi, d, mask):
     truth = d["chi"]
     met = metrics(chi, truth, mask)
-    inner = mask & (ndimage.distance_transform_edt(mask, sampling=d["voxel_size"]) > 2.0)
-    met["nrmse_inner"] = metrics(chi, truth, inner)["nrmse"]
+    met["nrmse_inner"] = metrics(chi, truth, H.without_rim(mask, d["voxel_size"]))["nrmse"]
     e = chi - chi[mask].mean()
     t = truth - truth[mask].mean()
-    t16, e16 = roi16(t, d, mask), roi16(e, d, mask)
+    t16, e16 = H.roi_means(t, d, mask), H.roi_means(e, d, mask)
     ok = np.isfinite(t16) & np.isfinite(e16)
     slope = float(np.polyfit(t16[ok], e16[ok], 1)[0])
     r = float(np.corrcoef(t16[ok], e16[ok])[0, 1])
-    bias = {}
-    for name, m in nucleus_masks(d, mask).items():
-        bias[name] = 100.0 * (e[m].mean() - t[m].mean()) / abs(t[m].mean())
-    return met, slope, r, bias
+    return met, slope, r, H.nucleus_bias(e, t, d, mask)
 
 
 def run_dipole(d, methods, sets, noise):
@@ -171,7 +159,7 @@ def run_background(d, methods, sets):
             a = local[mm] - local[mm].mean()
             b = truth[mm] - truth[mm].mean()
             return 100 * np.linalg.norm(a - b) / np.linalg.norm(b)
-        t16, e16 = roi16(truth, d, m), roi16(local, d, m)
+        t16, e16 = H.roi_means(truth, d, m), H.roi_means(local, d, m)
         ok = np.isfinite(t16) & np.isfinite(e16)
         r = np.corrcoef(t16[ok], e16[ok])[0, 1]
         print(f"{label:<22}{100 * m.sum() / mask.sum():8.1f}{nrmse(m):8.1f}"
