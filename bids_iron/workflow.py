@@ -141,6 +141,12 @@ def run_phase(session):
     save(res.mask.astype(np.uint8), "mask", "brain", "arbitrary", facts["MaskSource"], "",
          {"Type": "Brain", "Description": "brain mask used for field estimation", **qc},
          dtype=np.uint8)
+    outputs.append(derivs.save_map(  # BIDS field maps need their magnitude beside them
+        inputs, data.magnitude[..., 0], data.affine, "magnitude",
+        _common_sidecar(derivs, data, {
+            "Units": "arbitrary", "EchoTime": float(data.te[0]), "SkullStripped": False,
+            "Description": "first-echo magnitude: the magnitude image of the field maps"}),
+        header=data.header))
     save(res.field_hz, "fieldmap", "total", "Hz", f"{unwrap.algorithm}; {methods.FIELD[0]}",
          f"{unwrap.reference}; {methods.FIELD[1]}",
          {"Description": "total field (tissue + background), frequency offset in Hz"})

@@ -117,7 +117,7 @@ def test_atlas_references_used(anatomy_run):
     anat, _, _, _, _ = anatomy_run
     chi = json.loads((anat / "sub-01_ses-1_Chimap.json").read_text())
     assert chi["ChiReference"].startswith("CSF of the lateral ventricles (atlas")
-    lfs = json.loads((anat / "sub-01_ses-1_desc-lfs_fieldmap.json").read_text())
+    lfs = json.loads((anat.parent / "fmap" / "sub-01_ses-1_desc-lfs_fieldmap.json").read_text())
     assert lfs["LFSReference"].startswith("posterior limb of the internal capsule")
 
 

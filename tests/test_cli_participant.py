@@ -135,11 +135,6 @@ def test_outputs_readable_by_others(participant_run):
         assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not world-readable"
 
 
-#: What the official validator still reports on bids-iron's derivatives (issue 12 renames
-#: them): field maps in anat/ break the fmap naming rules.
-KNOWN_VALIDATOR_ERRORS = {"ALL_FILENAME_RULES_HAVE_ISSUES", "FIELDMAP_WITHOUT_MAGNITUDE_FILE"}
-
-
 def test_bids_validator_on_derivatives(participant_run):
     """The official BIDS validator (PyPI bids-validator-deno) on the participant output: no
     missing SkullStripped, NIfTI units, README or unlisted reports, figures and ROI tables."""
@@ -153,8 +148,7 @@ def test_bids_validator_on_derivatives(participant_run):
                           timeout=300)
     report = json.loads(proc.stdout)["issues"]["issues"]
     codes = {i["code"] for i in report}
-    errors = [(i["code"], i.get("location")) for i in report if i["severity"] == "error"
-              and i["code"] not in KNOWN_VALIDATOR_ERRORS]
+    errors = [(i["code"], i.get("location")) for i in report if i["severity"] == "error"]
     assert not errors, errors
     for code in ("NIFTI_UNIT", "SIDECAR_KEY_REQUIRED", "README_FILE_MISSING", "NOT_INCLUDED"):
         assert code not in codes, [i for i in report if i["code"] == code][:3]

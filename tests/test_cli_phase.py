@@ -30,12 +30,13 @@ def test_phase_outputs_and_sidecars(phase_run):
     anat, _ = phase_run
     expected = {"Chimap": "ppm", "desc-lfs_fieldmap": "ppm", "desc-total_fieldmap": "Hz",
                 "desc-brain_mask": "arbitrary", "desc-swi_MEGRE": "arbitrary",
-                "desc-swimip_MEGRE": "arbitrary"}
+                "desc-swimip_MEGRE": "arbitrary", "magnitude": "arbitrary"}
     for name, units in expected.items():
-        image = anat / f"sub-01_ses-1_{name}.nii.gz"
+        folder = anat.parent / "fmap" if name.endswith(("fieldmap", "magnitude")) else anat
+        image = folder / f"sub-01_ses-1_{name}.nii.gz"
         side = json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
         assert side["Units"] == units, name
-        assert side["EstimationAlgorithm"] and side["Sources"]
+        assert side["Sources"] and (name == "magnitude" or side["EstimationAlgorithm"])
         assert np.all(np.isfinite(_load(image)))
     chi_side = json.loads((anat / "sub-01_ses-1_Chimap.json").read_text())
     for key in ("QSMMethod", "BackgroundRemovalMethod", "UnwrappingMethod", "ChiReference",
@@ -49,7 +50,7 @@ def test_phase_outputs_and_sidecars(phase_run):
 def test_no_residual_wraps(phase_run):
     """Field x 2*pi*TE matches the true phase evolution within pi in every echo."""
     anat, truth = phase_run
-    field_hz = _load(anat / "sub-01_ses-1_desc-total_fieldmap.nii.gz")
+    field_hz = _load(anat.parent / "fmap" / "sub-01_ses-1_desc-total_fieldmap.nii.gz")
     mask = _load(anat / "sub-01_ses-1_desc-brain_mask.nii.gz") > 0
     true_hz = _load(truth / "total_field_ppm.nii.gz") * 3.0 * 42.577478
     diff = field_hz - true_hz
@@ -89,7 +90,7 @@ def test_chi_matches_truth_over_nuclei(phase_run):
 
 def test_lfs_matches_true_local_field(phase_run):
     anat, truth = phase_run
-    lfs = _load(anat / "sub-01_ses-1_desc-lfs_fieldmap.nii.gz")
+    lfs = _load(anat.parent / "fmap" / "sub-01_ses-1_desc-lfs_fieldmap.nii.gz")
     support = lfs != 0
     local = _load(truth / "local_field_ppm.nii.gz")
 

@@ -65,5 +65,5 @@ def test_real_phase_chain(real_bids, tmp_path):
     assert mask.mean() > 0.8  # a crop of tissue: no background to cut away
     chi = nib.load(anat / "sub-real_Chimap.nii.gz").get_fdata()
     assert np.all(np.isfinite(chi)) and np.abs(chi).max() < 2.0
-    field = nib.load(anat / "sub-real_desc-total_fieldmap.nii.gz").get_fdata()
+    field = nib.load(anat.parent / "fmap" / "sub-real_desc-total_fieldmap.nii.gz").get_fdata()
     assert np.abs(field[mask]).max() < 300  # Hz: a smooth field, no wraps left at 3 T

@@ -114,13 +114,26 @@ Per session, in `sub-<label>[/ses-<label>]/anat/`, on the MEGRE grid:
 
 - `*_R2starmap`, `*_T2starmap`, `*_S0map`: R2* (1/s), T2* (s) and S0 from the magnitude.
 - `*_desc-brain_mask`: the mask the field was estimated in.
-- `*_desc-total_fieldmap` (Hz) and `*_desc-lfs_fieldmap` (local field shift, ppm).
 - `*_Chimap`: magnetic susceptibility (ppm, paramagnetic positive).
+
+and in `fmap/` (BIDS names for a directly measured field map, "case 3"):
+
+- `*_desc-total_fieldmap` (Hz): the total field (tissue + background).
+- `*_desc-lfs_fieldmap` (ppm of B0): the local field shift (background removed).
+- `*_magnitude`: the first-echo magnitude the two field maps belong to.
 - `*_desc-iron_dseg` and `*_roistats.tsv`: the regions and their statistics.
 
 Every image has a JSON sidecar with its units, method, reference and parameters; the HTML
 reports (`sub-<label>.html`, `group/`) show the maps, the checks and a methods paragraph.
 """
+
+
+#: BIDS datatype folder per suffix (default ``anat``). Field maps go to ``fmap/`` with one
+#: ``_magnitude`` beside them: BIDS names a directly measured field map ``fmap/*_fieldmap``
+#: (units Hz, or ppm for the local field shift) and requires a magnitude with the same
+#: entities; in ``anat/`` the official validator rejects the name. The qMRI appendix has no
+#: suffix for a local field, so the LFS is a ``fieldmap`` told apart by ``desc-lfs``.
+DATATYPES = {"fieldmap": "fmap", "magnitude": "fmap"}
 
 
 class Derivatives:
@@ -178,8 +191,10 @@ class Derivatives:
             d = d / f"ses-{inputs.session}"
         return d
 
-    def path(self, inputs, suffix, desc=None, ext=".nii.gz", space=None, datatype="anat"):
-        """Output path ``sub-<l>[_ses-<s>][_acq-][_run-][_space-][_desc-]_<suffix><ext>``."""
+    def path(self, inputs, suffix, desc=None, ext=".nii.gz", space=None, datatype=None):
+        """Output path ``sub-<l>[_ses-<s>][_acq-][_run-][_space-][_desc-]_<suffix><ext>`` in
+        the ``datatype`` folder (default: `DATATYPES` of the suffix, else ``anat``)."""
+        datatype = datatype or DATATYPES.get(suffix, "anat")
         name = inputs.label
         if space:
             name += f"_space-{space}"
@@ -221,7 +236,8 @@ class Derivatives:
         """Forget that the session finished and drop temporaries a killed run left behind."""
         with contextlib.suppress(FileNotFoundError):
             self.done_record(inputs).unlink()
-        for folder in (self.session_dir(inputs), self.session_dir(inputs) / "anat"):
+        for folder in (self.session_dir(inputs), *(self.session_dir(inputs) / datatype
+                                                    for datatype in ("anat", "fmap"))):
             for stale in folder.glob(f".{inputs.label}_*.tmp*"):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
