@@ -158,8 +158,51 @@ COLUMNS = {
     "p": ("Two-sided p of beta (t-test)", None, None),
 }
 
+COLUMNS.update({
+    "estimate": ("Fixed-effect estimate (MixedLM, REML); time terms per year; sd(...) rows: "
+                 "estimated standard deviation", "unit of the row's measure (per year for "
+                 "terms with 'years')", None),
+    "z": ("Wald z = estimate / se", None, None),
+    "ci_low": ("Lower end of the 95 % Wald interval (estimate - 1.96 se)",
+               "as estimate", None),
+    "ci_high": ("Upper end of the 95 % Wald interval", "as estimate", None),
+    "n_participants": ("Participants in the model (complete cases)", None, None),
+    "q": ("Benjamini-Hochberg q of p; family: see the table's description of p", None, None),
+    "design": ("Sessions used", None, {"first-last": "first and last session of participants "
+               "with >= 2 sessions", "baseline": "first session only (no repeated measures)"}),
+    "effect": ("Effect tested", None, {
+        "group": "between groups (mean of first and last session, or baseline)",
+        "time": "change from first to last session, averaged over groups",
+        "group:time": "group x time interaction (change differs between groups)"}),
+    "test": ("Multivariate test statistic (statsmodels MANOVA.mv_test)", None, None),
+    "value": ("Value of the test statistic", None, None),
+    "num_df": ("Numerator degrees of freedom of the F approximation", None, None),
+    "den_df": ("Denominator degrees of freedom of the F approximation", None, None),
+    "F": ("F approximation of the test statistic", None, None),
+    "n_rois": ("Nuclei (roi x hemisphere) as dependent variables", None, None),
+    "rois": ("The dependent variables", None, None),
+})
+
 #: Overrides for columns whose meaning depends on the table.
 TABLE_OVERRIDES = {
+    "group_mixedmodels.tsv": {
+        "term": ("Model term of value ~ group * years + covariates + (1 | participant): "
+                 "Intercept, group[T.<label>] (group - controls at the first session), years "
+                 "(yearly change of the controls), group[T.<label>]:years (group x time "
+                 "interaction: difference of the yearly change), covariates (name=level for "
+                 "categories), sd(participant) and sd(residual) (random-effect SDs, no test); "
+                 "n/a: no model (see note)", None, None),
+        "se": ("Standard error of the estimate", "as estimate", None),
+        "p": ("Two-sided p of the Wald z test", None, None),
+        "q": ("Benjamini-Hochberg q of p; family: every roi x hemisphere x metric x source "
+              "with the same measure and term", None, None),
+        "n_sessions": ("Sessions in the model (complete cases)", None, None)},
+    "group_manova.tsv": {
+        "p": ("p of the F approximation", None, None),
+        "q": ("Benjamini-Hochberg q of p; family: every metric x source with the same "
+              "measure, effect and test", None, None),
+        "measure": ("Value analysed", None, {"raw": "ROI mean",
+                                             "age_corrected": "age-corrected ROI mean"})},
     "group_summary.tsv": {"mean": ("Group mean of the ROI means", _VALUE_UNITS, None),
                           "sd": ("Group SD of the ROI means (ddof=1)", _VALUE_UNITS, None),
                           "median": ("Group median of the ROI means", _VALUE_UNITS, None)},

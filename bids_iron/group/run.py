@@ -18,6 +18,8 @@ from .compare import compare_groups
 from .correlations import correlate
 from .dictionary import write_table
 from .longitudinal import CHANGE_MEASURES, change_summary, changes
+from .manova import repeated_manova
+from .mixed import mixed_models
 from .summary import sections, summarize
 
 LOG = logging.getLogger("bids_iron.group")
@@ -152,6 +154,14 @@ def run_group(bids_dir, output_dir, options=None, log=None):
     written += write_table(summary, out / "group_summary.tsv")
     written += write_table(comparison, out / "group_comparisons.tsv")
 
+    # 5b. mixed models (every session) and repeated-measures MANOVA across the nuclei
+    mixed = pd.concat([mixed_models(data, column, covariates, control_label, measure)
+                       for measure, column in measures], ignore_index=True)
+    written += write_table(mixed, out / "group_mixedmodels.tsv")
+    manova = pd.concat([repeated_manova(data, column, covariates, control_label, measure)
+                        for measure, column in measures], ignore_index=True)
+    written += write_table(manova, out / "group_manova.tsv")
+
     # 6. correlations
     corr = reg = None
     if clinical_columns:
@@ -166,7 +176,8 @@ def run_group(bids_dir, output_dir, options=None, log=None):
         written += write_table(corr, out / "group_correlations.tsv")
         written += write_table(reg, out / "group_regressions.tsv")
     elif covariates:
-        log.warning("group: --covariates given without --clinical-columns; no regressions")
+        log.warning("group: --covariates given without --clinical-columns; no regressions "
+                    "(the covariates enter the mixed models and the MANOVA)")
     t_tables = time.perf_counter() - start
 
     # 7. figures

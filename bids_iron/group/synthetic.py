@@ -6,6 +6,7 @@ Model of each ROI value (``mean`` of roistats.tsv) for participant i at a sessio
             + group_effect                        (patients only)
             + yearly_change * years_since_first   (patients only, beyond ageing)
             + edss_slope * (EDSS - edss_mean)     (patients only; EDSS per participant)
+            + site_offset * noise                   (``site_offsets``, per site, in noise SDs)
             + noise (SD ``noise``)
 
 with per-metric scaling (r2star in 1/s; t2star = 1/r2star; chi and lfs in ppm). EDSS is n/a
@@ -33,13 +34,18 @@ TRUTH = {"r2star": (15.0, 0.05, 14.0, 2.0, 0.5, 0.8, 1.0),
 def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, interval_years=2.0,
                 rois=DEFAULT_ROIS, metrics=("r2star", "t2star", "chi", "lfs"), seed=0,
                 age_range=(20.0, 70.0), edss_mean=3.0, with_acq_time=True,
-                age_in="participants"):
+                age_in="participants", truth=None, site_offsets=None):
     """Write ``root/bids`` (participants.tsv, sessions.tsv) and ``root/derivatives``
     (roistats.tsv per session). Returns (bids_dir, output_dir, truth dict).
 
     ``age_in``: ``participants`` (baseline age; sessions add acq_time) or ``sessions``.
     The first group is the controls (no group effect, no extra change, EDSS n/a).
+    ``truth``: {metric: (a, b, c, group_effect, yearly_change, edss_slope, noise)} replacing
+    rows of `TRUTH`. ``site_offsets``: {site: offset in noise SDs}; participants are assigned
+    to the sites in turn (column ``site`` of participants.tsv).
     """
+    truth_table = {**TRUTH, **(truth or {})}
+    sites = list(site_offsets or {})
     rng = np.random.default_rng(seed)
     root = Path(root)
     bids, deriv = root / "bids", root / "derivatives"
@@ -55,8 +61,9 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
             age0 = rng.uniform(*age_range)
             edss = float(np.round(rng.uniform(0, 6) * 2) / 2) if patient else np.nan
             sex = "F" if rng.random() < 0.6 else "M"
+            site = sites[sub_i % len(sites)] if sites else None
             prow.append({"participant_id": sub, "age": round(age0, 2), "sex": sex,
-                         "group": group, "EDSS": edss})
+                         "group": group, "EDSS": edss, **({"site": site} if sites else {})})
             srows = []
             t0 = start + datetime.timedelta(days=int(rng.integers(0, 700)))
             for s in range(sessions):
@@ -72,8 +79,10 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
                     base_r2 = None
                     for metric in metrics:
                         key = "r2star" if metric == "t2star" else metric
-                        a, b, c, ge, yc, es, noise = TRUTH[key]
+                        a, b, c, ge, yc, es, noise = truth_table[key]
                         v = a * (1 - np.exp(-b * age)) + c + rng.normal(0, noise)
+                        if sites:
+                            v += site_offsets[site] * noise
                         if patient:
                             v += ge + yc * years + es * (edss - edss_mean)
                         if metric == "r2star":
@@ -94,6 +103,6 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
             sdf.to_csv(bids / sub / f"{sub}_sessions.tsv", sep="\t", index=False, na_rep="n/a")
     pdf = pd.DataFrame(prow)
     pdf.to_csv(bids / "participants.tsv", sep="\t", index=False, na_rep="n/a")
-    truth = {"metrics": TRUTH, "edss_mean": edss_mean, "interval_years": interval_years,
+    truth = {"metrics": truth_table, "site_offsets": dict(site_offsets or {}), "edss_mean": edss_mean, "interval_years": interval_years,
              "groups": list(groups)}
     return bids, deriv, truth
