@@ -277,7 +277,7 @@ def test_methods_paragraph_and_references():
         "R2starMethod": "arlo", "UnwrappingMethod": "region_growing",
         "BackgroundRemovalMethod": "pdf", "QSMMethod": "tv_admm",
         "ChiReference": "CSF of the lateral ventricles", "Atlases": ["MASSP20"],
-        "VesselExclusion": {"metric": "chi", "k": 3}})
+        "ROISources": ["atlas"], "VesselExclusion": {"metric": "chi", "k": 3}})
     assert "B0 = 7 T" in text and "TE = 4-12 ms" in text
     assert "ARLO" in text and "ROMEO" in text and "Liu T" in text and "Bilgic B" in text
     assert "[1] Pei M" in text
@@ -290,6 +290,48 @@ def test_methods_paragraph_and_references():
         for _, reference in table.values():
             for ref in methods.split_references(reference):
                 assert re.search(r"(19|20)\d\d;\d+", ref), ref
+
+
+def test_methods_follow_what_was_run():
+    """Each sentence comes from a fact of the run: solver parameters, version, ROI sources;
+    no ROI statistics are claimed without an ROI table (e.g. --no-anatomy)."""
+    base = {"SoftwareVersion": "9.8.7", "EchoTime": [0.004, 0.008, 0.012],
+            "R2starMethod": "nlls", "UnwrappingMethod": "laplacian",
+            "BackgroundRemovalMethod": "vsharp", "ROIErosion": 1,
+            "BackgroundRemoval": {"n_iter": 0, "converged": True}}
+    tkd = methods.methods_text({**base, "QSMMethod": "tkd",
+                                "DipoleInversion": {"n_iter": 0, "threshold": 0.19}})[0]
+    assert "bids-iron 9.8.7" in tkd and "k-space threshold 0.19" in tkd
+    assert "per nucleus" not in tkd and "Mean, median" not in tkd  # no ROI table
+    assert "iterations" not in tkd and "Deep gray matter" not in tkd
+    admm = methods.methods_text({
+        **base, "QSMMethod": "tv_admm", "ROISources": ["atlas", "user"],
+        "BackgroundRemovalFallback": "pdf (vsharp left no brain after its erosion)",
+        "DipoleInversion": {"n_iter": 60, "converged": False, "alpha": 2e-4, "max_iter": 60,
+                            "tol": 0.01},
+        "RegularizationSelection": {"Rule": "L-curve, inflection", "Chosen": 2e-4},
+        "Template": "MNI152NLin2009cAsym", "Atlases": ["MASSP20"],
+        "Registration": "via T1w (T1w->MEGRE rigid, template->T1w affine+SyN)",
+        "RegistrationTool": "ANTsPy 0.5.4", "Lesions": "no lesion mask found"})[0]
+    assert ("alpha = 0.0002, chosen by the L-curve (inflection); 60 iterations of at most 60, "
+            "tolerance 0.01, stopped before reaching the tolerance") in admm
+    assert "PDF was used instead (vsharp left no brain" in admm
+    assert "per nucleus and hemisphere" in admm and "user-supplied segmentation" in admm
+    assert "via T1w" in admm and "ANTsPy 0.5.4" in admm
+    assert "Lesion masks" not in admm  # "no lesion mask found" is not a lesion mask
+
+
+def test_report_methods_from_the_session(tmp_path):
+    """The report's methods name the running bids-iron version and claim ROI statistics only
+    when the session has an ROI table."""
+    from bids_iron import __version__
+
+    session = small_session()
+    session.facts.pop("SoftwareVersion")
+    with_table = render_session_section(session)
+    assert f"bids-iron {__version__}," in with_table and "per nucleus and hemisphere" in with_table
+    session.roi_table = None
+    assert "per nucleus" not in render_session_section(session)
 
 
 def test_software_versions():

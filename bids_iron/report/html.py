@@ -372,13 +372,25 @@ def _session_html(session, log):
     log.append(("qc", time.perf_counter() - t3))
 
     # -- methods
-    paragraph, refs = methods.methods_text(session.facts)
+    paragraph, refs = methods.methods_text(methods_facts(session))
     out.append("<h3>Methods</h3>")
     out.append(f'<div class="methods"><p>{H.escape(paragraph)}</p>')
     if refs:
         out.append("<ol>" + "".join(f"<li>{H.escape(r)}</li>" for r in refs) + "</ol>")
     out.append("</div>")
     return H.section(session.label, out, id=H.anchor(session.label))
+
+
+def methods_facts(session):
+    """The facts of `bids_iron.report.methods.methods_text` for ``session``: its own facts,
+    the bids-iron version that renders it unless they name one, and the ``source`` levels of
+    its ROI table as ``ROISources`` (none without a table: no ROI statistics are claimed)."""
+    facts = {"SoftwareVersion": __version__, **session.facts}
+    table = session.roi_table
+    facts["ROISources"] = ([] if table is None or len(table) == 0 else
+                           list(dict.fromkeys(table["source"] if "source" in table
+                                              else ["atlas"])))
+    return facts
 
 
 def _mask_checks(session):

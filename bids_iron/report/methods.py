@@ -90,6 +90,10 @@ def split_references(text):
                                               text or "") if part.strip()]
 
 
+#: How the ``source`` levels of an ROI table (other than ``atlas``) read in the methods.
+_ROI_SOURCES = {"user": "user-supplied segmentation (--roi-dseg)",
+                "freesurfer": "FreeSurfer aseg segmentation (--freesurfer-dir)"}
+
 _PROPER_WORDS = ("Otsu", "Laplacian", "ANTs", "MCPC-3D-S", "Auto-Regression")
 
 
@@ -101,6 +105,48 @@ def _fmt_ms(values):
     if len(ms) > 2 and all(abs(step - steps[0]) <= 0.01 for step in steps):
         return f"{ms[0]:.3g}-{ms[-1]:.3g} ms in steps of {steps[0]:.3g} ms"
     return ", ".join(f"{v:.3g}" for v in ms) + " ms"
+
+
+def _solver_words(solver, selection=None):
+    """``" (alpha = 0.0001, chosen by the L-curve ...; 55 of at most 60 iterations, tolerance
+    0.01)"`` from a solver record (`methods_text` keys ``BackgroundRemoval``,
+    ``DipoleInversion``), or "" when there is nothing to say.
+
+    Examples
+    --------
+    >>> _solver_words({"n_iter": 55, "converged": True, "alpha": 1e-4, "max_iter": 60,
+    ...                "tol": 0.01})
+    ' (regularisation weight alpha = 0.0001; 55 iterations of at most 60, tolerance 0.01)'
+    >>> _solver_words({"n_iter": 0, "threshold": 0.19})
+    ' (k-space threshold 0.19)'
+    >>> _solver_words(None)
+    ''
+    """
+    solver = dict(solver or {})
+    parts = []
+    if solver.get("alpha") is not None:
+        words = f"regularisation weight alpha = {float(solver['alpha']):.3g}"
+        if selection and selection.get("Rule"):
+            head, _, tail = str(selection["Rule"]).partition(", ")
+            words += f", chosen by the {head}" + (f" ({tail})" if tail else "")
+        parts.append(words)
+    if solver.get("lambda") is not None:
+        parts.append(f"regularisation weight lambda = {float(solver['lambda']):.3g}"
+                     + (f" ({solver['regularizer']} regulariser)"
+                        if solver.get("regularizer") else ""))
+    if solver.get("threshold") is not None:
+        parts.append(f"k-space threshold {float(solver['threshold']):.3g}")
+    n_iter = solver.get("n_iter")
+    if n_iter:
+        words = f"{int(n_iter)} iteration{'s' if int(n_iter) != 1 else ''}"
+        if solver.get("max_iter"):
+            words += f" of at most {int(solver['max_iter'])}"
+        if solver.get("tol") is not None:
+            words += f", tolerance {float(solver['tol']):.3g}"
+        if solver.get("converged") is False:
+            words += ", stopped before reaching the tolerance"
+        parts.append(words)
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def methods_text(facts):
@@ -117,9 +163,15 @@ def methods_text(facts):
         ``LFSReference`` (text), ``QSMMethod`` (key of `DIPOLE`), ``ChiReference`` (text),
         ``SWIEchoTime`` (s; SWI was made), ``Template`` (TemplateFlow name), ``Atlases``
         (list of atlas names, keys of `ATLASES` or free text), ``RegistrationMethod`` and
-        ``RegistrationReference`` (text; default `REGISTRATION`), ``ROIErosion`` (voxels,
-        default 1), ``VesselExclusion`` (dict ``{"metric", "k"}`` or None), ``Lesions``
-        (bool).
+        ``RegistrationReference`` (text; default `REGISTRATION`), ``Registration`` (how the
+        template reached the session, text), ``RegistrationTool`` (e.g. ``"ANTsPy 0.5.4"``),
+        ``BackgroundRemoval`` and ``DipoleInversion`` (solver records: ``n_iter``,
+        ``converged`` and the parameters, e.g. ``alpha``, ``threshold``, ``max_iter``,
+        ``tol``), ``RegularizationSelection`` (dict with ``Rule``, ``Chosen``),
+        ``ROISources`` (the ``source`` levels of the session's ROI table; without it no ROI
+        statistics are claimed), ``ROIErosion`` (voxels, default 1), ``VesselExclusion``
+        (dict ``{"metric", "k"}`` or None), ``Lesions`` (bool, or text: true when it does
+        not start with "no").
 
     Returns
     -------
@@ -179,7 +231,11 @@ def methods_text(facts):
     background = facts.get("BackgroundRemovalMethod")
     if background in BACKGROUND:
         algorithm, reference = BACKGROUND[background]
-        out.append(f"Background fields were removed with {algorithm}{cite(reference)}.")
+        out.append(f"Background fields were removed with {algorithm}{cite(reference)}"
+                   + _solver_words(facts.get("BackgroundRemoval")) + ".")
+        if facts.get("BackgroundRemovalFallback"):
+            out.append(f"For this session PDF was used instead "
+                       f"{facts['BackgroundRemovalFallback'].removeprefix('pdf ')}.")
         lfs_ref = facts.get("LFSReference")
         out.append(f"The local field shift (LFS) was computed in ppm of B0{cite(LFS[1])}"
                    + (f", referenced to the {lfs_ref}" if lfs_ref else "") + ".")
@@ -189,7 +245,9 @@ def methods_text(facts):
         chi_ref = facts.get("ChiReference")
         out.append(f"Magnetic susceptibility (chi, ppm, paramagnetic positive) was computed "
                    f"by {lower_first(algorithm)}{cite(reference)}"
-                   + (f" and referenced to the {lower_first(chi_ref)}" if chi_ref else "")
+                   + _solver_words(facts.get("DipoleInversion"),
+                                   facts.get("RegularizationSelection"))
+                   + (f", and referenced to the {lower_first(chi_ref)}" if chi_ref else "")
                    + ".")
     if facts.get("SWIEchoTime"):
         out.append(f"Susceptibility-weighted images were made from the echo at "
@@ -217,10 +275,22 @@ def methods_text(facts):
         text += (f", and brought to each session's MEGRE space by {lower_first(reg_method)}"
                  f"{cite(reg_ref)} with nearest-neighbour label transfer.")
         out.append(text)
+        how, tool = facts.get("Registration"), facts.get("RegistrationTool")
+        if how or tool:
+            out.append("Registration path: " + "; software: ".join(
+                str(v) for v in (how, tool) if v) + ".")
     erode = facts.get("ROIErosion", 1)
-    if template or atlases or "ROIErosion" in facts:
-        roi = ("Mean, median and standard deviation of each map were computed per nucleus and "
-               "hemisphere (the thalamus including the pulvinar) and bilaterally")
+    sources = list(facts.get("ROISources") or [])
+    if sources:
+        regions = []
+        if "atlas" in sources:
+            regions.append("per nucleus and hemisphere (the thalamus including the pulvinar) "
+                           "and bilaterally")
+        other = [_ROI_SOURCES.get(s, f"{s} segmentation") for s in sources if s != "atlas"]
+        if other:
+            regions.append("per region of the " + " and the ".join(other))
+        roi = ("Mean, median and standard deviation of each map were computed "
+               + " and ".join(regions))
         if erode:
             roi += (f", after eroding each region by {int(erode)} voxel"
                     f"{'s' if int(erode) != 1 else ''} (6-connected) to limit partial volume")
@@ -229,7 +299,8 @@ def methods_text(facts):
             roi += (f"; voxels with {vessels.get('metric', 'chi')} above the region median + "
                     f"{float(vessels.get('k', 3.0)):g} x 1.4826 x MAD were excluded as vessels")
         out.append(roi + ".")
-    if facts.get("Lesions"):
+    lesions = facts.get("Lesions")
+    if lesions and not (isinstance(lesions, str) and lesions.lower().startswith("no")):
         out.append("Lesion masks were transferred to MEGRE space and summarised as a whole and "
                    "per connected lesion (26-connectivity), without erosion.")
     return " ".join(out), refs
