@@ -422,3 +422,35 @@ def test_age_and_clinical_from_sessions_tsv(tmp_path):
     got = data[data.participant_id == "sub-001"].set_index("session_id")
     np.testing.assert_allclose(got.loc[first.session_id, "age"], first.age_at_scan)
     assert list(got.loc[["ses-01", "ses-02"], "EDSS"]) == [1.0, 4.0]
+
+
+def test_session_without_roi_table_warns_and_keeps_baseline(tmp_path, caplog):
+    """Issue 15 item 4: a listed session without roistats.tsv is one warning line and a note;
+    the baseline stays the first listed session (ses-02 does not become the baseline)."""
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(5, 5), rois=ROIS[:2], metrics=("r2star",),
+                               sessions=3, seed=8)
+    (out / "sub-001" / "ses-01" / "anat" / "sub-001_ses-01_roistats.tsv").unlink()
+    (out / "sub-007" / "ses-02" / "anat" / "sub-007_ses-02_roistats.tsv").unlink()
+    with caplog.at_level("WARNING", logger="bids_iron.group"):
+        run_group(bids, out, GroupOptions(figures=False))
+    lines = [r.getMessage() for r in caplog.records if "without an ROI table" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "sub-001 ses-01 (baseline)" in lines[0] and "sub-007 ses-02" in lines[0]
+    data = read(out, "group_roistats.tsv")
+    s1 = data[data.participant_id == "sub-001"].drop_duplicates("session_id").set_index(
+        "session_id")
+    assert list(s1.session_order) == [2, 3] and not s1.is_baseline.any()
+    assert s1.loc["ses-02", "years_from_baseline"] == pytest.approx(2.0, abs=0.01)
+    age0 = pd.read_csv(bids / "participants.tsv", sep="\t").set_index("participant_id").loc[
+        "sub-001", "age"]
+    assert s1.loc["ses-02", "age"] == pytest.approx(age0 + 2.0, abs=0.01)
+    assert set(s1.missing_sessions) == {"ses-01 (baseline)"}
+    base = read(out, "group_summary.tsv")
+    base = base[(base.section == "baseline") & (base.measure == "raw")]
+    assert set(base.n) == {5, 4}  # sub-001 (HC) has no baseline
+    change = read(out, "group_longitudinal.tsv")
+    c1 = change[change.participant_id == "sub-001"].iloc[0]
+    assert c1.first_session == "ses-02" and "no ROI table for ses-01 (baseline)" in c1.note
+    assert c1.interval_years == pytest.approx(2.0, abs=0.01)
+    html = (out / "group" / "report.html").read_text()
+    assert "sessions without ROI table" in html

@@ -75,3 +75,12 @@ def describe_missing(values):
     dropped = int((~ok).sum())
     return values[ok], (f"{dropped} n/a value{'s' if dropped > 1 else ''} left out"
                         if dropped else "")
+
+
+def first_last(data):
+    """Boolean masks (first, last): each row is of its participant's first / last session
+    with values (lowest / highest ``session_order`` present in ``data``; a baseline without an
+    ROI table is not in ``data``, so ``first`` is then a later session)."""
+    order = data.groupby("participant_id")["session_order"]
+    return (data["session_order"] == order.transform("min"),
+            data["session_order"] == order.transform("max"))

@@ -37,7 +37,7 @@ UNIT_KEYS = ["roi", "hemisphere", "metric", "source"]
 RESERVED = {"participant_id", "session_id", "roi", "hemisphere", "metric", "source", "mean",
             "median", "sd", "n_voxels", "volume_mm3", "group", "age_source", "acq_time",
             "session_order", "n_sessions", "is_baseline", "years_from_baseline",
-            "mean_agecorrected", "roistats_file"}
+            "mean_agecorrected", "roistats_file", "missing_sessions"}
 
 _NA = ["n/a", "N/A", ""]
 
@@ -254,33 +254,57 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
         log.warning("%s: column '%s' is n/a for %s; they are left out of group comparisons",
                     ppath, group_column, ", ".join(nogroup[:5]))
 
-    # session order and dates
-    if "acq_time" in sessions.columns:
-        times = data[["participant_id", "session_id"]].merge(
-            sessions[["participant_id", "session_id", "acq_time"]], how="left",
-            on=["participant_id", "session_id"])["acq_time"]
-        data["acq_time"] = pd.to_datetime(times.set_axis(data.index))
-    else:
-        data["acq_time"] = pd.Series(pd.NaT, index=data.index, dtype="datetime64[ns]")
-    visits = data[["participant_id", "session_id", "acq_time"]].drop_duplicates(
-        ["participant_id", "session_id"])
-    order = {}
+    # session order and dates: every session listed in sessions.tsv or present in OUTPUT_DIR
+    # counts; the baseline is the first of them, with or without an ROI table (issue 15)
+    present = data[["participant_id", "session_id"]].drop_duplicates()
+    listed = sessions[sessions.participant_id.isin(set(present.participant_id))]
+    listed = listed[[c for c in ("participant_id", "session_id", "acq_time")
+                     if c in listed.columns]]
+    visits = present.merge(listed, how="outer", on=["participant_id", "session_id"],
+                           indicator=True)
+    if "acq_time" not in visits.columns:
+        visits["acq_time"] = pd.Series(pd.NaT, index=visits.index, dtype="datetime64[ns]")
+    visits["acq_time"] = pd.to_datetime(visits["acq_time"])
+    visits["has_roistats"] = visits.pop("_merge") != "right_only"
+    ordered = []
     for sub, chunk in visits.groupby("participant_id", sort=False):
         if chunk.acq_time.notna().all():
             chunk = chunk.sort_values(["acq_time", "session_id"])
         else:
             labels = list(chunk.session_id)
             chunk = chunk.iloc[sorted(range(len(labels)), key=lambda i: _natural_key(labels[i]))]
-        for i, ses in enumerate(chunk.session_id):
-            order[(sub, ses)] = (i + 1, len(chunk))
-    keys = list(zip(data.participant_id, data.session_id))
-    data["session_order"] = [order[k][0] for k in keys]
-    data["n_sessions"] = [order[k][1] for k in keys]
+        chunk = chunk.assign(session_order=np.arange(1, len(chunk) + 1),
+                             n_sessions=int(chunk.has_roistats.sum()),
+                             baseline_time=chunk.acq_time.iloc[0])
+        ordered.append(chunk)
+    visits = pd.concat(ordered, ignore_index=True)
+    missing = visits[~visits.has_roistats]
+    text = {sub: ", ".join(f"{r.session_id}{' (baseline)' if r.session_order == 1 else ''}"
+                           for r in chunk.itertuples())
+            for sub, chunk in missing.groupby("participant_id", sort=False)}
+    if len(missing):
+        shown = "; ".join(f"{sub} {t}" for sub, t in list(text.items())[:5])
+        log.warning("sessions.tsv lists %d session%s without an ROI table (%s%s); %s left out "
+                    "(a missing baseline is not replaced by the next session; rerun the "
+                    "participant level for %s)", len(missing), "s" if len(missing) > 1 else "",
+                    shown, " ..." if len(text) > 5 else "",
+                    "it is" if len(missing) == 1 else "they are",
+                    "it" if len(missing) == 1 else "them")
+    merged = data[["participant_id", "session_id"]].merge(
+        visits, how="left", on=["participant_id", "session_id"]).set_axis(data.index)
+    data["acq_time"] = merged["acq_time"]
+    data["session_order"] = merged["session_order"].astype(int)
+    data["n_sessions"] = merged["n_sessions"].astype(int)
     data["is_baseline"] = data["session_order"] == 1
-    first = data[data.is_baseline].drop_duplicates("participant_id").set_index(
-        "participant_id")["acq_time"]
-    delta = data["acq_time"] - data.participant_id.map(first)
+    data["missing_sessions"] = data.participant_id.map(text).astype(object)
+    delta = data["acq_time"] - merged["baseline_time"]
     data["years_from_baseline"] = delta.dt.total_seconds() / (365.25 * 86400)
+    absent = sorted(set(participants.participant_id) - set(present.participant_id),
+                    key=_natural_key)
+    if absent:
+        log.warning("%s: %d participant%s without any ROI table (%s%s) left out", ppath,
+                    len(absent), "s" if len(absent) > 1 else "", ", ".join(absent[:5]),
+                    " ..." if len(absent) > 5 else "")
 
     # age
     age_name = age_column or "age"
@@ -335,6 +359,7 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
     log.info("group: %d roistats.tsv files, %d participants, %d sessions", len(paths), n_sub,
              n_ses)
     info = {"age_available": age_available, "age_column": age_name,
+            "missing_sessions": missing[["participant_id", "session_id", "session_order"]],
             "files": [str(p) for p in paths] + [str(ppath)] + [str(p) for p in spaths.values()],
             "clinical_columns": list(clinical_columns),
             "covariates": [("age" if c == age_name else "group" if c == group_column else c)

@@ -42,10 +42,15 @@ COLUMNS = {
                     "plus the acq_time difference", "participants.tsv": "participants.tsv age "
                     "(no dates to adjust it)", "n/a": "no age"}),
     "acq_time": ("Session date and time from sessions.tsv", None, None),
-    "session_order": ("Rank of the session within the participant (1 = first; by acq_time, "
-                      "else by session label)", None, None),
+    "session_order": ("Rank of the session within the participant among the sessions listed "
+                      "in sessions.tsv or with an ROI table (1 = first; by acq_time, else by "
+                      "session label)", None, None),
+    "missing_sessions": ("Sessions of this participant listed in sessions.tsv without an ROI "
+                         "table (left out; '(baseline)' when the first one is missing)", None,
+                         None),
     "n_sessions": ("Sessions of the participant with roistats.tsv", None, None),
-    "is_baseline": ("True for the participant's first session", None, None),
+    "is_baseline": ("True for the participant's first session (False for every session when "
+                    "the first one has no ROI table)", None, None),
     "years_from_baseline": ("Time since the participant's first session (acq_time)", "years",
                             None),
     "mean_agecorrected": ("mean - R(age) + R(reference_age), R fitted on controls (see "

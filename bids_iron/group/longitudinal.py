@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._common import UNIT_KEYS, add_fdr, describe_missing, group_levels, join_notes
+from ._common import UNIT_KEYS, add_fdr, describe_missing, first_last, group_levels, join_notes
 
 CHANGE_MEASURES = ("change", "percent_change", "change_per_year")
 
@@ -38,11 +38,12 @@ def changes(data, value="mean", keys=UNIT_KEYS, extra=()):
             "percent_change", "change_per_year", "note"] + list(extra))
     if multi.empty:
         return pd.DataFrame(columns=cols)
-    first = multi[multi["session_order"] == 1]
-    last = multi[multi["session_order"] == multi["n_sessions"]]
+    is_first, is_last = first_last(multi)
+    first, last = multi[is_first], multi[is_last]
     on = ["participant_id"] + list(keys)
+    gap = ["missing_sessions"] if "missing_sessions" in multi else []
     merged = first[on + ["group", "session_id", "n_sessions", "age", "years_from_baseline",
-                         value] + list(extra)].merge(
+                         value] + gap + list(extra)].merge(
         last[on + ["session_id", "years_from_baseline", value]], on=on, how="inner",
         suffixes=("_first", "_last"))
     out = merged[on + ["group"]].copy()
@@ -62,8 +63,10 @@ def changes(data, value="mean", keys=UNIT_KEYS, extra=()):
         ok = out["interval_years"] > 0
         out["change_per_year"] = np.where(ok, out["change"] / out["interval_years"], np.nan)
     notes = []
-    for vf, vl, iy in zip(out.value_first, out.value_last, out.interval_years):
-        n = []
+    gaps = (merged["missing_sessions"] if "missing_sessions" in merged
+            else pd.Series(np.nan, index=merged.index))
+    for vf, vl, iy, gap in zip(out.value_first, out.value_last, out.interval_years, gaps):
+        n = [f"no ROI table for {gap}" if isinstance(gap, str) and gap else ""]
         if not (np.isfinite(vf) and np.isfinite(vl)):
             n.append("value n/a in the first or last session")
         elif vf == 0:

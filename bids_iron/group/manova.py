@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.multivariate.manova import MANOVA
 
-from ._common import add_fdr, group_levels, join_notes
+from ._common import add_fdr, first_last, group_levels, join_notes
 from .correlations import encode_covariates
 
 TESTS = ("Wilks' lambda", "Pillai's trace", "Hotelling-Lawley trace", "Roy's greatest root")
@@ -138,7 +138,7 @@ def repeated_manova(data, value="mean", covariates=(), control_label="HC", measu
     out = []
     for (metric, source), chunk in data.groupby(["metric", "source"], sort=False):
         multi = chunk[chunk["n_sessions"] >= 2]
-        first = chunk[chunk["session_order"] == 1]
+        first = chunk[first_last(chunk)[0]]
         people = first.drop_duplicates("participant_id").set_index("participant_id")
         rois = sorted({f"{r} {h}" for r, h in zip(chunk.roi, chunk.hemisphere)})
         if multi.empty:
@@ -146,8 +146,8 @@ def repeated_manova(data, value="mean", covariates=(), control_label="HC", measu
             y = _wide(first, value)
         else:
             design, effects = "first-last", ["group", "time", "group:time"]
-            a = _wide(multi[multi["session_order"] == 1], value)
-            b = _wide(multi[multi["session_order"] == multi["n_sessions"]], value)
+            is_first, is_last = first_last(multi)
+            a, b = _wide(multi[is_first], value), _wide(multi[is_last], value)
             a, b = a.align(b, join="inner")
         cov = people[list(covariates)] if covariates else pd.DataFrame(index=people.index)
         notes = []

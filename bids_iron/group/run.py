@@ -41,6 +41,20 @@ a straight line where that fit fails (see notes); corrected = value - R(age) + R
 <p><b>Longitudinal</b>: participants with &ge; 2 sessions; change = last - first, percent of
 the first value, per year (acq_time needed). Within-group: Wilcoxon signed-rank and one-sample
 t against 0; between groups: as above (section change).</p>
+<p><b>Missing ROI tables</b>: sessions are ordered over every session listed in
+sessions.tsv or present in OUTPUT_DIR; a listed session without an ROI table is named in the
+log and in <code>missing_sessions</code> (group_roistats.tsv); a missing baseline is not
+replaced by the next session (baseline section without that participant; change from the
+first session with values, noted).</p>
+<p><b>Mixed models</b> (group_mixedmodels.tsv): per roi x hemisphere x metric x source, every
+session: value ~ group * years + covariates ({covariates}) with a random intercept per
+participant (statsmodels MixedLM, REML); years since the first session; Wald z, p and 95 %
+interval; q per measure x term. A note instead of numbers when the model does not converge
+or the design is degenerate.</p>
+<p><b>Repeated-measures MANOVA</b> (group_manova.tsv): per metric, the nuclei together as
+dependent variables (statsmodels MANOVA): group on the mean of first and last session, time
+and group x time on last - first (sum-coded groups, centred covariates); participants with
+every nucleus.</p>
 <p><b>Correlations</b>: Pearson and Spearman (scipy) of raw and age-corrected baseline values
 and of change against each clinical column (clinical value at the first session), in everyone
 with values (<code>all</code>) and per group; OLS (statsmodels) value ~ clinical + covariates
@@ -49,8 +63,10 @@ family.</p>
 """
 
 
-def _cohort_table(data, control_label):
+def _cohort_table(data, control_label, missing=None):
     visits = data.drop_duplicates(["participant_id", "session_id"])
+    missing = missing if missing is not None else pd.DataFrame(columns=["participant_id"])
+    group_of = visits.drop_duplicates("participant_id").set_index("participant_id")["group"]
     rows = []
     for g in group_levels(visits["group"], control_label) + ["n/a"]:
         v = visits[visits["group"].isna()] if g == "n/a" else visits[visits["group"] == g]
@@ -59,7 +75,10 @@ def _cohort_table(data, control_label):
         base = v[v["is_baseline"]]
         rows.append({"group": g, "participants": v["participant_id"].nunique(),
                      "sessions": len(v),
-                     "with >= 2 sessions": int((base["n_sessions"] >= 2).sum()),
+                     "with >= 2 sessions": int((v.drop_duplicates("participant_id")
+                                                ["n_sessions"] >= 2).sum()),
+                     "sessions without ROI table": int(
+                         (missing.participant_id.map(group_of).fillna("n/a") == g).sum()),
                      "baseline age mean": base["age"].mean(),
                      "baseline age SD": base["age"].std(ddof=1) if len(base) > 1 else np.nan})
     return pd.DataFrame(rows)
@@ -213,7 +232,8 @@ def run_group(bids_dir, output_dir, options=None, log=None):
     # report
     from .report import figure_html, table_html, write_report
     cov_text = ", ".join(covariates) or "none"
-    blocks = [("Cohort", [table_html(_cohort_table(data, control_label))]),
+    blocks = [("Cohort", [table_html(_cohort_table(data, control_label,
+                                                   info["missing_sessions"]))]),
               ("Methods", [METHODS.format(group_column=group_column, control_label=control_label,
                                           ref=f"{ref_age:.1f} years" if np.isfinite(ref_age)
                                           else "reference age", covariates=cov_text)])]
