@@ -81,6 +81,22 @@ def check_html(path):
     return text, checker
 
 
+def qc_rows(text):
+    """{check: (value, expected, status, comment)} of each QC table of a report, in order."""
+    import html as html_lib
+
+    tables = re.findall(r'<table class="qc">(.*?)</table>', text, re.S)
+    out = []
+    for table in tables:
+        rows = {}
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)[1:]:
+            cells = [html_lib.unescape(re.sub(r"<[^>]+>", "", c))
+                     for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            rows[cells[0]] = tuple(cells[1:])
+        out.append(rows)
+    return out
+
+
 def write_report(out, subject, sessions):
     """The workflow's report path: each session's section rendered and stored where the
     workflow keeps it, then the subject's page assembled from the stored sections."""
@@ -156,14 +172,24 @@ def test_full_report(tmp_path):
     assert len(checker.srcs) == 7
     assert all(s.startswith("data:image/png;base64,") for s in checker.srcs)
     assert 'id="software"' in text and "numpy" in text and "bids-iron" in text
-    assert "brain mask volume" in text and " mL" in text
+    # one QC table of named checks with units, expected ranges and pass/warn marks
+    (qc,) = qc_rows(text)
     # the phase stage's mask checks: a ~29 mL test brain is outside the adult range
-    assert "mask and field check" in text and "WARN (800-2200 mL)" in text
-    assert "<b>WARNING</b> sub-01_ses-1: brain mask volume 29 mL is outside" in text
-    assert "ok (&gt;= 60 %)" in text and "covers the brain" in text
-    assert "chi reference value subtracted (ppm)" in text and "-0.0031" in text
-    assert "sign check: median chi" in text and "0.0101" in text
-    assert "SNR, echo 1" in text
+    value, expected, status, comment = qc["brain mask volume"]
+    assert (value, expected) == ("29 mL", "800-2200 mL") and status == "\u26a0 warn"
+    assert comment.startswith("sub-01_ses-1: brain mask volume 29 mL is outside")
+    assert qc["mask kept by background removal"][1:3] == (">= 60 %", "\u2713 pass")
+    assert qc["field of view"][0] == "covers the brain" and qc["field of view"][2] == "info"
+    assert qc["chi reference value subtracted"][0] == "-0.0031 ppm"
+    assert qc["chi sign check (median chi of the 1 % highest-R2* voxels)"][:3] == (
+        "0.0101 ppm", ">= 0 ppm", "\u2713 pass")
+    assert qc["R2* fit residual (median)"][0] == "1 %"
+    assert float(qc["SNR, last echo (background noise)"][0]) > 3
+    assert qc["SNR, last echo (background noise)"][1:3] == (">= 3", "\u2713 pass")
+    assert not any(key.startswith(("MaskQuality", "Sign", "ChiRef")) for key in qc)
+    assert 'class="summary has-warn"' in text and "1 warning: brain mask volume" in text
+    assert text.index('class="summary') < text.index("<h3>Maps</h3>")
+    assert "<b>WARNING</b>" not in text  # the warning is the table's row, not repeated
     assert "putamen" in text and "R2* mean (sd) [1/s]" in text
     assert "Marquardt" in text and "Fonov" in text  # references from the facts
     assert "&lt;b&gt;escaped&lt;/b&gt;" in text
@@ -181,8 +207,11 @@ def test_optional_pieces_missing(tmp_path):
     assert 'href="#s-sub-02_ses-a"' in text
     assert text.index('id="s-sub-02_ses-a"') < text.index('id="s-sub-02_ses-b"')
     # a mask without the phase stage's facts: its own volume and field-of-view checks
-    assert text.count("mask and field check") == 1 and "cuts the brain" in text
-    assert "<b>WARNING</b> sub-02_ses-b: brain mask volume 61 mL is below 800 mL" in text
+    qc = qc_rows(text)
+    assert len(qc) == 1 and qc[0]["field of view"][0].startswith("cuts the brain")
+    assert qc[0]["brain mask volume"][3].startswith(
+        "sub-02_ses-b: brain mask volume 61 mL is below 800 mL")
+    assert "Quality control: 0 checks passed" in text  # the magnitude-only session
     assert "Not available for this session" in text
     assert "registration cannot be checked" in text
     assert "No ROI table" in text
@@ -225,7 +254,8 @@ def test_report_checks_and_warnings_agree(quality, n_warnings):
     """The report's check table and the session's warnings are one set of checks: a WARN row
     for each warning line, in order, on the numbers as stored in the sidecar."""
     rows = mask_check_rows(quality_facts(quality))
-    warned = [name for name, _, status in rows if status.startswith("WARN")]
+    warned = [row[0] for row in rows if row[3] == "warn"]
+    assert all(row[4] for row in rows if row[3] == "warn")  # the message is the comment
     lines = quality_warnings(quality, "s")
     assert len(warned) == len(lines) == n_warnings
     assert [r.name for r in quality_status(quality) if r.status == "warn"] == warned
@@ -233,7 +263,7 @@ def test_report_checks_and_warnings_agree(quality, n_warnings):
              "background removal kept", "residual background (local-field variance in a "
              "2nd-order fit)": "2nd-order polynomial"}
     assert all(words[name] in line for name, line in zip(warned, lines))
-    assert {r[0] for r in rows if r[2] == "info"} == {"field of view"}
+    assert {r[0] for r in rows if r[3] == "info"} == {"field of view"}
 
 
 def test_slices_through_nuclei_and_orientation():
@@ -290,6 +320,28 @@ def test_methods_paragraph_and_references():
         for _, reference in table.values():
             for ref in methods.split_references(reference):
                 assert re.search(r"(19|20)\d\d;\d+", ref), ref
+
+
+def test_flagged_rois_shown(tmp_path):
+    """A qc_flag column (roistats): flagged ROIs named above the table, their rows tinted and
+    marked with the reason, and counted as a warning of the QC table; absent: no QC column."""
+    session = small_session()
+    table = session.roi_table.copy()
+    table["qc_flag"] = ""
+    table.loc[(table.roi == "caudate") & (table.hemisphere == "left") & (table.metric == "chi"),
+              "qc_flag"] = "few voxels"
+    session.roi_table = table
+    text, _ = check_html(write_report(tmp_path, "01", [session]))
+    assert "<b>1 ROI flagged</b>" in text and "caudate left" in text
+    flagged = re.findall(r'<tr class="flag">(.*?)</tr>', text, re.S)
+    assert len(flagged) == 1 and "<td>caudate</td>" in flagged[0]
+    assert "chi: few voxels" in flagged[0] and "mark-warn" in flagged[0]
+    row = qc_rows(text)[0]["ROIs flagged in the ROI table (qc_flag)"]
+    assert row[:3] == ("1 ROIs", "0 ROIs", "\u26a0 warn") and "caudate left" in row[3]
+    assert "2 warnings: brain mask volume; ROIs flagged" in text
+    session.roi_table = table.drop(columns="qc_flag")
+    plain = render_session_section(session)
+    assert "flagged" not in plain and 'class="flag"' not in plain and "<th>QC</th>" not in plain
 
 
 def test_methods_follow_what_was_run():
@@ -360,4 +412,4 @@ def test_session_report_from_files(tmp_path):
     assert session.mask.dtype == bool and session.magnitude.shape == s.magnitude.shape
     text, checker = check_html(write_report(tmp_path, "01", [session]))
     assert len(checker.srcs) == 1  # the R2* mosaic only (no residual, no template)
-    assert "WARN (800-2200 mL)" in text  # the mask's own volume check (no phase facts)
+    assert qc_rows(text)[0]["brain mask volume"][2] == "\u26a0 warn"  # the mask's own check

@@ -45,6 +45,13 @@ vertical-align:middle;border:1px solid #555}
 .methods{background:#f6f6f6;border-left:4px solid #888;padding:0.6em 1em}
 .methods ol{font-size:0.9em}
 nav a{margin-right:1em}
+.mark-pass{color:#176d2c;font-weight:600}.mark-warn{color:#b00;font-weight:600}
+.mark-info{color:#777}
+tr.flag td{background:#fde3e3}tr.warnrow td{background:#fff0e0}
+table.qc td{text-align:left;vertical-align:top}table.qc td:nth-child(2){text-align:right;
+white-space:nowrap}
+.summary{padding:0.4em 0.8em;border-left:4px solid #176d2c;background:#eef7f0}
+.summary.has-warn{border-left-color:#b00;background:#fdf0f0}
 """
 
 
@@ -83,14 +90,36 @@ def note(text, css="note"):
     return f'<p class="{css}">{escape(text)}</p>'
 
 
-def table(rows, header, digits=4):
-    """A table of ``rows`` (sequences of cells) under ``header``; cells go through `number`."""
+class Markup(str):
+    """HTML a `table` cell holds as it is (not escaped); e.g. a `mark`."""
+
+
+def mark(status):
+    """The status mark of a check: ``ok`` -> a green tick "pass", ``warn`` -> a red "warn",
+    anything else (``info``) -> a grey "info", as `Markup` for a `table` cell.
+
+    Examples
+    --------
+    >>> mark("warn")
+    '<span class="mark-warn">&#9888; warn</span>'
+    """
+    words = {"ok": ("pass", "&#10003; pass"), "warn": ("warn", "&#9888; warn")}
+    css, text = words.get(status, ("info", "info"))
+    return Markup(f'<span class="mark-{css}">{text}</span>')
+
+
+def table(rows, header, digits=4, row_classes=None):
+    """A table of ``rows`` (sequences of cells) under ``header``; cells go through `number`
+    and are escaped, except `Markup` cells. ``row_classes``: a CSS class (or None) per row."""
     parts = ["<table><thead><tr>"]
     parts += [f"<th>{escape(h)}</th>" for h in header]
     parts.append("</tr></thead><tbody>")
-    for row in rows:
-        parts.append("<tr>" + "".join(f"<td>{escape(number(c, digits))}</td>" for c in row)
-                     + "</tr>")
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        css = row_classes[i] if row_classes is not None else None
+        parts.append((f'<tr class="{escape(css)}">' if css else "<tr>") + "".join(
+            f"<td>{c if isinstance(c, Markup) else escape(number(c, digits))}</td>"
+            for c in row) + "</tr>")
     parts.append("</tbody></table>")
     return "".join(parts)
 

@@ -29,7 +29,7 @@ import pandas as pd
 from .. import __version__
 from ..anatomy import quality as quality_checks
 from . import _html as H
-from . import figures, methods
+from . import figures, methods, qc
 
 #: Packages whose versions the report lists (distribution names).
 SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "matplotlib", "pybids", "templateflow",
@@ -127,55 +127,95 @@ def _volume(value):
     return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
 
 
-def _check_rows(checks):
-    """(check, value with unit, status) rows of `bids_iron.anatomy.quality.Check` rows."""
+def _value_text(value, units):
+    """A check's value with its unit: whole numbers from 10 up, else 3 significant digits."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return "" if value is None else str(value)
+    value = float(value)
+    text = f"{value:.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.3g}"
+    return f"{text} {units}".strip()
+
+
+def check_rows(checks):
+    """(check, value with unit, expected, status, comment) rows of QC checks.
+
+    ``checks`` are `bids_iron.anatomy.quality.Check` rows (`bids_iron.anatomy.quality.
+    quality_status`, `bids_iron.report.qc.measure_checks`, ...). Status is ``pass``, ``warn``
+    or ``info``; the comment is the warning message, the finding of an information row, or
+    what the check means (`bids_iron.report.qc.MEANINGS`). A yes/no information row (field of
+    view) shows its finding as the value.
+
+    Examples
+    --------
+    >>> from bids_iron.anatomy.quality import Check
+    >>> check_rows([Check("brain mask volume", 1234.4, "mL", "800-2200 mL", "ok", "")])
+    [('brain mask volume', '1234 mL', '800-2200 mL', 'pass', '')]
+    """
     rows = []
     for check in checks:
-        if check.status == "info":
-            rows.append((check.name, check.message, "info"))
-        else:
-            status = "ok" if check.status == "ok" else "WARN"
-            rows.append((check.name, f"{check.value:.0f} {check.units}",
-                         f"{status} ({check.allowed})"))
+        status = {"ok": "pass", "warn": "warn"}.get(check.status, "info")
+        if isinstance(check.value, (bool, np.bool_)):
+            rows.append((check.name, check.message, check.allowed, status, ""))
+            continue
+        comment = check.message or qc.MEANINGS.get(check.name, "")
+        rows.append((check.name, _value_text(check.value, check.units), check.allowed, status,
+                     comment))
     return rows
 
 
-#: Sidecar facts shown in the QC table, with what they mean (and their units).
-_FACT_WORDS = (
-    ("SignCheckHighR2starMedianChi", "sign check: median chi of the 1 % highest-R2* voxels "
-                                     "(ppm; veins and iron, expected > 0)"),
-    ("ChiReferenceValue", "chi reference value subtracted (ppm)"),
-    ("LFSReferenceValue", "LFS reference value subtracted (ppm)"),
-)
-
-
 def mask_check_rows(quality):
-    """(check, value with unit, status) rows of the phase stage's ``MaskQuality`` facts.
+    """`check_rows` of the phase stage's ``MaskQuality`` facts.
 
     The rows are `bids_iron.anatomy.quality.quality_status` (the checks behind the session's
-    warnings). Status is ``ok`` or ``WARN`` with the allowed range in brackets, or ``info``.
-    Returns [] when ``quality`` is empty.
+    warnings). Returns [] when ``quality`` is empty.
 
     Examples
     --------
     >>> rows = mask_check_rows({"BrainVolumeML": 3612.0, "PartialFieldOfView": False,
     ...                         "FractionKeptByBackgroundRemoval": 0.7,
     ...                         "ResidualBackgroundFraction": 0.13})
-    >>> rows[0]
-    ('brain mask volume', '3612 mL', 'WARN (800-2200 mL)')
-    >>> [r[2] for r in rows[1:]]
-    ['info', 'ok (>= 60 %)', 'ok (<= 25 %)']
+    >>> rows[0][:4]
+    ('brain mask volume', '3612 mL', '800-2200 mL', 'warn')
+    >>> [r[3] for r in rows[1:]]
+    ['info', 'pass', 'pass']
     """
-    return _check_rows(quality_checks.quality_status(quality_checks.quality_from_facts(quality)))
+    return check_rows(quality_checks.quality_status(quality_checks.quality_from_facts(quality)))
+
+
+def qc_table_html(checks):
+    """The QC table of ``checks``: one row a check, a status mark, warning rows tinted."""
+    rows = check_rows(checks)
+    cells = [(name, value, allowed, H.mark({"pass": "ok"}.get(status, status)), comment)
+             for name, value, allowed, status, comment in rows]
+    classes = ["warnrow" if row[3] == "warn" else None for row in rows]
+    return H.table(cells, ("check", "value", "expected", "status", "comment"),
+                   row_classes=classes).replace("<table>", '<table class="qc">', 1)
+
+
+def qc_summary_html(checks):
+    """One line over the session: how many checks passed, and the warnings by name."""
+    warned = [c.name for c in checks if c.status == "warn"]
+    passed = sum(c.status == "ok" for c in checks)
+    text = f"Quality control: {passed} check{'s' if passed != 1 else ''} passed"
+    if warned:
+        text += f", {len(warned)} warning{'s' if len(warned) != 1 else ''}: " + "; ".join(warned)
+    return (f'<p class="summary{" has-warn" if warned else ""}">{H.escape(text)} '
+            '(see <i>Quality control</i> below).</p>')
 
 
 def roi_summary_html(table):
     """Wide summary of a roistats table: one row per (roi, hemisphere), ``mean (sd)`` per metric.
 
     LFS and chi are shown in ppb and T2* in ms for readability (the TSV keeps ppm and s).
+    With a ``qc_flag`` column, a ``QC`` column marks each row (pass, or warn with the reasons
+    of `bids_iron.report.qc.flagged_rois`), flagged rows are tinted and a line above the table
+    names them.
     """
     if table is None or len(table) == 0:
-        return H.note("No ROI table.")
+        return H.note("No ROI table: ROI statistics need the anatomy stage (atlas ROIs) or "
+                      "--roi-dseg (your own segmentation).")
+    flags = qc.flagged_rois(table)
+    has_flags = "qc_flag" in table
     metrics = [m for m in _METRIC_TITLES if m in set(table["metric"])]
     header = ["roi", "hemisphere"]
     for m in metrics:
@@ -184,7 +224,9 @@ def roi_summary_html(table):
     header += ["n voxels", "volume (mm³)"]
     if "label_volume_mm3" in table:
         header.append("label volume (mm³)")
-    rows = []
+    if has_flags:
+        header.append("QC")
+    rows, classes = [], []
     keys = list(dict.fromkeys(zip(table["roi"], table["hemisphere"])))
     grouped = {key: sub for key, sub in table.groupby(["roi", "hemisphere"], sort=False)}
     for key in keys:
@@ -203,11 +245,22 @@ def roi_summary_html(table):
         row += [H.number(int(first["n_voxels"])), _volume(first["volume_mm3"])]
         if "label_volume_mm3" in table:
             row.append(_volume(first["label_volume_mm3"]))
+        reasons = flags.get((str(key[0]), str(key[1])))
+        if has_flags:
+            row.append(H.Markup(H.mark("warn" if reasons else "ok")
+                                + (" " + H.escape("; ".join(reasons)) if reasons else "")))
         rows.append(row)
+        classes.append("flag" if reasons else None)
+    head = ""
+    if flags:
+        names = ", ".join(f"{roi} {hemi}" for roi, hemi in flags)
+        head = (f'<p class="note warn"><b>{len(flags)} ROI{"s" if len(flags) != 1 else ""} '
+                f'flagged</b> (qc_flag of the ROI table; tinted below): {H.escape(names)}. '
+                "Check their outlines on the maps before using their values.</p>")
     note = H.note("n voxels and volume: the eroded ROI voxels used for "
                   f"{metrics[0] if metrics else 'the first metric'} (other metrics may use "
                   "fewer where undefined); see the full table.")
-    return H.table(rows, header) + note
+    return head + H.table(rows, header, row_classes=classes) + note
 
 
 def _full_table_html(table):
@@ -265,6 +318,7 @@ def _session_html(session, log):
     crop = figures.crop_box(mask, mag_first.shape)
 
     out = [H.note(note) for note in session.notes]
+    summary_at = len(out)  # the QC summary line goes here, once the checks are made
 
     # -- maps
     out.append("<h3>Maps</h3>")
@@ -325,50 +379,18 @@ def _session_html(session, log):
     # -- QC
     t3 = time.perf_counter()
     out.append("<h3>Quality control</h3>")
-    rows = []
-    checks, warnings = _mask_checks(session)
-    if mask is not None:
-        snr = figures.snr_estimate(mag, np.asarray(session.mask, dtype=bool),
-                                   residual=session.residual)
-        rows.append(("SNR, echo 1 (background noise)", H.number(snr["snr_background_first"], 3)))
-        rows.append(("SNR, last echo (background noise)",
-                     H.number(snr["snr_background_last"], 3)))
-        rows.append(("SNR, echo 1 (R2* fit residual, lower bound)",
-                     H.number(snr["snr_fit"], 3)))
-    if session.residual is not None:
-        res = np.asarray(session.residual)
-        sel = np.asarray(session.mask, dtype=bool) if session.mask is not None else res > 0
-        vals = res[sel]
-        vals = vals[np.isfinite(vals)]
-        if vals.size:
-            rows.append(("R2* fit residual, median / 95th percentile",
-                         f"{np.median(vals):.3g} / {np.percentile(vals, 95):.3g}"))
-    for key, words in _FACT_WORDS:
-        if session.facts.get(key) is not None:
-            rows.append((words, H.number(session.facts[key], 4)))
-    for key, words in (("BackgroundRemoval", "background removal iterations"),
-                       ("DipoleInversion", "dipole inversion iterations")):
-        solver = session.facts.get(key) or {}
-        if "n_iter" in solver:
-            state = "converged" if solver.get("converged", True) else "NOT converged"
-            rows.append((words, f"{solver['n_iter']} ({state})"))
+    checks, warnings = session_checks(session)
+    out.insert(summary_at, qc_summary_html(checks))
     if checks:
-        out.append(H.table(_check_rows(checks), ("mask and field check", "value",
-                                                 "status (allowed range)")))
+        out.append(qc_table_html(checks))
+    shown_messages = {check.message for check in checks}
     for line in warnings:
-        out.append(f'<p class="note warn"><b>WARNING</b> {H.escape(line)}</p>')
-    if rows:
-        out.append(H.table(rows, ("measure", "value")))
+        if line not in shown_messages:  # a warning of the phase stage with no row here
+            out.append(f'<p class="note warn"><b>WARNING</b> {H.escape(line)}</p>')
     if session.residual is not None:
         png = figures.residual_figure(ras(np.asarray(session.residual)), mask, slices, vs_ras,
                                       labels=labels)
         out.append(H.figure(png, "R2* fit residual"))
-    out.append(H.note("SNR (background): mean brain signal / noise sigma, sigma from the "
-                      "median magnitude of the air in the grid corners, assuming Rayleigh noise "
-                      "(an index to compare sessions of one protocol; coil combination and "
-                      "filtering bias it). SNR (fit residual): mean first-echo brain signal / "
-                      "median noise implied by the mono-exponential fit residual. Residual: "
-                      "sqrt(sum (S - fit)^2 / sum S^2) per voxel."))
     log.append(("qc", time.perf_counter() - t3))
 
     # -- methods
@@ -391,6 +413,31 @@ def methods_facts(session):
                            list(dict.fromkeys(table["source"] if "source" in table
                                               else ["atlas"])))
     return facts
+
+
+def session_checks(session):
+    """Every QC check of a session, in table order, and the phase stage's warning lines.
+
+    The brain-mask and field checks (`_mask_checks`), then `bids_iron.report.qc.
+    measure_checks` (SNR and the R2* fit residual in the brain mask, the chi sign check,
+    reference values, solver convergence) and `bids_iron.report.qc.roi_flag_checks`.
+
+    Returns
+    -------
+    checks : list of bids_iron.anatomy.quality.Check
+    warnings : list of str
+    """
+    checks, warnings = _mask_checks(session)
+    snr = residual = None
+    mask = None if session.mask is None else np.asarray(session.mask, dtype=bool)
+    if mask is not None:
+        snr = figures.snr_estimate(session.magnitude, mask, residual=session.residual)
+    if session.residual is not None:
+        res = np.asarray(session.residual)
+        residual = res[mask] if mask is not None else res[res > 0]
+    checks = checks + qc.measure_checks(session.facts, snr, residual, session.label)
+    checks += qc.roi_flag_checks(session.roi_table, session.label)
+    return checks, warnings
 
 
 def _mask_checks(session):
