@@ -333,13 +333,24 @@ class GroupOptions(_Declared):
         None, "age column (sessions.tsv, else participants.tsv); default 'age' when present",
         section="group", metavar="COLUMN")
     clinical_columns: tuple = option(
-        (), "clinical columns to correlate with, e.g. EDSS disease_duration", section="group",
-        nargs="+", metavar="COLUMN")
+        (), "clinical columns to correlate with, e.g. EDSS disease_duration; default: the "
+            "numeric columns of participants.tsv/sessions.tsv described in their JSON or with a "
+            "clinical name (EDSS, disease duration, lesion load, ...); 'none' for no "
+            "correlations", section="group", nargs="+", metavar="COLUMN")
     covariates: tuple = option((), "covariates of the regressions metric ~ clinical + "
                                    "covariates", section="group", nargs="+", metavar="COLUMN")
     reference_age: float | None = option(
         None, "age the age-corrected values refer to (default: controls' mean)",
         section="group", type=float, metavar="YEARS")
+    site_column: str | None = option(
+        None, "participants.tsv/sessions.tsv column with the scanner site; default: 'site' when "
+              "present, else the site read from the sidecars (InstitutionName, "
+              "ManufacturersModelName, MagneticFieldStrength)", section="group",
+        metavar="COLUMN")
+    harmonize: str = option(
+        "none", "remove site effects: combat (neuroCombat, empirical Bayes; age and group "
+                "protected) adds the measure 'harmonized' to the tables", section="group",
+        choices=("none", "combat"))
     figures: bool = option(True, "tables only, no plots", section="group",
                            flags=("--no-figures",), action="store_false")
 
