@@ -72,9 +72,12 @@ def phase_to_radians(data, phase_range, source):
         return data.phase.astype(np.float32, copy=False), "radians (sidecar Units rad)"
     try:
         return scale_phase_to_radians(data.phase, value_range=phase_range)
-    except ValueError as exc:
-        raise InputError(f"{source}: phase range not understood ({exc}); give the stored "
-                         "values of -pi and +pi with --phase-range LO HI") from None
+    except ValueError:
+        lo, hi = float(np.nanmin(data.phase)), float(np.nanmax(data.phase))
+        hint = " (degrees: --phase-range -180 180)" if 90 < max(-lo, hi) <= 360 else ""
+        raise InputError(f"{source}: phase values span {lo:.4g}..{hi:.4g}, not a range read as "
+                         f"one cycle; give the stored values of -pi and +pi with --phase-range "
+                         f"LO HI{hint}") from None
 
 
 def load_mask(path, data):
@@ -153,12 +156,22 @@ def _atlas_reference(labels, roi, support):
     return reference_mask(labels, roi, support) if labels is not None else None
 
 
-def check_phase_inputs(data):
-    """The phase stage's metadata checks, run before anything of the session is written:
-    `InputError` naming the file and the fix."""
-    if data.phase is not None and data.b0 is None:
+def _phase_source(data):
+    """The first phase (or imaginary) file, for messages."""
+    return str(data.phase_sources[0]) if data.phase_sources else "phase"
+
+
+def check_phase_inputs(data, phase_range=None, scaling=True):
+    """The phase stage's input checks, run before anything of the session is written:
+    field strength known and (``scaling``) the stored phase range readable
+    (`phase_to_radians`); `InputError` naming the file and the fix."""
+    if data.phase is None:
+        return
+    if data.b0 is None:
         raise InputError(f"{data.sources[0]}: no MagneticFieldStrength in the sidecar; add it "
                          "(tesla) or pass --b0")
+    if scaling:
+        phase_to_radians(data, phase_range, _phase_source(data))
 
 
 def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mask=None):
@@ -169,10 +182,9 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
     ``template_mask`` is the template's brain mask warped to the session.
     """
     facts = {}
-    source = str(data.sources[len(data.te)]) if len(data.sources) > len(data.te) else "phase"
-    check_phase_inputs(data)
+    check_phase_inputs(data, scaling=False)  # the scaling is checked right below
     with stage("phase to radians"):
-        phase, how = phase_to_radians(data, options.phase_range, source)
+        phase, how = phase_to_radians(data, options.phase_range, _phase_source(data))
         sign = phase_sign(options.invert_phase, data.manufacturer)
         if sign < 0:
             phase = -phase

@@ -25,7 +25,7 @@ from . import __version__
 from .bids.derivatives import Derivatives
 from .bids.discovery import find_sessions
 from .bids.load import load_session
-from .errors import BidsIronError
+from .errors import BidsIronError, InputError
 from .maps import r2star as r2star_maps
 from .maps import registry
 from .anatomy_stage import (prepare_atlases, report_labels, run_anatomy, run_roi_tables,
@@ -73,8 +73,22 @@ def run_load(session):
     with session.stage("loading and checking inputs"):
         session.data = load_session(session.inputs, b0_override=session.options.b0,
                                     load_phase=session.options.phase)
-        check_phase_inputs(session.data)
+        check_phase_inputs(session.data, session.options.phase_range)
+        check_r2star_method(session.data, session.options.r2star_method)
     return session.data
+
+
+def check_r2star_method(data, name):
+    """`InputError` when the chosen R2* method cannot fit these echoes (e.g. ``arlo`` with 2
+    or unequally spaced echoes): the method's own checks, run on one voxel before any
+    output is written."""
+    method = registry.get("r2star", name)
+    try:
+        method.function(data.magnitude[:1, :1, :1], data.te, n_threads=1)
+    except ValueError as exc:
+        raise InputError(f"{data.sources[0]}: --r2star-method {name} cannot fit these "
+                         f"{len(data.te)} echoes ({exc}); choose another --r2star-method "
+                         f"(default {registry.default('r2star').name})") from None
 
 
 def run_r2star(session):

@@ -205,3 +205,109 @@ def test_b0_override_recorded(broken):
     side = json.loads((out / "sub-01/ses-b/anat/sub-01_ses-b_R2starmap.json").read_text())
     assert side["MagneticFieldStrength"] == 7.0
     assert not (out / "sub-01" / "ses-a").exists()
+
+
+# -- sidecars that contradict each other (issue 15): refused before any image is read -----
+def _swap_echo_times(root, ses, a, b, part="mag"):
+    pa, pb = _echo(root, ses, a, part, ".json"), _echo(root, ses, b, part, ".json")
+    ta, tb = (json.loads(p.read_text())["EchoTime"] for p in (pa, pb))
+    set_sidecar(pa, EchoTime=tb)
+    set_sidecar(pb, EchoTime=ta)
+
+
+def test_swapped_echo_times(broken):
+    """EchoTime of echo 2 and echo 4 swapped (data untouched): the echo numbers and the TE
+    order disagree; the message names both files."""
+    root, _ = broken
+    _swap_echo_times(root, "a", 2, 4)
+    _assert_input_refused(root, "echo-2_part-mag_MEGRE.nii.gz, sub-01_ses-a_echo-3_part-mag",
+                          "fix the EchoTime")
+
+
+def test_swapped_sidecar_files(broken):
+    """Whole sidecars swapped (EchoNumber travels with them): the name says echo 2, the
+    sidecar 4."""
+    root, _ = broken
+    pa, pb = _echo(root, "a", 2, ext=".json"), _echo(root, "a", 4, ext=".json")
+    ta, tb = pa.read_text(), pb.read_text()
+    pa.write_text(tb)
+    pb.write_text(ta)
+    _assert_input_refused(root, "echo-2_part-mag", "EchoNumber 4")
+
+
+def test_phase_echo_time_typo(broken):
+    """One phase sidecar with another echo's TE: refused (was matched to that echo)."""
+    root, _ = broken
+    set_sidecar(_echo(root, "a", 3, "phase", ".json"), EchoTime=0.010)
+    with pytest.raises(BidsIronError) as info:
+        _load(root, "sub-01_ses-a")
+    message = str(info.value)
+    # the order check on the phase echoes or the per-echo comparison: both name echo 3
+    assert "echo-3_part-phase" in message and "EchoTime" in message, message
+    set_sidecar(_echo(root, "a", 3, "phase", ".json"), EchoTime=0.0161)
+    _assert_input_refused(root, "echo-3_part-phase", "same echo times")
+
+
+@pytest.mark.parametrize("factor,needle", [(10, "outside the 0.5 ms-150 ms"),
+                                           (1000, "milliseconds")])
+def test_echo_times_scaled(broken, factor, needle):
+    """EchoTime x10 (0.04-0.28 s) is outside a GRE's echo times; x1000 is milliseconds."""
+    root, _ = broken
+    for n in range(1, 6):
+        for part in ("mag", "phase"):
+            path = _echo(root, "a", n, part, ".json")
+            set_sidecar(path, EchoTime=json.loads(path.read_text())["EchoTime"] * factor)
+    _assert_input_refused(root, "echo-", needle)
+
+
+def test_implausible_field_strength(broken):
+    root, _ = broken
+    for n in range(1, 6):
+        for part in ("mag", "phase"):
+            set_sidecar(_echo(root, "a", n, part, ".json"), MagneticFieldStrength=3000)
+    _assert_input_refused(root, "MagneticFieldStrength 3000", "--b0")
+
+
+def test_phase_in_degrees(broken):
+    """Phase stored in degrees (no Units): a short line offering --phase-range, before any
+    output (it used to come after R2*/T2*/S0 were written)."""
+    root, _ = broken
+    for n in range(1, 6):
+        path = _echo(root, "a", n, "phase")
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.degrees(img.get_fdata()).astype(np.float32), img.affine),
+                 path)
+        set_sidecar(_echo(root, "a", n, "phase", ".json"), Units=None)
+    _assert_input_refused(root, "echo-1_part-phase", "--phase-range -180 180")
+    with pytest.raises(BidsIronError) as info:
+        _load(root, "sub-01_ses-a")
+    assert len(str(info.value)) < 300 and "value_range" not in str(info.value)
+
+
+def test_r2star_method_that_cannot_fit(broken):
+    """--r2star-method arlo with 2 echoes: one line on the command line, no traceback, no
+    output (it printed a traceback)."""
+    root, out = broken
+    for n in range(3, 6):
+        for part in ("mag", "phase"):
+            _echo(root, "a", n, part).unlink()
+            _echo(root, "a", n, part, ".json").unlink()
+    code, _, err = run_cli(root, out, "participant", "--session-label", "a",
+                           "--r2star-method", "arlo")
+    assert code == 1 and "Traceback" not in err, err
+    lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-01_ses-a")]
+    assert len(lines) == 1 and "--r2star-method arlo" in lines[0], err
+    assert not list((out / "sub-01").rglob("*.nii.gz"))
+
+
+def test_swapped_echo_times_on_the_command_line(broken):
+    """The issue's case end to end: one failed line naming the files and the fix, exit 1,
+    no map of that session written."""
+    root, out = broken
+    _swap_echo_times(root, "a", 2, 4)
+    code, _, err = run_cli(root, out, "participant", "--session-label", "a")
+    assert code == 1 and "Traceback" not in err, err
+    lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-01_ses-a")]
+    assert len(lines) == 1 and "echo-2_part-mag" in lines[0], err
+    assert "fix the EchoTime" in lines[0]
+    assert not list((out / "sub-01").rglob("*.nii.gz"))

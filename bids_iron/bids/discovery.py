@@ -32,6 +32,7 @@ class SessionInputs:
     imag: list[Path] = field(default_factory=list)
     metadata: list[dict] = field(default_factory=list)  # one per magnitude echo
     phase_metadata: list[dict] = field(default_factory=list)
+    imag_metadata: list[dict] = field(default_factory=list)
     suffix: str = "MEGRE"
     acquisition: str | None = None
     run: str | None = None
@@ -153,6 +154,7 @@ def find_sessions(bids_dir, participant_labels=None, session_labels=None, layout
             imag=[Path(f.path) for f in by_part.get("imag", [])],
             metadata=[layout.get_metadata(f.path) for f in (mag or by_part["real"])],
             phase_metadata=[layout.get_metadata(f.path) for f in by_part.get("phase", [])],
+            imag_metadata=[layout.get_metadata(f.path) for f in by_part.get("imag", [])],
             t1w=_first_anat(layout, "T1w", sub, ses),
             flair=_first_anat(layout, "FLAIR", sub, ses),
         )

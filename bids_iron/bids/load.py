@@ -12,9 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-
-#: An EchoTime above this (s) is surely in milliseconds.
-MAX_ECHO_TIME_S = 0.5
+from .checks import check_matching_echoes, echo_series, field_strength
 
 
 @dataclass
@@ -33,14 +31,14 @@ class MegreData:
     b0: float | None  # T
     manufacturer: str | None
     sources: list = field(default_factory=list)  # input paths (for sidecar Sources)
+    phase_sources: list = field(default_factory=list)  # the phase (or imaginary) files
     phase: np.ndarray | None = None
     phase_is_radians: bool = False
     header: object = None
 
 
-def _load_volume(path: Path, reference=None):
-    """Load one 3-D echo as float32, checking readability, shape, affine and values."""
-    name = path.name
+def _read(path: Path):
+    """A NIfTI image and its data as float32, or `InputError` naming the file."""
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: the file is empty (0 bytes); re-export it from the scanner data")
@@ -51,11 +49,12 @@ def _load_volume(path: Path, reference=None):
     except Exception as exc:
         raise InputError(f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc}); "
                          "re-convert it (e.g. with dcm2niix)") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"{path}: expected a 3-D image per echo, got shape {data.shape}; "
-                         "split multi-echo 4-D files into one file per echo (_echo-<n>)")
+    return img, data
+
+
+def _check_volume(path: Path, data, img, reference=None):
+    """Check one 3-D echo's values, and its grid against ``reference``."""
+    name = path.name
     if data.size == 0:
         raise InputError(f"{path}: the image has no voxels; re-export it")
     if not np.all(np.isfinite(data)):
@@ -72,43 +71,76 @@ def _load_volume(path: Path, reference=None):
         if not np.allclose(img.affine, ref_affine, atol=1e-3):
             raise InputError(f"{name}: affine differs from {ref_path.name}; all echoes must "
                              "share one voxel grid (re-export them together)")
-    return data, img
 
 
-def _echo_time(path: Path, meta: dict) -> float:
-    te = meta.get("EchoTime")
-    if te is None:
-        raise InputError(f"{path}: no EchoTime in its JSON sidecar; add \"EchoTime\" in seconds")
-    try:
-        te = float(te)
-    except (TypeError, ValueError):
-        raise InputError(f"{path}: EchoTime {te!r} is not a number; give it in seconds") from None
-    if not te > 0:
-        raise InputError(f"{path}: EchoTime {te} must be > 0 (seconds)")
-    if te > MAX_ECHO_TIME_S:
-        raise InputError(f"{path}: EchoTime {te} looks like milliseconds; BIDS wants seconds "
-                         f"(e.g. {te / 1000:g})")
-    return te
+def _load_echoes(echoes, reference=None):
+    """Read `Echo` volumes (3-D files, or the volumes of one 4-D file) into an array with
+    the echoes on the last axis; returns (array, reference, first image)."""
+    volumes, first_img, cache = [], None, {}
+    for echo in echoes:
+        if echo.path not in cache:
+            cache.clear()  # one file at a time in memory
+            cache[echo.path] = _read(echo.path)
+        img, data = cache[echo.path]
+        if echo.volume is None:
+            if data.ndim == 4 and data.shape[3] == 1:
+                data = data[..., 0]
+            if data.ndim != 3:
+                raise InputError(f"{echo.path}: expected a 3-D image per echo, got shape "
+                                 f"{data.shape}; for a 4-D file of all echoes give EchoTime "
+                                 "as a list (one per volume) in its sidecar")
+        else:
+            n_te = sum(e.path == echo.path for e in echoes)
+            if data.ndim != 4 or data.shape[3] != n_te:
+                raise InputError(f"{echo.path}: its sidecar lists {n_te} EchoTime values but "
+                                 f"the image has shape {data.shape}; give one EchoTime per "
+                                 "volume on the 4th axis")
+            data = data[..., echo.volume]
+        _check_volume(echo.path, data, img, reference)
+        if reference is None:
+            reference, first_img = (echo.path, data.shape, img.affine), img
+        volumes.append(data)
+    cache.clear()
+    return np.stack(volumes, axis=-1), reference, first_img
 
 
-def _field_strength(inputs, b0_override):
-    if b0_override is not None:
-        return float(b0_override)
-    values = {m.get("MagneticFieldStrength") for m in inputs.metadata} - {None}
-    if len(values) > 1:
-        raise InputError(f"{inputs.magnitude[0]}: echoes disagree on MagneticFieldStrength "
-                         f"({sorted(values)}); fix the sidecars or pass --b0")
-    if not values:
-        return None
-    value = float(values.pop())
-    if not 0 < value < 20:
-        raise InputError(f"{inputs.magnitude[0]}: MagneticFieldStrength {value} is not in tesla; "
-                         "fix the sidecar or pass --b0")
-    return value
+def _parts(inputs):
+    """The session's parts as (name, paths, sidecars): the magnitude (or real) part first."""
+    complex_input = not inputs.magnitude and bool(inputs.real)
+    if complex_input:
+        return [("real", inputs.real, inputs.metadata),
+                ("imaginary", inputs.imag, inputs.imag_metadata)]
+    return [("magnitude", inputs.magnitude, inputs.metadata),
+            ("phase", inputs.phase, inputs.phase_metadata)]
+
+
+def check_session_metadata(inputs, b0_override=None, load_phase=True):
+    """Every metadata check of a session, before any image is read (`bids_iron.bids.checks`):
+    returns (magnitude echoes, phase echoes or None, field strength or None)."""
+    (_, mag_paths, mag_meta), (part, other_paths, other_meta) = _parts(inputs)
+    mag = echo_series(mag_paths, mag_meta)
+    if len(mag) < 2:
+        raise InputError(f"{mag_paths[0]}: only 1 echo found; R2* needs at least 2 echoes "
+                         "(files *_echo-<n>_part-mag_MEGRE.nii[.gz], or one 4-D file with "
+                         "EchoTime as a list)")
+    other = None
+    if part == "imaginary" and len(other_paths) != len(mag_paths):
+        raise InputError(f"{other_paths[0] if other_paths else mag_paths[0]}: "
+                         f"{len(other_paths)} imaginary echoes for {len(mag_paths)} real ones; "
+                         "provide both for every echo")
+    if (load_phase or part == "imaginary") and other_paths:
+        other = echo_series(other_paths, other_meta or [m for m in mag_meta])
+        check_matching_echoes(mag, other, part)
+    b0 = field_strength([*mag_paths, *other_paths], [*mag_meta, *(other_meta or [])],
+                        b0_override)
+    return mag, other, b0
 
 
 def load_session(inputs, b0_override=None, load_phase=True):
     """Load and check a `SessionInputs` (from `find_sessions`) into a `MegreData`.
+
+    All metadata checks (`check_session_metadata`) come first, then each image is read and
+    checked; nothing is written.
 
     Parameters
     ----------
@@ -121,61 +153,33 @@ def load_session(inputs, b0_override=None, load_phase=True):
     Raises
     ------
     InputError
-        Missing EchoTime, echo count mismatch between magnitude and phase, different grids,
-        fewer than 2 echoes, non-finite values, empty or unreadable files.
+        Missing or implausible EchoTime, echo numbers against TE order, magnitude against
+        phase TEs, echo count mismatch between magnitude and phase, different grids, fewer
+        than 2 echoes, non-finite values, empty or unreadable files.
     """
-    complex_input = not inputs.magnitude and inputs.real
-    mag_paths = inputs.real if complex_input else inputs.magnitude
-    first = mag_paths[0]
-    if len(mag_paths) < 2:
-        raise InputError(f"{first}: only 1 echo found; R2* needs at least 2 echoes "
-                         "(files *_echo-<n>_part-mag_MEGRE.nii[.gz])")
-    tes = [_echo_time(p, m) for p, m in zip(mag_paths, inputs.metadata)]
-    if len(set(tes)) != len(tes):
-        raise InputError(f"{first}: two echoes share one EchoTime ({sorted(tes)}); "
-                         "fix the EchoTime values in the sidecars")
-    order = np.argsort(tes)
-
-    volumes, reference, img = [], None, None
-    for i in order:
-        data, img_i = _load_volume(mag_paths[i], reference)
-        if reference is None:
-            reference, img = (mag_paths[i], data.shape, img_i.affine), img_i
-        volumes.append(data)
-    magnitude = np.stack(volumes, axis=-1)
-    del volumes
-    sources = [mag_paths[i] for i in order]
+    mag, other, b0 = check_session_metadata(inputs, b0_override, load_phase)
+    magnitude, reference, img = _load_echoes(mag)
+    sources = list(dict.fromkeys(e.path for e in mag))
 
     phase, phase_is_radians = None, False
-    if load_phase and complex_input:
-        if len(inputs.imag) != len(inputs.real):
-            raise InputError(f"{inputs.imag[0] if inputs.imag else first}: {len(inputs.imag)} "
-                             f"imaginary echoes for {len(inputs.real)} real ones; provide both for every echo")
-        imag = np.stack([_load_volume(inputs.imag[i], reference)[0] for i in order], axis=-1)
+    if other is not None and not inputs.magnitude:  # real/imaginary
+        imag = _load_echoes(other, reference)[0]
         phase = np.arctan2(imag, magnitude).astype(np.float32)
         magnitude = np.hypot(magnitude, imag).astype(np.float32)
         phase_is_radians = True
-        sources += [inputs.imag[i] for i in order]
-    elif load_phase and inputs.phase:
-        if len(inputs.phase) != len(mag_paths):
-            raise InputError(f"{inputs.phase[0]}: {len(inputs.phase)} phase echoes for "
-                             f"{len(mag_paths)} magnitude echoes; every echo needs both "
-                             "(_part-mag and _part-phase)")
-        phase_tes = [_echo_time(p, m) for p, m in zip(inputs.phase, inputs.phase_metadata)]
-        for p, t in zip(inputs.phase, phase_tes):
-            if not np.isclose(t, tes, rtol=0, atol=1e-6).any():
-                raise InputError(f"{p}: EchoTime {t} matches no magnitude echo; the phase and "
-                                 "magnitude sidecars must give the same echo times")
-        phase_order = np.argsort(phase_tes)
-        phase = np.stack([_load_volume(inputs.phase[i], reference)[0] for i in phase_order],
-                         axis=-1)
-        sources += [inputs.phase[i] for i in phase_order]
+        if not load_phase:  # the imaginary part made the magnitude; no phase wanted
+            phase, phase_is_radians = None, False
+    elif other is not None:
+        phase = _load_echoes(other, reference)[0]
         units = {m.get("Units") for m in inputs.phase_metadata} - {None}
         phase_is_radians = units == {"rad"} and float(np.abs(phase).max()) <= np.pi + 1e-3
 
+    phase_sources = [] if other is None else list(dict.fromkeys(e.path for e in other))
     manufacturer = inputs.metadata[0].get("Manufacturer")
-    return MegreData(magnitude=magnitude, te=np.asarray(tes, float)[order], affine=img.affine,
+    return MegreData(magnitude=magnitude, te=np.array([e.te for e in mag], float),
+                     affine=img.affine,
                      voxel_size=tuple(float(v) for v in img.header.get_zooms()[:3]),
-                     b0=_field_strength(inputs, b0_override), manufacturer=manufacturer,
-                     sources=sources, phase=phase, phase_is_radians=phase_is_radians,
+                     b0=b0, manufacturer=manufacturer,
+                     sources=sources + phase_sources, phase_sources=phase_sources,
+                     phase=phase, phase_is_radians=phase_is_radians,
                      header=img.header)
