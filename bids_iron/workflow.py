@@ -215,11 +215,15 @@ def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, wor
         log = session.log
         try:
             digest = options.digest()
-            if not options.force and derivs.is_done(inputs, digest):
-                result.message = "already finished with these options; --force redoes it"
+            done, why = (False, "") if options.force else derivs.done_status(inputs, digest)
+            if done:
+                result.message = ("already finished with these options and inputs; --force "
+                                  "redoes it")
                 log.info("%s: %s", inputs.label, result.message)
                 result.status = "skipped"
                 return result
+            if why:
+                session.note(f"redone: {why} since it last finished")
             derivs.clear_done(inputs)
             run_load(session)
             session.r2star = run_r2star(session)

@@ -214,21 +214,75 @@ class Derivatives:
     def done_record(self, inputs):
         return self.session_dir(inputs) / f"{DONE_RECORD[:-5]}_{inputs.label}.json"
 
-    def is_done(self, inputs, options_digest):
-        """True when the session's record exists, its outputs all exist and options match."""
+    @staticmethod
+    def _input_files(inputs):
+        """The session's input images and their sidecars."""
+        files = []
+        for image in inputs.files:
+            files.append(Path(image))
+            side = sidecar_path(image)
+            if side.exists():
+                files.append(side)
+        return files
+
+    @staticmethod
+    def _metadata_hash(inputs):
+        """SHA-256 of the metadata pybids merged for the echoes (inherited sidecars too)."""
+        meta = json.dumps([inputs.metadata, inputs.phase_metadata,
+                           getattr(inputs, "imag_metadata", [])], sort_keys=True, default=str)
+        return hashlib.sha256(meta.encode()).hexdigest()
+
+    def _relative_input(self, path):
+        return file_identity(path, self.bids_dir, content=False)["path"]
+
+    def done_status(self, inputs, options_digest):
+        """``(True, "")`` when the session finished with these options and these inputs and
+        every output reads back with its recorded checksum; else ``(False, why)`` (``why``
+        empty when the session never finished).
+
+        An input counts as unchanged with the same size and modification time, or, when the
+        time differs (a fresh clone, a copy), the same SHA-256; outputs are read back whole
+        and compared with their recorded SHA-256.
+        """
         record = self.done_record(inputs)
+        if not record.exists():
+            return False, ""
         try:
             data = json.loads(record.read_text())
-        except (OSError, ValueError):
-            return False
-        outputs = [self.root / p for p in data.get("outputs", [])]
-        return (data.get("options") == options_digest and bool(outputs)
-                and all(p.exists() for p in outputs))
+            recorded_inputs, outputs = data["inputs"], data["outputs"]
+            files = {f["path"]: f for f in recorded_inputs["files"]}
+            outputs = [o for o in outputs if o["path"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False, "its completion record is unreadable or from an older bids-iron"
+        if data.get("options") != options_digest:
+            return False, "the options changed"
+        if self._metadata_hash(inputs) != recorded_inputs.get("metadata"):
+            return False, "the input sidecars' metadata changed"
+        now = {self._relative_input(p): p for p in self._input_files(inputs)}
+        for rel in sorted(set(now) ^ set(files)):
+            return False, f"the input files changed ({rel} {'new' if rel in now else 'gone'})"
+        for rel, old in files.items():
+            if not same_file(old, now[rel]):
+                return False, f"the input {rel} changed"
+        if not outputs:
+            return False, "its completion record lists no outputs"
+        for out in outputs:
+            if not same_file(out, self.root / out["path"], read_back=True):
+                return False, f"the output {out['path']} is missing or does not read back"
+        return True, ""
+
+    def is_done(self, inputs, options_digest):
+        """True when `done_status` finds the session finished and intact."""
+        return self.done_status(inputs, options_digest)[0]
 
     def mark_done(self, inputs, outputs, options_digest):
-        rel = [Path(p).resolve().relative_to(self.root.resolve()).as_posix() for p in outputs]
+        """Write the completion record (last): options, inputs' identity, outputs' checksums."""
         write_json(self.done_record(inputs), {
-            "version": __version__, "options": options_digest, "outputs": rel,
+            "version": __version__, "options": options_digest,
+            "inputs": {"files": [file_identity(p, self.bids_dir)
+                                 for p in self._input_files(inputs)],
+                       "metadata": self._metadata_hash(inputs)},
+            "outputs": [file_identity(p, self.root) for p in outputs],
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         })
 
@@ -241,6 +295,49 @@ class Derivatives:
             for stale in folder.glob(f".{inputs.label}_*.tmp*"):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
+
+
+def sha256_file(path, chunk=1 << 20):
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_identity(path, root, content=True):
+    """``{"path", "size", "mtime_ns", "sha256"}`` of a file (``content=False``: the path
+    only), ``path`` relative to ``root`` when inside it, without resolving symlinks (a
+    git-annex file keeps its dataset path)."""
+    path = Path(path)
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        rel = os.path.abspath(path)
+    if not content:
+        return {"path": rel}
+    st = path.stat()
+    return {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": sha256_file(path)}
+
+
+def same_file(recorded, path, read_back=False):
+    """Whether the file at ``path`` is still the ``recorded`` one (`file_identity`): same
+    size, and same modification time or, when that differs (a fresh clone, a copy), the
+    same SHA-256. ``read_back``: always compare the SHA-256 (the whole file is read)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return False
+    if st.st_size != recorded.get("size"):
+        return False
+    if st.st_mtime_ns == recorded.get("mtime_ns") and not read_back:
+        return True
+    try:
+        return sha256_file(path) == recorded.get("sha256")
+    except OSError:
+        return False
 
 
 def options_digest(options: dict) -> str:

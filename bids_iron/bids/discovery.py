@@ -52,6 +52,12 @@ class SessionInputs:
         return "_".join(parts)
 
     @property
+    def files(self) -> list[Path]:
+        """Every input image of the session (echoes, T1w, FLAIR), for the completion record."""
+        return [*self.magnitude, *self.phase, *self.real, *self.imag,
+                *(p for p in (self.t1w, self.flair) if p is not None)]
+
+    @property
     def has_phase(self) -> bool:
         return bool(self.phase) or bool(self.real and self.imag)
 
