@@ -162,3 +162,66 @@ def test_manova_too_few_participants_gives_note():
     table = repeated_manova(pd.DataFrame(rows))
     assert (table.test == "n/a").all() and table.p.isna().all()
     assert table.note.str.contains("too few for 4 nuclei").all()
+
+
+def test_clinical_columns_found_automatically(tmp_path):
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(6, 6), rois=ROIS[:1], metrics=("r2star",),
+                               seed=2)
+    participants = pd.read_csv(bids / "participants.tsv", sep="\t")
+    rng = np.random.default_rng(0)
+    participants["disease_duration"] = np.where(participants.group == "MS",
+                                                rng.uniform(1, 20, len(participants)), np.nan)
+    participants["height"] = rng.uniform(150, 190, len(participants))  # neither described
+    participants["bmi"] = rng.uniform(18, 30, len(participants))  # described in the JSON
+    participants.to_csv(bids / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    (bids / "participants.json").write_text('{"bmi": {"Description": "body mass index"}}')
+    run_group(bids, out, GroupOptions(figures=False))
+    corr = read(out, "group_correlations.tsv")
+    assert set(corr.clinical) == {"EDSS", "disease_duration", "bmi"}
+    html = (out / "group" / "report.html").read_text()
+    assert "described in participants.json" in html and "clinical name" in html
+    # named columns win; 'none' turns the correlations off
+    run_group(bids, out, GroupOptions(clinical_columns=["height"], figures=False))
+    assert set(read(out, "group_correlations.tsv").clinical) == {"height"}
+    for path in (out / "group").glob("group_correlations.*"):
+        path.unlink()
+    run_group(bids, out, GroupOptions(clinical_columns=["none"], figures=False))
+    assert not (out / "group" / "group_correlations.tsv").exists()
+
+
+def test_forward_stepwise_order_partial_f_and_final_ols():
+    import statsmodels.api as sm
+
+    from bids_iron.group.stepwise import forward_stepwise
+    rng = np.random.default_rng(4)
+    n = 80
+    X = pd.DataFrame({"EDSS": rng.uniform(0, 6, n), "lesion_log": rng.normal(8, 1, n),
+                      "noise1": rng.normal(0, 1, n), "noise2": rng.normal(0, 1, n)})
+    y = 20 + 1.0 * X.EDSS + 0.6 * X.lesion_log + rng.normal(0, 1, n)
+    steps, note = forward_stepwise(y.to_numpy(), X)
+    assert list(steps.term) == ["EDSS", "lesion_log"] and steps.step.tolist() == [1, 2]
+    full = sm.OLS(y, sm.add_constant(X[["EDSS", "lesion_log"]])).fit()
+    one = sm.OLS(y, sm.add_constant(X[["EDSS"]])).fit()
+    assert steps.r2.iloc[1] == pytest.approx(full.rsquared)
+    assert steps.r2_change.iloc[1] == pytest.approx(full.rsquared - one.rsquared)
+    f, p, _ = full.compare_f_test(one)
+    assert steps.f_change.iloc[1] == pytest.approx(f) and steps.p_change.iloc[1] == \
+        pytest.approx(p)
+    np.testing.assert_allclose(steps.beta, full.params[1:])
+    np.testing.assert_allclose(steps.p, full.pvalues[1:])
+    np.testing.assert_allclose(steps.beta_std, full.params[1:] * X[["EDSS", "lesion_log"]].std()
+                               / y.std())
+    assert abs(steps.beta.iloc[0] - 1.0) < 3 * steps.se.iloc[0]
+    # pure noise: nothing enters, a note row instead of a bare header
+    steps, note = forward_stepwise(rng.normal(0, 1, n), X[["noise1", "noise2"]])
+    assert list(steps.term) == ["none"] and "no candidate entered" in note
+
+
+def test_stepwise_table_in_group_outputs(cohort):
+    _, out, _ = cohort
+    step = read(out, "group_stepwise.tsv")
+    ms = step[(step.subset == "MS") & (step.metric == "r2star")]
+    # MS values depend on EDSS (0.8 per point) and age: both enter for every nucleus
+    for _, unit in ms.groupby(["roi", "hemisphere"]):
+        assert {"EDSS", "age"} <= set(unit.term)
+    assert "EDSS" in step.candidates.iloc[0]

@@ -16,6 +16,7 @@ The column ``age_source`` says which rule gave each value.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -37,7 +38,8 @@ UNIT_KEYS = ["roi", "hemisphere", "metric", "source"]
 RESERVED = {"participant_id", "session_id", "roi", "hemisphere", "metric", "source", "mean",
             "median", "sd", "n_voxels", "volume_mm3", "group", "age_source", "acq_time",
             "session_order", "n_sessions", "is_baseline", "years_from_baseline",
-            "mean_agecorrected", "roistats_file", "missing_sessions"}
+            "mean_agecorrected", "roistats_file", "missing_sessions", "site_source",
+            "mean_harmonized"}
 
 _NA = ["n/a", "N/A", ""]
 
@@ -61,16 +63,105 @@ def _numeric(series, path, column, fix):
     return values.astype(float)
 
 
+#: Column names taken as clinical without a JSON description (lower case, letters and digits
+#: only: ``disease_duration``, ``Disease Duration`` and ``diseaseduration`` all match).
+CLINICAL_NAMES = ("edss", "msss", "armss", "diseaseduration", "duration", "lesionload",
+                  "lesionvolume", "lesioncount", "t2lesionvolume", "t1lesionvolume",
+                  "enhancinglesions", "gdlesions", "relapses", "sdmt", "pasat", "t25fw",
+                  "nhpt", "9hpt", "mmse", "moca", "updrs", "hoehnyahr", "cdr")
+
+
+def read_json(path):
+    """A JSON file as a dict; InputError naming the file when it cannot be read."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read as JSON ({exc}); fix or remove the file") \
+            from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: not a JSON object; write {{\"column\": {{...}}}}")
+    return value
+
+
+def find_clinical_columns(bids_dir, participants, sessions, exclude=()):
+    """Numeric columns of participants.tsv / sessions.tsv that look clinical.
+
+    A column counts when every value given is a number (at least 3 values, not all equal)
+    and it is described in participants.json / sessions.json (the dataset's top level or the
+    subject's ``sub-<label>_sessions.json``) or its name is a known clinical score
+    (`CLINICAL_NAMES`). ``exclude``: columns used otherwise (group, age, site, covariates).
+
+    Returns
+    -------
+    list of (column, file, reason) in table order, participants.tsv first.
+    """
+    bids_dir = Path(bids_dir)
+    described = {"participants.tsv": set(), "sessions.tsv": set()}
+    if (bids_dir / "participants.json").exists():
+        described["participants.tsv"] |= set(read_json(bids_dir / "participants.json"))
+    for path in [bids_dir / "sessions.json"] + sorted(bids_dir.glob("sub-*/sub-*_sessions.json")):
+        if path.exists():
+            described["sessions.tsv"] |= set(read_json(path))
+    skip = set(exclude) | RESERVED | {"participant_id", "session_id", "acq_time"}
+    found, seen = [], set()
+    for name, table in (("participants.tsv", participants), ("sessions.tsv", sessions)):
+        for column in table.columns:
+            if column in skip or column in seen:
+                continue
+            values = table[column].dropna()
+            numbers = pd.to_numeric(values, errors="coerce")
+            if len(values) < 3 or numbers.isna().any() or numbers.nunique() < 2:
+                continue
+            key = re.sub(r"[^a-z0-9]", "", str(column).lower())
+            if column in described[name]:
+                reason = f"described in {name.replace('.tsv', '.json')}"
+            elif key in CLINICAL_NAMES:
+                reason = "clinical name"
+            else:
+                continue
+            found.append((column, name, reason))
+            seen.add(column)
+    return found
+
+
+#: Sidecar fields that name a scanner site, in the order they enter the site label.
+SITE_FIELDS = ("InstitutionName", "Manufacturer", "ManufacturersModelName",
+               "MagneticFieldStrength")
+
+
+def sidecar_sites(bids_dir, visits):
+    """{(participant_id, session_id): site label} from the sessions' GRE sidecars.
+
+    The label joins `SITE_FIELDS` of the first ``*_MEGRE.json`` / ``*_T2starw.json`` of the
+    session's anat folder (e.g. ``Hospital A / Siemens Prisma / 3 T``); sessions without
+    such a sidecar or without any of the fields get no site.
+    """
+    bids_dir = Path(bids_dir)
+    out = {}
+    for sub, ses in zip(visits["participant_id"], visits["session_id"]):
+        anat = bids_dir / sub / ("" if ses == "n/a" else ses) / "anat"
+        paths = sorted(anat.glob("*_MEGRE.json")) + sorted(anat.glob("*_T2starw.json"))
+        for path in paths:
+            meta = read_json(path)
+            parts = [str(meta[k]) + (" T" if k == "MagneticFieldStrength" else "")
+                     for k in SITE_FIELDS if meta.get(k) not in (None, "")]
+            if parts:
+                out[(sub, ses)] = " / ".join(parts)
+                break
+    return out
+
+
 def _natural_key(label):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(label))]
 
 
 def find_roistats(output_dir):
-    """All ``sub-*/[ses-*/]anat/*_roistats.tsv`` under OUTPUT_DIR, sorted."""
+    """All ``sub-*/[ses-*/]anat/*_roistats.tsv`` under OUTPUT_DIR, sorted (the per-lesion
+    tables ``*_desc-lesions_roistats.tsv`` are read by `read_lesion_load`)."""
     root = Path(output_dir)
     paths = list(root.glob("sub-*/anat/*_roistats.tsv")) + \
         list(root.glob("sub-*/ses-*/anat/*_roistats.tsv"))
-    return sorted(paths)
+    return sorted(p for p in paths if "_desc-lesions_" not in p.name)
 
 
 def read_roistats(paths):
@@ -200,7 +291,7 @@ def _lookup(column, sessions, participants, data, ppath, spaths, required, numer
 
 
 def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
-                   clinical_columns=(), covariates=(), log=None):
+                   clinical_columns=None, covariates=(), log=None, site_column=None):
     """Build the cohort's long table: every session's ROI values joined with demographics.
 
     Parameters
@@ -233,7 +324,7 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
     if not paths:
         raise InputError(f"{output_dir}: no sub-*/[ses-*/]anat/*_roistats.tsv found; run the "
                          "participant level first (bids-iron BIDS_DIR OUTPUT_DIR participant)")
-    for name in list(clinical_columns) + [c for c in covariates if c != group_column]:
+    for name in list(clinical_columns or ()) + [c for c in covariates if c != group_column]:
         if name in RESERVED:
             raise InputError(f"--clinical-columns/--covariates: '{name}' is a column name the "
                              "group tables use themselves; rename that column in "
@@ -342,9 +433,42 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
                     "is skipped (name the column with --age-column)", ppath)
     age_available = bool(data["age"].notna().any())
 
+    # site: a column (--site-column, else 'site' when present) or the sidecars
+    site_name = site_column or "site"
+    if site_name in sessions.columns or site_name in participants.columns:
+        site = _lookup(site_name, sessions, participants, data, ppath, spaths, False, False,
+                       "--site-column")
+        data["site"] = site.astype(object).where(site.notna(), None).map(
+            lambda v: None if v is None else str(v))
+        data["site_source"] = np.where(data["site"].notna(), f"column {site_name}", "n/a")
+    elif site_column:
+        raise InputError(f"{ppath}: column '{site_column}' (--site-column) is missing from "
+                         "participants.tsv and every sessions.tsv; add it or correct "
+                         "--site-column")
+    else:
+        sites = sidecar_sites(bids_dir, present)
+        data["site"] = [sites.get(k) for k in zip(data.participant_id, data.session_id)]
+        data["site_source"] = np.where(data["site"].notna(), "sidecars", "n/a")
+
+    # clinical columns: named, or found (numeric and described in JSON, or a clinical name)
+    if clinical_columns is None:
+        skip = {group_column, age_name, site_name, *covariates}
+        clinical = [{"column": c, "file": f, "why": why} for c, f, why in
+                    find_clinical_columns(bids_dir, participants, sessions, skip)]
+        clinical_columns = [c["column"] for c in clinical]
+        if clinical_columns:
+            log.info("group: clinical columns found: %s", ", ".join(
+                f"{c['column']} ({c['file']}, {c['why']})" for c in clinical))
+    else:
+        clinical = [{"column": c, "file": "sessions.tsv" if c in sessions.columns
+                     else "participants.tsv", "why": "--clinical-columns"}
+                    for c in clinical_columns]
     for column in clinical_columns:
         data[column] = _lookup(column, sessions, participants, data, ppath, spaths, True, True,
                                "--clinical-columns")
+    for entry in clinical:
+        entry["n_participants"] = int(data.loc[data[entry["column"]].notna(),
+                                               "participant_id"].nunique())
     for column in covariates:
         if column in (age_name, group_column):
             continue  # the per-session age computed above; the group column as read
@@ -361,7 +485,9 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
     info = {"age_available": age_available, "age_column": age_name,
             "missing_sessions": missing[["participant_id", "session_id", "session_order"]],
             "files": [str(p) for p in paths] + [str(ppath)] + [str(p) for p in spaths.values()],
-            "clinical_columns": list(clinical_columns),
+            "clinical_columns": list(clinical_columns), "clinical": clinical,
+            "site_source": (f"column '{site_name}'" if (data["site_source"] != "sidecars").any()
+                            else "sidecars") if data["site"].notna().any() else None,
             "covariates": [("age" if c == age_name else "group" if c == group_column else c)
                            for c in covariates]}
     return data, info

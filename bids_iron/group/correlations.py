@@ -141,7 +141,11 @@ def correlate(table, value, clinical, covariates=(), measure="raw", keys=UNIT_KE
                     terms, model, note = None, None, (f"n = {int(full.sum())} complete rows: "
                                                       "no OLS" if len(x) >= 3 else "")
                 notes.append(note)
-                if terms is not None:
+                if terms is None:
+                    terms_rows.append({"subset": subset, "measure": measure, **base,
+                                       "clinical": clin, "term": "n/a", "n": int(full.sum()),
+                                       "note": join_notes(*notes) or "no OLS"})
+                else:
                     t = terms.iloc[1]
                     row.update(ols_beta=t.beta, ols_beta_se=t.se, ols_beta_std=t.beta_std,
                                p_ols=t.p, ols_r2=model["r2"], ols_r2_adj=model["r2_adj"],
@@ -149,12 +153,13 @@ def correlate(table, value, clinical, covariates=(), measure="raw", keys=UNIT_KE
                     for r in terms.to_dict("records"):
                         terms_rows.append({"subset": subset, "measure": measure, **base,
                                            "clinical": clin, **r, "r2": model["r2"],
-                                           "r2_adj": model["r2_adj"], "n": model["n"]})
+                                           "r2_adj": model["r2_adj"], "n": model["n"],
+                                           "note": note})
                 row["note"] = join_notes(*notes)
                 rows.append(row)
     corr = pd.DataFrame(rows, columns=["subset", "measure"] + list(keys) + ["clinical"]
                         + CORR_COLUMNS)
     corr = add_fdr(corr, ["subset", "measure", "clinical"], ["p_pearson", "p_spearman", "p_ols"])
     reg = pd.DataFrame(terms_rows, columns=["subset", "measure"] + list(keys) + [
-        "clinical", "term", "beta", "se", "beta_std", "t", "p", "r2", "r2_adj", "n"])
+        "clinical", "term", "beta", "se", "beta_std", "t", "p", "r2", "r2_adj", "n", "note"])
     return corr, reg

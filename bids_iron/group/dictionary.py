@@ -188,6 +188,15 @@ COLUMNS.update({
     "rois": ("The dependent variables", None, None),
 })
 
+COLUMNS.update({
+    "step": ("Order of entry in the forward stepwise selection (1 = first)", None, None),
+    "r2_change": ("Increase of R2 when the term entered", None, None),
+    "f_change": ("Partial F of the R2 increase (1 and n - k degrees of freedom)", None, None),
+    "p_change": ("p of the partial F; entry needs p < 0.05", None, None),
+    "candidates": ("Candidate predictors offered to the selection (complete cases)", None,
+                   None),
+})
+
 #: Overrides for columns whose meaning depends on the table.
 TABLE_OVERRIDES = {
     "group_mixedmodels.tsv": {
@@ -202,6 +211,17 @@ TABLE_OVERRIDES = {
         "q": ("Benjamini-Hochberg q of p; family: every roi x hemisphere x metric x source "
               "with the same measure and term", None, None),
         "n_sessions": ("Sessions in the model (complete cases)", None, None)},
+    "group_stepwise.tsv": {
+        "term": ("Variable that entered at this step; 'none': no candidate entered; 'n/a': "
+                 "no model (see note)", None, None),
+        "r2": ("R2 of the model after this step", None, None),
+        "beta": ("OLS coefficient in the final model", "value unit per predictor unit", None),
+        "se": ("Standard error of beta", "value unit per predictor unit", None),
+        "beta_std": ("Standardized coefficient beta SD(term)/SD(value)", None, None),
+        "t": ("t statistic of beta in the final model", None, None),
+        "p": ("Two-sided p of beta in the final model (conditional on the selection)", None,
+              None),
+        "n": ("Participants in the selection (complete cases)", None, None)},
     "group_manova.tsv": {
         "p": ("p of the F approximation", None, None),
         "q": ("Benjamini-Hochberg q of p; family: every metric x source with the same "

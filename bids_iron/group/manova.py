@@ -20,8 +20,7 @@ degrees of freedom than nuclei (n - model terms >= number of nuclei) and at leas
 within measure x effect x test, across metrics and sources.
 
 Reference: O'Brien RG, Kaiser MK (1985) MANOVA method for analyzing repeated measures
-designs: an extensive primer. Psychol Bull 97:316-333. Applied e.g. in Hagemeier J et al.
-(2013/2014) on R2* and phase of deep gray matter over two years in MS.
+designs: an extensive primer. Psychol Bull 97:316-333.
 
 Examples
 --------

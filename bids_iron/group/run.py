@@ -20,6 +20,7 @@ from .dictionary import write_table
 from .longitudinal import CHANGE_MEASURES, change_summary, changes
 from .manova import repeated_manova
 from .mixed import mixed_models
+from .stepwise import stepwise_table
 from .summary import sections, summarize
 
 LOG = logging.getLogger("bids_iron.group")
@@ -112,11 +113,15 @@ def run_group(bids_dir, output_dir, options=None, log=None):
     clinical_columns, covariates = options.clinical_columns, options.covariates
     log = log or LOG
     start = time.perf_counter()
-    clinical_columns, covariates = list(clinical_columns), list(covariates)
+    clinical_columns = (None if not clinical_columns else
+                        [] if [c.lower() for c in clinical_columns] == ["none"]
+                        else list(clinical_columns))
+    covariates = list(covariates)
     out = Path(output_dir) / "group"
     data, info = collect_cohort(bids_dir, output_dir, group_column, age_column,
-                                clinical_columns, covariates, log=log)
-    covariates = info["covariates"]
+                                clinical_columns, covariates, log=log,
+                                site_column=options.site_column)
+    covariates, clinical_columns = info["covariates"], info["clinical_columns"]
     levels = group_levels(data["group"], control_label)
     if control_label not in levels:
         log.warning("group: no participant has %s '%s' (groups: %s); no age correction, and "
@@ -194,7 +199,19 @@ def run_group(bids_dir, output_dir, options=None, log=None):
         reg = pd.concat([p[1] for p in parts], ignore_index=True)
         written += write_table(corr, out / "group_correlations.tsv")
         written += write_table(reg, out / "group_regressions.tsv")
-    elif covariates:
+    # 6b. forward stepwise regression at baseline: clinical columns, age, numeric covariates
+    candidates = list(dict.fromkeys(
+        clinical_columns + [c for c in covariates if c in data and c != "group"
+                            and pd.api.types.is_numeric_dtype(data[c])]))
+    step = None
+    if candidates:
+        base = data[data["is_baseline"]]
+        step = pd.concat([stepwise_table(rows, "mean", candidates, "raw", subset=subset)
+                          for subset, rows in [("all", base)] + [
+                              (g, base[base["group"] == g]) for g in levels]],
+                         ignore_index=True)
+        written += write_table(step, out / "group_stepwise.tsv")
+    if not clinical_columns and covariates:
         log.warning("group: --covariates given without --clinical-columns; no regressions "
                     "(the covariates enter the mixed models and the MANOVA)")
     t_tables = time.perf_counter() - start
@@ -232,8 +249,12 @@ def run_group(bids_dir, output_dir, options=None, log=None):
     # report
     from .report import figure_html, table_html, write_report
     cov_text = ", ".join(covariates) or "none"
+    clin = pd.DataFrame(info["clinical"], columns=["column", "file", "why", "n_participants"])
+    clin_html = (table_html(clin) if len(clin) else
+                 "<p>No clinical columns (none named with --clinical-columns, none found).</p>")
     blocks = [("Cohort", [table_html(_cohort_table(data, control_label,
-                                                   info["missing_sessions"]))]),
+                                                   info["missing_sessions"])),
+                          "<h3>Clinical columns used</h3>", clin_html]),
               ("Methods", [METHODS.format(group_column=group_column, control_label=control_label,
                                           ref=f"{ref_age:.1f} years" if np.isfinite(ref_age)
                                           else "reference age", covariates=cov_text)])]
