@@ -60,15 +60,25 @@ def _setup_logging(output_dir, verbose):
     log_path = logs / f"bids-iron_{stamp}_{os.getpid()}.log"
     LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)
     LOGGER.handlers[:] = []
+    from .session import LabelledFormatter
+
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    console.setFormatter(LabelledFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
     console.addFilter(lambda record: getattr(record, "console", True))  # FILES_ONLY records
     to_file = logging.FileHandler(log_path)
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    to_file.setFormatter(LabelledFormatter("%(asctime)s %(name)s %(message)s"))
     LOGGER.addHandler(console)
     LOGGER.addHandler(to_file)
     LOGGER.propagate = False
     return log_path
+
+
+def _to_run_log(text, exc_info=False):
+    """A fatal error into the run log too (when logging is set up: the console has it)."""
+    if LOGGER.handlers:
+        from .workflow import FILES_ONLY
+
+        LOGGER.error("%s", text, exc_info=exc_info, extra=FILES_ONLY)
 
 
 def main(argv=None):
@@ -79,11 +89,16 @@ def main(argv=None):
         return _run(args)
     except BidsIronError as exc:
         print(f"bids-iron: error: {exc}", file=sys.stderr)
+        _to_run_log(f"bids-iron: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bids-iron: interrupted; finished sessions are kept, rerun to continue",
               file=sys.stderr)
+        _to_run_log("bids-iron: interrupted")
         return 130
+    except Exception:  # a bug: the traceback on the console (Python's) and in the run log
+        _to_run_log("bids-iron: unexpected error", exc_info=True)
+        raise
 
 
 def _run(args):

@@ -42,6 +42,44 @@ class Stage:
                           time.perf_counter() - self.t0)
 
 
+#: The label of the session running in this process (None between sessions): every log
+#: record made meanwhile carries it as ``record.session_label`` (`_label_records`), so a
+#: warning of any module is shown and filed with its session, in worker processes too.
+_CURRENT_LABEL = None
+_base_factory = logging.getLogRecordFactory()
+
+
+def _label_records(*args, **kwargs):
+    record = _base_factory(*args, **kwargs)
+    if not hasattr(record, "session_label"):
+        record.session_label = _CURRENT_LABEL
+    return record
+
+
+if getattr(logging.getLogRecordFactory(), "__name__", "") != "_label_records":
+    logging.setLogRecordFactory(_label_records)
+
+
+def with_label(record):
+    """A record's message with its session label in front (unless it already names the
+    session) and a WARNING/ERROR tag at those levels: the console's and the logs' text."""
+    message = record.getMessage()
+    label = getattr(record, "session_label", None)
+    if label and not message.startswith(label):
+        message = f"{label}: {message}"
+    if record.levelno >= logging.WARNING:
+        message = f"{record.levelname} {message}"
+    return message
+
+
+class LabelledFormatter(logging.Formatter):
+    """``%(asctime)s`` then `with_label` (and the traceback, if any)."""
+
+    def formatMessage(self, record):
+        record.message = with_label(record)
+        return super().formatMessage(record)
+
+
 class _PackageRecords(logging.Filter):
     """Records of the package's modules (``bids_iron.*``), not of the session loggers (those
     reach the session file through their own handler)."""
@@ -92,11 +130,13 @@ class Session:
 
     # -- logging ------------------------------------------------------------------------------
     def __enter__(self):
+        global _CURRENT_LABEL
+        _CURRENT_LABEL = self.label
         self.log.setLevel(logging.INFO)
         logs = Path(self.derivs.root) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         path = logs / f"{self.label}.log"
-        form = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+        form = LabelledFormatter("%(asctime)s %(message)s")
         own = logging.FileHandler(path)
         own.setFormatter(form)
         self.log.addHandler(own)
@@ -114,6 +154,8 @@ class Session:
         return self
 
     def __exit__(self, *exc):
+        global _CURRENT_LABEL
+        _CURRENT_LABEL = None
         for logger, handler in self._handlers:
             logger.removeHandler(handler)
             handler.close()

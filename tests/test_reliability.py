@@ -93,3 +93,34 @@ def test_rerun_notices_changed_inputs_and_damaged_outputs(copy):
         assert _status(err, label) == "done", err
         assert "does not read back" in err and name in err
     np.asarray(nib.load(chi).dataobj)  # readable again
+
+
+def test_broken_json_outside_the_selection(copy):
+    """A malformed T1w sidecar in sub-02 does not stop --participant-label 01 (reported once,
+    by name); a malformed echo sidecar fails only its own session."""
+    root, out = copy
+    t1w = root / "sub-02/ses-a/anat/sub-02_ses-a_T1w.json"
+    shutil.copy(_echo(root, "02", 1), t1w.with_name("sub-02_ses-a_T1w.nii.gz"))
+    t1w.write_text('{"RepetitionTime": ')
+    err = _run(root, out, "--participant-label", "01")
+    assert _status(err, "sub-01_ses-a") == "done", err
+    warned = [l for l in err.splitlines() if "sub-02_ses-a_T1w.json" in l]
+    assert len(warned) == 1 and "not valid JSON" in warned[0], err
+    assert "WARNING" in warned[0]
+
+    echo = _echo(root, "02", 3, ext=".json")
+    echo.write_text("{")
+    code, _, err = run_cli(root, out, "participant", "--no-report")
+    assert code == 1
+    assert _status(err, "sub-01_ses-a") == "skipped"
+    lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-02_ses-a")]
+    assert len(lines) == 1 and str(echo) in lines[0] and "fix the sidecar" in lines[0], err
+
+
+def test_broken_dataset_description(copy):
+    root, out = copy
+    (root / "dataset_description.json").write_text("{")
+    code, _, err = run_cli(root, out, "participant")
+    assert code == 2
+    lines = [l for l in err.splitlines() if l.startswith("bids-iron: error:")]
+    assert len(lines) == 1 and "dataset_description.json: not valid JSON" in lines[0], err

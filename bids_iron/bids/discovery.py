@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from .derivatives import sidecar_path
 
 LOGGER = logging.getLogger("bids_iron")
 
@@ -38,6 +42,9 @@ class SessionInputs:
     run: str | None = None
     t1w: Path | None = None
     flair: Path | None = None
+    #: Sidecars of the echoes that are not valid JSON (path -> parser message): the loader
+    #: refuses the session with one line naming them (the others run).
+    broken: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -82,19 +89,77 @@ def _first_anat(layout, suffix, subject, session):
     return Path(found[0].path)
 
 
+#: Top-level folders pybids does not index (and `unreadable_json` does not read).
+_NOT_INDEXED = ("code", "models", "sourcedata", "stimuli", "derivatives")
+
+
+def unreadable_json(bids_dir):
+    """``{path: message}`` of the dataset's JSON files that do not parse (hidden folders and
+    `_NOT_INDEXED` left out)."""
+    bids_dir = Path(bids_dir)
+    broken = {}
+    for folder, dirs, files in os.walk(bids_dir):
+        top = Path(folder) == bids_dir
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not (top and d in _NOT_INDEXED))
+        for name in sorted(files):
+            if name.endswith(".json") and not name.startswith("."):
+                path = Path(folder) / name
+                try:
+                    json.loads(path.read_text(encoding="utf-8"))
+                except (ValueError, OSError) as exc:
+                    broken[path] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return broken
+
+
 def open_layout(bids_dir):
-    """Index ``bids_dir`` with pybids (no validation, no database written anywhere)."""
+    """Index ``bids_dir`` with pybids (no validation, no database written anywhere).
+
+    A JSON file that does not parse stops pybids' indexing; it is then left out of the
+    index (one warning listing such files) so that sessions which do not need it run; the
+    layout's ``broken`` attribute maps each one to the parser's message (sessions whose echo
+    sidecars are among them are refused by the loader).
+    """
     import bids  # pybids; imported here because it is slow to import
 
     bids_dir = Path(bids_dir)
-    if not (bids_dir / "dataset_description.json").is_file():
+    description = bids_dir / "dataset_description.json"
+    if not description.is_file():
         raise InputError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json); "
                          "point BIDS_DIR at the dataset's top folder")
     try:
-        return bids.BIDSLayout(str(bids_dir), validate=False)
+        json.loads(description.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{description}: not valid JSON ({exc}); fix it") from None
+    try:
+        layout = bids.BIDSLayout(str(bids_dir), validate=False)
+        layout.broken = {}
+        return layout
     except Exception as exc:  # pybids raises many types for a broken dataset
-        raise InputError(f"{bids_dir}: pybids could not index the dataset ({exc}); "
-                         "check dataset_description.json and the file names") from exc
+        first_error = exc
+    broken = unreadable_json(bids_dir)
+    if broken:
+        from bids.layout import BIDSLayoutIndexer
+        from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
+
+        shown = ", ".join(f"{p.relative_to(bids_dir)} ({m})" for p, m in
+                          list(broken.items())[:3])
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        LOGGER.warning("%d JSON file(s) of %s are not valid JSON and are left out: "
+                       "%s%s; fix them (sessions that need them fail, the others run)",
+                       len(broken), bids_dir, shown, more)
+        ignore = [*DEFAULT_LOCATIONS_TO_IGNORE,
+                  *(re.compile("^/" + re.escape(p.relative_to(bids_dir).as_posix()) + "$")
+                    for p in broken)]
+        try:
+            layout = bids.BIDSLayout(str(bids_dir), validate=False,
+                                     indexer=BIDSLayoutIndexer(validate=False, ignore=ignore))
+            layout.broken = broken
+            return layout
+        except Exception as exc:
+            first_error = exc
+    raise InputError(f"{bids_dir}: pybids could not index the dataset ({first_error}); "
+                     "check the file names and the JSON sidecars") from first_error
 
 
 def find_sessions(bids_dir, participant_labels=None, session_labels=None, layout=None):
@@ -164,6 +229,9 @@ def find_sessions(bids_dir, participant_labels=None, session_labels=None, layout
             t1w=_first_anat(layout, "T1w", sub, ses),
             flair=_first_anat(layout, "FLAIR", sub, ses),
         )
+        broken = getattr(layout, "broken", {})
+        item.broken = {sidecar: broken[sidecar] for sidecar in
+                       (sidecar_path(f.path) for f in group) if sidecar in broken}
         found.append(item)
 
     if not found:

@@ -117,6 +117,8 @@ def _parts(inputs):
 def check_session_metadata(inputs, b0_override=None, load_phase=True):
     """Every metadata check of a session, before any image is read (`bids_iron.bids.checks`):
     returns (magnitude echoes, phase echoes or None, field strength or None)."""
+    for path, message in getattr(inputs, "broken", {}).items():
+        raise InputError(f"{path}: not valid JSON ({message}); fix the sidecar")
     (_, mag_paths, mag_meta), (part, other_paths, other_meta) = _parts(inputs)
     mag = echo_series(mag_paths, mag_meta)
     if len(mag) < 2:
