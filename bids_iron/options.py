@@ -169,6 +169,10 @@ class Selection(_Declared):
         metavar="LABEL")
     verbose: bool = option(False, "more log output", section="running",
                            flags=("-v", "--verbose"), action="store_true", outputs=False)
+    wait_for_lock: bool = option(
+        False, "when another bids-iron run holds a selected session of OUTPUT_DIR (or, at "
+               "the group level, any), wait for it to end instead of stopping at once",
+        section="running", action="store_true", outputs=False)
 
 
 @dataclass
