@@ -60,6 +60,9 @@ COLUMNS = {
                 "session, group_longitudinal.tsv)", None, None),
     "measure": ("Value analysed", None,
                 {"raw": "ROI mean", "age_corrected": "age-corrected ROI mean",
+                 "harmonized": "ROI mean after ComBat site harmonisation",
+                 "harmonized_age_corrected": "harmonised ROI mean, age-corrected (age model "
+                                             "fitted on the controls' harmonised values)",
                  "change": "last - first session", "percent_change": "100 change / |first|",
                  "change_per_year": "change / interval in years"}),
     "n": ("Number of values used (n/a values left out)", None, None),
@@ -189,6 +192,21 @@ COLUMNS.update({
 })
 
 COLUMNS.update({
+    "site": ("Scanner site of the session (--site-column, 'site' or the GRE sidecars)", None,
+             None),
+    "site_source": ("Where the site comes from (a column, or 'sidecars': InstitutionName / "
+                    "Manufacturer / ManufacturersModelName / MagneticFieldStrength)", None,
+                    None),
+    "mean_harmonized": ("mean after ComBat site harmonisation (neuroCombat; age and group "
+                        "protected); n/a where not harmonised", _VALUE_UNITS, None),
+    "mean_harmonized_agecorrected": ("mean_harmonized - R(age) + R(reference_age), R fitted "
+                                     "on the controls' harmonised values", _VALUE_UNITS, None),
+    "n_sites": ("Sites with baseline sessions in the test", None, None),
+    "f_site_raw": ("F of the site terms in value ~ site + group + age (OLS, baseline), raw "
+                   "values", None, None),
+    "p_site_raw": ("p of f_site_raw", None, None),
+    "f_site_harmonized": ("The same F on the harmonised values", None, None),
+    "p_site_harmonized": ("p of f_site_harmonized", None, None),
     "step": ("Order of entry in the forward stepwise selection (1 = first)", None, None),
     "r2_change": ("Increase of R2 when the term entered", None, None),
     "f_change": ("Partial F of the R2 increase (1 and n - k degrees of freedom)", None, None),

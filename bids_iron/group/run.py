@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import UNIT_KEYS, group_levels
+from ..errors import InputError
+from ._common import UNIT_KEYS, group_levels, join_notes
 from .agecorr import FIT_COLUMNS, age_correct, fit_age_curves
 from .collect import collect_cohort
 from .compare import compare_groups
 from .correlations import correlate
 from .dictionary import write_table
+from .harmonize import combat, site_effects
 from .longitudinal import CHANGE_MEASURES, change_summary, changes
 from .manova import repeated_manova
 from .mixed import mixed_models
@@ -148,12 +150,43 @@ def run_group(bids_dir, output_dir, options=None, log=None):
     measures = [("raw", "mean")]
     if data["mean_agecorrected"].notna().any():
         measures.append(("age_corrected", "mean_agecorrected"))
+    fits.insert(0, "measure", "raw")
+
+    # site harmonisation (ComBat; age and group protected; age model again on the controls)
+    sites = None
+    if options.harmonize == "combat":
+        if not data["site"].notna().any():
+            raise InputError(f"{Path(bids_dir) / 'participants.tsv'}: --harmonize combat needs "
+                             "the scanner site: add a 'site' column (or name one with "
+                             "--site-column), or InstitutionName/ManufacturersModelName in the "
+                             "GRE sidecars")
+        data["mean_harmonized"], hnotes = combat(data, "mean", ("age", "group"))
+        for (metric, source), note in hnotes.items():
+            if note:
+                log.warning("group: ComBat %s (%s): %s", metric, source, note)
+        if data["mean_harmonized"].notna().any():
+            measures.append(("harmonized", "mean_harmonized"))
+            if info["age_available"]:
+                hfits = fit_age_curves(data, "mean_harmonized", control_label, reference_age,
+                                       log=log)
+                data["mean_harmonized_agecorrected"] = age_correct(data, hfits,
+                                                                   "mean_harmonized")
+                hfits.insert(0, "measure", "harmonized")
+                fits = pd.concat([fits, hfits], ignore_index=True)
+                if data["mean_harmonized_agecorrected"].notna().any():
+                    measures.append(("harmonized_age_corrected",
+                                     "mean_harmonized_agecorrected"))
+            sites = site_effects(data, "mean", "mean_harmonized")
+            sites["note"] = [join_notes(n, hnotes.get((m, s), "")) for n, m, s in
+                             zip(sites["note"], sites["metric"], sites["source"])]
 
     # 1. cohort table
     cohort = data.drop(columns=["roistats_file"]).copy()
     cohort.insert(cohort.columns.get_loc("session_id") + 1, "group", cohort.pop("group"))
     written += write_table(cohort, out / "group_roistats.tsv")
     written += write_table(fits, out / "group_agefit.tsv")
+    if sites is not None:
+        written += write_table(sites, out / "group_harmonization.tsv")
 
     # 2-3. summaries and comparisons per section and measure
     summaries, comparisons = [], []
