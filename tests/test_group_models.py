@@ -277,3 +277,27 @@ def test_site_from_sidecars_and_harmonize_needs_a_site(tmp_path):
     assert set(data.site) == {"Graz / Prisma / 3 T", "Milan / Prisma / 3 T"}
     assert set(data.site_source) == {"sidecars"}
     assert (out / "group" / "group_harmonization.tsv").exists()
+
+
+def test_lesion_load_joined_and_slope_recovered(tmp_path):
+    """Patients' R2* rises 0.7/s per ln(mm3) of lesion volume: the lesion load is read from
+    the participant level's lesion tables, and the slope comes back in the correlations."""
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(10, 40), rois=ROIS[:2], metrics=("r2star",),
+                               seed=6, lesion_slope={"r2star": 0.7})
+    run_group(bids, out, GroupOptions(figures=False, covariates=["age"]))
+    data = read(out, "group_roistats.tsv")
+    first = data.drop_duplicates(["participant_id", "session_id"])
+    hc, ms = first[first.group == "HC"], first[first.group == "MS"]
+    assert (hc.lesion_volume_mm3 == 0).all() and (hc.lesion_count == 0).all()
+    assert (ms.lesion_volume_mm3 > 250).all() and (ms.lesion_count >= 1).all()
+    np.testing.assert_allclose(ms.lesion_volume_log, np.log1p(ms.lesion_volume_mm3))
+    assert ms.lesion_r2star.eq(30.0).all()
+    reg = read(out, "group_regressions.tsv")
+    beta = reg[(reg.subset == "MS") & (reg.measure == "raw") & (reg.clinical == "lesion_volume_log")
+               & (reg.term == "lesion_volume_log")]
+    assert len(beta) == 2 and (abs(beta.beta - 0.7) < 3 * beta.se).all()
+    step = read(out, "group_stepwise.tsv")
+    assert "lesion_volume_log" in set(step[step.subset == "MS"].term)
+    import json
+    meta = json.loads((out / "group" / "group_roistats.json").read_text())
+    assert meta["lesion_volume_mm3"]["Units"] == "mm^3" and "lesion_r2star" in meta

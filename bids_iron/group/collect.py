@@ -124,6 +124,57 @@ def find_clinical_columns(bids_dir, participants, sessions, exclude=()):
     return found
 
 
+#: Lesion-load columns joined per session (from the participant level's lesion outputs).
+LESION_LOAD = ("lesion_volume_mm3", "lesion_volume_log", "lesion_count")
+
+
+def read_lesion_load(output_dir, visits):
+    """Per-session lesion load from the participant level's lesion outputs.
+
+    For each session with a lesion mask on the MEGRE grid (``*_desc-lesion_mask.nii[.gz]``,
+    written with ``--lesion-masks``): ``lesion_volume_mm3`` (sum of the lesions'
+    ``lesion_volume_mm3`` in ``*_desc-lesions_roistats.tsv``; 0 without that table, i.e. an
+    empty mask), ``lesion_volume_log`` = ln(1 + lesion_volume_mm3) (the log-transformed T2
+    lesion volume of the MS studies; +1 keeps lesion-free sessions), ``lesion_count`` and
+    ``lesion_<metric>``, the voxel-weighted mean of the metric over every lesion. Sessions
+    without a lesion mask are absent (n/a, not 0).
+
+    Returns
+    -------
+    DataFrame: participant_id, session_id, `LESION_LOAD`, lesion_<metric> columns.
+    """
+    root = Path(output_dir)
+    rows = []
+    for sub, ses in zip(visits["participant_id"], visits["session_id"]):
+        anat = root / sub / ("" if ses == "n/a" else ses) / "anat"
+        if not (list(anat.glob("*_desc-lesion_mask.nii.gz")) +
+                list(anat.glob("*_desc-lesion_mask.nii"))):
+            continue
+        row = {"participant_id": sub, "session_id": ses, "lesion_volume_mm3": 0.0,
+               "lesion_count": 0}
+        for path in sorted(anat.glob("*_desc-lesions_roistats.tsv")):
+            table = read_tsv(path)
+            for column in ("lesion_id", "lesion_volume_mm3", "metric", "mean", "n_voxels"):
+                if column not in table.columns:
+                    raise InputError(f"{path}: column '{column}' is missing; rerun the "
+                                     "participant level for this session")
+            for column in ("lesion_volume_mm3", "mean", "n_voxels"):
+                table[column] = _numeric(table[column], path, column,
+                                         "rerun the participant level for this session")
+            per = table.drop_duplicates("lesion_id")
+            row["lesion_volume_mm3"] += float(per["lesion_volume_mm3"].sum())
+            row["lesion_count"] += int(len(per))
+            for metric, chunk in table[table.metric != "none"].groupby("metric"):
+                ok = chunk["mean"].notna() & (chunk["n_voxels"] > 0)
+                if ok.any():
+                    w = chunk.loc[ok, "n_voxels"]
+                    row[f"lesion_{metric}"] = float((chunk.loc[ok, "mean"] * w).sum() / w.sum())
+        row["lesion_volume_log"] = float(np.log1p(row["lesion_volume_mm3"]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["participant_id", "session_id",
+                                                         *LESION_LOAD])
+
+
 #: Sidecar fields that name a scanner site, in the order they enter the site label.
 SITE_FIELDS = ("InstitutionName", "Manufacturer", "ManufacturersModelName",
                "MagneticFieldStrength")
@@ -450,11 +501,26 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
         data["site"] = [sites.get(k) for k in zip(data.participant_id, data.session_id)]
         data["site_source"] = np.where(data["site"].notna(), "sidecars", "n/a")
 
+    # lesion load per session (participant level with --lesion-masks)
+    load = read_lesion_load(output_dir, present)
+    lesion_columns = []
+    if len(load):
+        merged = data[["participant_id", "session_id"]].merge(
+            load, how="left", on=["participant_id", "session_id"]).set_axis(data.index)
+        lesion_columns = [c for c in load.columns if c not in ("participant_id", "session_id")]
+        for column in lesion_columns:
+            data[column] = merged[column].astype(float)
+        log.info("group: lesion load of %d sessions (lesion masks in OUTPUT_DIR)", len(load))
+
     # clinical columns: named, or found (numeric and described in JSON, or a clinical name)
     if clinical_columns is None:
         skip = {group_column, age_name, site_name, *covariates}
         clinical = [{"column": c, "file": f, "why": why} for c, f, why in
                     find_clinical_columns(bids_dir, participants, sessions, skip)]
+        for column in ("lesion_volume_log", "lesion_count"):
+            if column in lesion_columns and data[column].nunique() > 1:
+                clinical.append({"column": column, "file": "OUTPUT_DIR lesion tables",
+                                 "why": "lesion load (--lesion-masks)"})
         clinical_columns = [c["column"] for c in clinical]
         if clinical_columns:
             log.info("group: clinical columns found: %s", ", ".join(
@@ -464,14 +530,19 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
                      else "participants.tsv", "why": "--clinical-columns"}
                     for c in clinical_columns]
     for column in clinical_columns:
+        if column in lesion_columns and column not in sessions.columns \
+                and column not in participants.columns:
+            continue  # joined above from the lesion tables
         data[column] = _lookup(column, sessions, participants, data, ppath, spaths, True, True,
                                "--clinical-columns")
     for entry in clinical:
         entry["n_participants"] = int(data.loc[data[entry["column"]].notna(),
                                                "participant_id"].nunique())
     for column in covariates:
-        if column in (age_name, group_column):
-            continue  # the per-session age computed above; the group column as read
+        if column in (age_name, group_column) or (
+                column in lesion_columns and column not in sessions.columns
+                and column not in participants.columns):
+            continue  # the per-session age and lesion load above; the group column as read
         values = _lookup(column, sessions, participants, data, ppath, spaths, True, False,
                          "--covariates")
         as_num = pd.to_numeric(values, errors="coerce")
@@ -486,6 +557,7 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
             "missing_sessions": missing[["participant_id", "session_id", "session_order"]],
             "files": [str(p) for p in paths] + [str(ppath)] + [str(p) for p in spaths.values()],
             "clinical_columns": list(clinical_columns), "clinical": clinical,
+            "lesion_columns": lesion_columns,
             "site_source": (f"column '{site_name}'" if (data["site_source"] != "sidecars").any()
                             else "sidecars") if data["site"].notna().any() else None,
             "covariates": [("age" if c == age_name else "group" if c == group_column else c)

@@ -201,6 +201,12 @@ COLUMNS.update({
                         "protected); n/a where not harmonised", _VALUE_UNITS, None),
     "mean_harmonized_agecorrected": ("mean_harmonized - R(age) + R(reference_age), R fitted "
                                      "on the controls' harmonised values", _VALUE_UNITS, None),
+    "lesion_volume_mm3": ("Total lesion volume of the session (sum over the lesions of "
+                          "*_desc-lesions_roistats.tsv; 0 for an empty lesion mask; n/a "
+                          "without a lesion mask)", "mm^3", None),
+    "lesion_volume_log": ("ln(1 + lesion_volume_mm3)", "ln(mm^3)", None),
+    "lesion_count": ("Lesions (connected components) in the session's lesion mask", None,
+                     None),
     "n_sites": ("Sites with baseline sessions in the test", None, None),
     "f_site_raw": ("F of the site terms in value ~ site + group + age (OLS, baseline), raw "
                    "values", None, None),
@@ -258,6 +264,14 @@ TABLE_OVERRIDES = {
 }
 
 
+def _lesion_metric(column):
+    """Description of a ``lesion_<metric>`` column (voxel-weighted mean over the lesions)."""
+    metric = column[len("lesion_"):]
+    return (f"Mean {metric} over every lesion of the session (voxel-weighted mean of the "
+            "per-lesion means)", f"unit of {metric} ({METRIC_UNITS.get(metric, 'see metric')})",
+            None)
+
+
 def dictionary(table, name, extra=None):
     """The BIDS data dictionary of a table: {column: {Description, Units?, Levels?}}."""
     extra = extra or {}
@@ -266,6 +280,8 @@ def dictionary(table, name, extra=None):
     for column in table.columns:
         if column in extra:
             desc, units, levels = extra[column]
+        elif column.startswith("lesion_") and column[7:] in METRIC_UNITS:
+            desc, units, levels = _lesion_metric(column)
         else:
             desc, units, levels = overrides.get(column, COLUMNS.get(
                 column, (f"Column '{column}' from participants.tsv/sessions.tsv", None, None)))

@@ -235,7 +235,8 @@ def run_group(bids_dir, output_dir, options=None, log=None):
     # 6b. forward stepwise regression at baseline: clinical columns, age, numeric covariates
     candidates = list(dict.fromkeys(
         clinical_columns + [c for c in covariates if c in data and c != "group"
-                            and pd.api.types.is_numeric_dtype(data[c])]))
+                            and pd.api.types.is_numeric_dtype(data[c])]
+        + [c for c in ("lesion_volume_log", "lesion_count") if c in info["lesion_columns"]]))
     step = None
     if candidates:
         base = data[data["is_baseline"]]
