@@ -15,7 +15,7 @@ It builds, under ``DIR`` (default ``/tmp/bids-iron-screens``):
 * ``noanat/``: ``participant --no-anatomy`` (no ROI table: the methods must not claim one);
 
 then screenshots every ``sub-*.html`` of both runs with headless Chromium
-(``--window-size 1400 x --height``) into ``DIR/screens/<run>_sub-XX.png`` and cuts each into
+(``--window-size 1400 x --height``, default 24000 px: a whole report of two sessions) into ``DIR/screens/<run>_sub-XX.png`` and cuts each into
 ``..._partN.png`` tiles of 1400 x 1600 px that an image viewer shows at full size.
 ``--reuse`` keeps the dataset and the template home of an earlier call (the runs are redone
 with ``--force``, e.g. after a change of the report code).
@@ -37,8 +37,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import phantom as P  # noqa: E402
-import tf_home  # noqa: E402
+import phantom as P
+import tf_home
 
 LESION_CENTRE_MM = np.array([-24.0, -18.0, 14.0])  # left periventricular white matter
 LESION_RADIUS_MM = 5.0
@@ -81,7 +81,7 @@ def run_participant(ds, out, *args):
     cmd = [sys.executable, "-m", "bids_iron", str(ds), str(out), "participant", "--n-procs",
            "1", *[str(a) for a in args]]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     print(f"{' '.join(cmd[3:])}: exit {proc.returncode} in {time.perf_counter() - t0:.0f} s")
     if proc.returncode != 0:
         print(proc.stderr[-3000:])
@@ -99,6 +99,9 @@ def screenshot(html, png, width=1400, height=6000, tile=1600):
     image = Image.open(png).convert("RGB")
     # drop the empty (white) bottom of the window
     rows = np.flatnonzero(np.any(np.asarray(image) < 250, axis=(1, 2)))
+    if rows.size and rows[-1] >= height - 40:
+        print(f"  {html.name}: the page may be longer than the window ({height} px); "
+              "rerun with a larger --height")
     if rows.size:
         image = image.crop((0, 0, width, min(image.height, int(rows[-1]) + 20)))
         image.save(png)
@@ -115,7 +118,7 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("/tmp/bids-iron-screens"))
     parser.add_argument("--reuse", action="store_true",
                         help="keep the dataset and template home of an earlier call")
-    parser.add_argument("--height", type=int, default=9000, help="window height (px)")
+    parser.add_argument("--height", type=int, default=24000, help="window height (px)")
     args = parser.parse_args()
     root = args.out
     if root.exists() and not args.reuse:

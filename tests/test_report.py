@@ -12,13 +12,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_iron.anatomy.quality import (mask_field_quality, quality_facts, quality_status,
-                                       quality_warnings)
+from bids_iron.anatomy.quality import (
+    mask_field_quality,
+    quality_facts,
+    quality_status,
+    quality_warnings,
+)
 from bids_iron.anatomy.rois import NATIVE_INDEX
 from bids_iron.anatomy.roistats import roi_statistics
 from bids_iron.report import figures, methods
-from bids_iron.report.html import (SessionReport, mask_check_rows, render_session_section,
-                                   software_versions, write_subject_report)
+from bids_iron.report.html import (
+    SessionReport,
+    mask_check_rows,
+    methods_facts,
+    render_session_section,
+    roi_summary_html,
+    session_checks,
+    software_versions,
+    write_subject_report,
+)
 from bids_iron.workflow import assemble_reports, report_section_path
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "wbr", "source"}
@@ -85,13 +97,13 @@ def qc_rows(text):
     """{check: (value, expected, status, comment)} of each QC table of a report, in order."""
     import html as html_lib
 
-    tables = re.findall(r'<table class="qc">(.*?)</table>', text, re.S)
+    tables = re.findall(r'<table class="qc">(.*?)</table>', text, re.DOTALL)
     out = []
     for table in tables:
         rows = {}
-        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)[1:]:
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.DOTALL)[1:]:
             cells = [html_lib.unescape(re.sub(r"<[^>]+>", "", c))
-                     for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+                     for c in re.findall(r"<td>(.*?)</td>", row, re.DOTALL)]
             rows[cells[0]] = tuple(cells[1:])
         out.append(rows)
     return out
@@ -194,7 +206,18 @@ def test_full_report(tmp_path):
     assert "Marquardt" in text and "Fonov" in text  # references from the facts
     assert "&lt;b&gt;escaped&lt;/b&gt;" in text
     assert "Not available" not in text
-    assert 'alt="FLAIR (in MEGRE space), slices through the lesions"' in text
+    assert 'alt="FLAIR (in MEGRE space), slices through the lesions [a.u.]"' in text
+    for alt in ("R2* [1/s]", "Local field shift [ppm]", "Susceptibility (chi) [ppm]"):
+        assert f'alt="{alt}"' in text
+    # larger mosaics: the page's width (~1200 px), two rows of four slices
+    import base64
+    import io
+
+    from PIL import Image
+
+    sizes = [Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size
+             for src in checker.srcs[:5]]
+    assert all(width >= 1200 and height >= 500 for width, height in sizes), sizes
 
 
 def test_optional_pieces_missing(tmp_path):
@@ -266,6 +289,42 @@ def test_report_checks_and_warnings_agree(quality, n_warnings):
     assert {r[0] for r in rows if r[3] == "info"} == {"field of view"}
 
 
+def test_mosaic_structure():
+    """Each mosaic: a tile per slice (>= 250 px wide), a colour bar labelled with the quantity
+    and its physical units and no offset, thin outlines along voxel edges that leave the
+    inside of a nucleus uncovered."""
+    session = small_session()
+    slices = [14, 15, 16, 17, 18]
+    fig = figures.mosaic_figure(session.chi, slices, (1.0, 1.0, 2.0), title="Susceptibility",
+                                units="ppm", quantity="chi", mask=session.mask,
+                                labels=session.labels, symmetric=True)
+    (ax, bar) = fig.get_axes()  # one image axis for the slices, the colour bar's
+    assert [t.get_text() for t in ax.texts if t.get_text().startswith("z=")] == [
+        f"z={k}" for k in slices]
+    assert {t.get_text() for t in ax.texts} >= {"L", "R"}
+    assert bar.get_ylabel() == "chi [ppm]"
+    assert not bar.yaxis.get_offset_text().get_text()
+    ticks = bar.get_yticks()
+    assert ticks.min() < 0 < ticks.max()  # symmetric range of a chi map
+    sheet = ax.get_images()[0].get_array()
+    crop = figures.crop_box(session.mask, session.chi.shape)
+    tile_px = (ax.get_position().width * fig.get_figwidth() * figures.DPI
+               * (crop[0].stop - crop[0].start) / sheet.shape[1])
+    assert tile_px >= 250
+    (lines,) = ax.collections
+    assert len(lines.get_segments()) > 100 and max(lines.get_linewidths()) <= 1.0
+    # every outline segment lies on a voxel edge, inset into its region: none crosses the
+    # inside of the left putamen (x 12..16, y 20..26 on slice 14)
+    segments, which = figures.outline_segments(session.labels[:, :, 14])
+    putamen = NATIVE_INDEX[("putamen", "left")]
+    mine = segments[which == putamen]
+    xs, ys = mine[..., 0], mine[..., 1]
+    assert xs.min() >= 11.5 and xs.max() <= 16.5 and ys.min() >= 19.5 and ys.max() <= 26.5
+    inner = (xs > 11.5 + 0.5) & (xs < 16.5 - 0.5) & (ys > 19.5 + 0.5) & (ys < 26.5 - 0.5)
+    assert not inner.all(axis=1).any()
+    assert len(mine) == 2 * (5 + 7)  # the rectangle's perimeter in voxel edges
+
+
 def test_slices_through_nuclei_and_orientation():
     labels = np.zeros((10, 10, 40), np.int16)
     labels[3:6, 3:6, 20:25] = NATIVE_INDEX[("putamen", "left")]
@@ -333,15 +392,16 @@ def test_flagged_rois_shown(tmp_path):
     session.roi_table = table
     text, _ = check_html(write_report(tmp_path, "01", [session]))
     assert "<b>1 ROI flagged</b>" in text and "caudate left" in text
-    flagged = re.findall(r'<tr class="flag">(.*?)</tr>', text, re.S)
+    flagged = re.findall(r'<tr class="flag">(.*?)</tr>', text, re.DOTALL)
     assert len(flagged) == 1 and "<td>caudate</td>" in flagged[0]
     assert "chi: few voxels" in flagged[0] and "mark-warn" in flagged[0]
     row = qc_rows(text)[0]["ROIs flagged in the ROI table (qc_flag)"]
     assert row[:3] == ("1 ROIs", "0 ROIs", "\u26a0 warn") and "caudate left" in row[3]
     assert "2 warnings: brain mask volume; ROIs flagged" in text
     session.roi_table = table.drop(columns="qc_flag")
-    plain = render_session_section(session)
+    plain = roi_summary_html(session.roi_table)
     assert "flagged" not in plain and 'class="flag"' not in plain and "<th>QC</th>" not in plain
+    assert not any("qc_flag" in check.name for check in session_checks(session)[0])
 
 
 def test_methods_follow_what_was_run():
@@ -380,10 +440,10 @@ def test_report_methods_from_the_session(tmp_path):
 
     session = small_session()
     session.facts.pop("SoftwareVersion")
-    with_table = render_session_section(session)
+    with_table = methods.methods_text(methods_facts(session))[0]
     assert f"bids-iron {__version__}," in with_table and "per nucleus and hemisphere" in with_table
     session.roi_table = None
-    assert "per nucleus" not in render_session_section(session)
+    assert "per nucleus" not in methods.methods_text(methods_facts(session))[0]
 
 
 def test_software_versions():

@@ -48,8 +48,9 @@ nav a{margin-right:1em}
 .mark-pass{color:#176d2c;font-weight:600}.mark-warn{color:#b00;font-weight:600}
 .mark-info{color:#777}
 tr.flag td{background:#fde3e3}tr.warnrow td{background:#fff0e0}
-table.qc td{text-align:left;vertical-align:top}table.qc td:nth-child(2){text-align:right;
-white-space:nowrap}
+table.qc td,table.qc th{text-align:left;vertical-align:top}
+table.qc td:nth-child(2){text-align:right;white-space:nowrap}
+table.qc td:nth-child(3),table.qc td:nth-child(4){white-space:nowrap}
 .summary{padding:0.4em 0.8em;border-left:4px solid #176d2c;background:#eef7f0}
 .summary.has-warn{border-left-color:#b00;background:#fdf0f0}
 """

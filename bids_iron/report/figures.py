@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 
+import matplotlib
 import numpy as np
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from scipy import ndimage
 
@@ -34,8 +36,18 @@ NO_CONTOUR = ("white_matter",)
 MASK_COLOUR = (1.0, 0.85, 0.0)  # brain-mask outline
 MASK_COLOUR_HEX = "#ffd900"
 TEMPLATE_EDGE_COLOUR = (1.0, 0.1, 0.1)
+#: Iso-intensity levels of the template drawn on the registration check, as fractions of its
+#: 99.5th percentile (background/brain, CSF/gray matter, gray/white matter of a T1w).
+TEMPLATE_LEVELS = (0.3, 0.55, 0.8)
 DPI = 90
-PANEL_INCHES = 1.9
+#: Map mosaics: slices per row and the figure width (inches; x `DPI` = 1215 px, the page's
+#: width, so a tile is ~290 px wide).
+MOSAIC_COLUMNS = 4
+MOSAIC_WIDTH_IN = 13.5
+#: Outlines are drawn along the voxel edges, this fraction of a voxel inside their region (so
+#: two touching regions show both colours) and this thin (points): the nucleus stays visible.
+OUTLINE_INSET = 0.14
+OUTLINE_WIDTH = 0.9
 
 
 def _png(fig):
@@ -135,25 +147,6 @@ def crop_box(mask, shape, margin=4):
             slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, shape[1])))
 
 
-def _outline(mask2d):
-    """Inner boundary of a 2-D boolean mask (voxels with a 4-neighbour outside)."""
-    if not mask2d.any():
-        return mask2d
-    return mask2d & ~ndimage.binary_erosion(mask2d, border_value=0)
-
-
-def _label_edges(lab2d):
-    """Boundary voxels of each label of a 2-D label slice (label > 0, a 4-neighbour differs)."""
-    edge = np.zeros(lab2d.shape, dtype=bool)
-    diff0 = lab2d[1:, :] != lab2d[:-1, :]
-    diff1 = lab2d[:, 1:] != lab2d[:, :-1]
-    edge[1:, :] |= diff0
-    edge[:-1, :] |= diff0
-    edge[:, 1:] |= diff1
-    edge[:, :-1] |= diff1
-    return edge & (lab2d > 0)
-
-
 _LUT = np.zeros((max(NATIVE_LABELS) + 1, 3))
 _NO_CONTOUR = np.zeros(max(NATIVE_LABELS) + 1, dtype=bool)  # white matter: no contour
 for _index, (_roi, _hemi) in NATIVE_LABELS.items():
@@ -161,22 +154,125 @@ for _index, (_roi, _hemi) in NATIVE_LABELS.items():
     _NO_CONTOUR[_index] = _roi in NO_CONTOUR
 
 
-def _overlay(shape2d, mask2d=None, lab2d=None):
-    """RGBA overlay (float, shape (X, Y, 4)) of mask outline and label contours, or None."""
-    if mask2d is None and lab2d is None:
-        return None
-    rgba = np.zeros(shape2d + (4,), dtype=np.float32)
+def outline_segments(lab2d, inset=OUTLINE_INSET):
+    """Line segments along the voxel edges of each region of a 2-D label slice.
+
+    Each edge between two voxels of different labels gives a segment for each side whose
+    label is > 0, drawn ``inset`` voxel inside that side (so two touching regions show both
+    outlines). Coordinates are those of `_show` (first array axis to the right, second up,
+    voxel centres at integers).
+
+    Parameters
+    ----------
+    lab2d : ndarray of int, shape (X, Y)
+        Label slice (0 = background: no outline).
+    inset : float
+        Offset into the region, in voxels.
+
+    Returns
+    -------
+    segments : ndarray, shape (n, 2, 2)
+        ``[[x0, y0], [x1, y1]]`` per segment.
+    labels : ndarray of int, shape (n,)
+        The label each segment outlines.
+
+    Examples
+    --------
+    >>> seg, lab = outline_segments(np.array([[0, 0, 0], [0, 3, 0], [0, 0, 0]]), inset=0)
+    >>> len(seg), set(lab.tolist())
+    (4, {3})
+    >>> sorted(map(tuple, seg[:, 0].round(2).tolist()))
+    [(0.5, 0.5), (0.5, 0.5), (0.5, 1.5), (1.5, 0.5)]
+    """
+    lab = np.asarray(lab2d)
+    segs, labs = [], []
+    # edges between (i, j) and (i + 1, j): vertical lines at x = i + 0.5
+    i, j = np.nonzero(lab[1:, :] != lab[:-1, :])
+    for side, sign in ((lab[i, j], -1.0), (lab[i + 1, j], 1.0)):
+        keep = side > 0
+        x = i[keep] + 0.5 + sign * inset
+        y = j[keep]
+        segs.append(np.stack([np.stack([x, y - 0.5], -1), np.stack([x, y + 0.5], -1)], 1))
+        labs.append(side[keep])
+    # edges between (i, j) and (i, j + 1): horizontal lines at y = j + 0.5
+    i, j = np.nonzero(lab[:, 1:] != lab[:, :-1])
+    for side, sign in ((lab[i, j], -1.0), (lab[i, j + 1], 1.0)):
+        keep = side > 0
+        y = j[keep] + 0.5 + sign * inset
+        x = i[keep]
+        segs.append(np.stack([np.stack([x - 0.5, y], -1), np.stack([x + 0.5, y], -1)], 1))
+        labs.append(side[keep])
+    return (np.concatenate(segs).astype(float).reshape(-1, 2, 2),
+            np.concatenate(labs).astype(np.intp))
+
+
+def _outline_lines(mask2d=None, lab2d=None):
+    """(segments, RGB colours) of the atlas label outlines (`ROI_COLOURS`, not `NO_CONTOUR`)
+    and then of the brain mask (`MASK_COLOUR`) of a slice, each as an array pair; empty
+    parts are left out."""
+    out = []
     if lab2d is not None:
         lab = np.where((lab2d > 0) & (lab2d < _LUT.shape[0]), lab2d, 0).astype(np.intp)
         lab[_NO_CONTOUR[lab]] = 0
-        edge = _label_edges(lab)
-        rgba[edge, :3] = _LUT[lab[edge]]
-        rgba[edge, 3] = 1.0
-    if mask2d is not None:
-        edge = _outline(mask2d)
-        rgba[edge, :3] = MASK_COLOUR
-        rgba[edge, 3] = 1.0
-    return rgba
+        if lab.any():
+            segs, which = outline_segments(lab)
+            out.append((segs, _LUT[which]))
+    if mask2d is not None and np.any(mask2d):
+        segs, _ = outline_segments(np.asarray(mask2d, dtype=np.int8), inset=0.0)
+        out.append((segs, np.tile(MASK_COLOUR, (len(segs), 1))))
+    return out
+
+
+def _widths(colours):
+    """Line width of each colour group of `_outline_lines`: the mask outline a little
+    thinner."""
+    return [OUTLINE_WIDTH * (0.8 if len(c) and tuple(c[0]) == MASK_COLOUR else 1.0)
+            for c in colours]
+
+
+def mosaic_array(image, slices, crop, columns=MOSAIC_COLUMNS, gap=None):
+    """Axial slices of ``image`` (cropped in-plane) laid out on one 2-D sheet, NaN between.
+
+    Parameters
+    ----------
+    image : ndarray, shape (X, Y, Z)
+    slices : list of int
+        Third-axis indices, placed row by row, ``columns`` a row, the first row on top (as
+        `_show` draws the sheet: first axis to the right, second up).
+    crop : (slice, slice)
+        In-plane crop of each slice.
+    gap : int, optional
+        Voxels between tiles (default 2 % of the crop width, at least 1).
+
+    Returns
+    -------
+    sheet : ndarray of float32, shape (W, H)
+    origins : list of (int, int)
+        Sheet coordinates of each slice's voxel (0, 0).
+
+    Examples
+    --------
+    >>> sheet, origins = mosaic_array(np.ones((4, 3, 5)), [0, 1, 2], (slice(0, 4), slice(0, 3)),
+    ...                               columns=2, gap=1)
+    >>> sheet.shape, origins
+    ((9, 7), [(0, 4), (5, 4), (0, 0)])
+    >>> int(np.isnan(sheet).sum())  # the gaps and the empty fourth place
+    27
+    """
+    width = crop[0].stop - crop[0].start
+    height = crop[1].stop - crop[1].start
+    gap = max(1, round(0.02 * width)) if gap is None else int(gap)
+    columns = max(1, min(columns, len(slices)))
+    rows = -(-len(slices) // columns)
+    sheet = np.full((columns * (width + gap) - gap, rows * (height + gap) - gap), np.nan,
+                    dtype=np.float32)
+    origins = []
+    for index, k in enumerate(slices):
+        r, c = divmod(index, columns)
+        x0, y0 = c * (width + gap), (rows - 1 - r) * (height + gap)
+        sheet[x0:x0 + width, y0:y0 + height] = image[crop[0], crop[1], k]
+        origins.append((x0, y0))
+    return sheet, origins
 
 
 def _show(ax, image2d, aspect, **kwargs):
@@ -218,9 +314,66 @@ def robust_range(values, symmetric=False, upper=99.5, lower=0.5):
 
 
 # -- figures ----------------------------------------------------------------------------------
-def map_mosaic(image, slices, voxel_size, title="", units="", vrange=None, mask=None,
-               labels=None, cmap="gray", symmetric=False, crop=None):
-    """PNG of axial slices of a 3-D map with the mask outline and atlas contours.
+#: Text on images: white on a dark box (readable over noise and bright tissue).
+_LABEL_STYLE = {"color": "white", "bbox": {"facecolor": "black", "alpha": 0.6, "pad": 1.5,
+                                           "edgecolor": "none"}}
+
+
+def tile_grid(n, aspect, columns=MOSAIC_COLUMNS, width=MOSAIC_WIDTH_IN, right=0.0, top=0.35,
+              gap=0.04, facecolor="black"):
+    """A figure of ``n`` equal image tiles in rows of ``columns`` (the last row may be short).
+
+    Parameters
+    ----------
+    n : int
+        Number of tiles.
+    aspect : float
+        Height / width of a tile (the physical aspect of what it shows).
+    columns : int
+    width : float
+        Figure width (inches); the tiles share it less ``right``.
+    right, top : float
+        Space (inches) kept on the right (colour bar) and on top (title).
+    gap : float
+        Space between tiles (inches).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    axes : list of Axes
+        Row by row; their axis lines are off.
+    """
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    left = 0.05
+    tile_w = (width - right - left - gap * (columns - 1)) / columns
+    tile_h = tile_w * aspect
+    height = top + rows * tile_h + gap * (rows - 1) + 0.05
+    fig = Figure(figsize=(width, height), facecolor=facecolor)
+    axes = []
+    for index in range(n):
+        r, c = divmod(index, columns)
+        x0 = left + c * (tile_w + gap)
+        y0 = height - top - (r + 1) * tile_h - r * gap
+        ax = fig.add_axes([x0 / width, y0 / height, tile_w / width, tile_h / height])
+        ax.set_axis_off()
+        axes.append(ax)
+    return fig, axes
+
+
+def map_mosaic(image, slices, voxel_size, **options):
+    """PNG bytes of `mosaic_figure` (same arguments)."""
+    return _png(mosaic_figure(image, slices, voxel_size, **options))
+
+
+def mosaic_figure(image, slices, voxel_size, title="", units="", vrange=None, mask=None,
+                  labels=None, cmap="gray", symmetric=False, crop=None, quantity=None,
+                  columns=MOSAIC_COLUMNS):
+    """Axial slices of a 3-D map with a colour bar, the mask and atlas outlines.
+
+    The slices are laid out by `mosaic_array` (``columns`` a row, the page's width) on one
+    image axis; outlines are thin lines along the voxel edges (`outline_segments`), so small
+    nuclei stay visible.
 
     Parameters
     ----------
@@ -230,24 +383,31 @@ def map_mosaic(image, slices, voxel_size, title="", units="", vrange=None, mask=
         Axial (third axis) slice indices.
     voxel_size : sequence of 3 float
         Voxel size (mm), for the pixel aspect ratio.
-    title, units : str
-        Shown left of the slices and on the colour bar.
+    title : str
+        Shown above the slices.
+    units : str
+        Physical units of the map (``1/s``, ``ppm``, ``a.u.``): on the colour bar.
     vrange : (float, float), optional
         Display range; default `robust_range` of the map inside ``mask``.
     mask : ndarray of bool, optional
         Brain mask: its outline is drawn in yellow and the view cropped to it.
     labels : ndarray of int, optional
-        Native label map: contours in `ROI_COLOURS`.
+        Native label map: outlines in `ROI_COLOURS`.
     cmap : str
     symmetric : bool
         Symmetric default range (for LFS and chi).
     crop : tuple of slice, optional
         In-plane crop (default: the mask's bounding box).
+    quantity : str, optional
+        Name of the quantity on the colour bar, ``"<quantity> [<units>]"`` (default: the
+        title).
+    columns : int
+        Slices a row.
 
     Returns
     -------
-    bytes
-        PNG image.
+    matplotlib.figure.Figure
+        One axis per slice (an image, outlines as line collections), then the colour bar's.
     """
     image = np.asarray(image)
     if vrange is None:
@@ -256,47 +416,59 @@ def map_mosaic(image, slices, voxel_size, title="", units="", vrange=None, mask=
     if crop is None:
         crop = crop_box(mask, image.shape)
     aspect = voxel_size[1] / voxel_size[0]
+    sheet, origins = mosaic_array(image, slices, crop, columns)
+    segments, colours, widths = [], [], []
+    for (x0, y0), k in zip(origins, slices):
+        parts = _outline_lines(None if mask is None else mask[crop[0], crop[1], k],
+                               None if labels is None else labels[crop[0], crop[1], k])
+        for (seg, colour), width in zip(parts, _widths([c for _, c in parts])):
+            segments.append(seg + np.array([x0, y0], dtype=float))
+            colours.append(colour)
+            widths.append(np.full(len(seg), width))
+    # one image axis for all slices (an axis per slice costs ~25 ms each), the colour bar's
+    right, top, left = 1.25, 0.4, 0.05
+    axes_w = MOSAIC_WIDTH_IN - right - left
+    axes_h = axes_w * sheet.shape[1] * voxel_size[1] / (sheet.shape[0] * voxel_size[0])
+    fig_h = axes_h + top + 0.05
+    fig = Figure(figsize=(MOSAIC_WIDTH_IN, fig_h), facecolor="black")
+    ax = fig.add_axes([left / MOSAIC_WIDTH_IN, 0.05 / fig_h, axes_w / MOSAIC_WIDTH_IN,
+                       axes_h / fig_h])
+    ax.set_axis_off()
+    colour_map = matplotlib.colormaps[cmap].with_extremes(bad="black")
+    im = _show(ax, np.ma.masked_invalid(sheet), aspect, cmap=colour_map, vmin=vrange[0],
+               vmax=vrange[1])
+    if segments:
+        ax.add_collection(LineCollection(np.concatenate(segments), colors=np.concatenate(colours),
+                                         linewidths=np.concatenate(widths),
+                                         capstyle="projecting"))
+    ax.set_xlim(-0.5, sheet.shape[0] - 0.5)
+    ax.set_ylim(-0.5, sheet.shape[1] - 0.5)
     width = crop[0].stop - crop[0].start
     height = crop[1].stop - crop[1].start
-    panel_h = PANEL_INCHES * min(1.4, max(0.5, height * voxel_size[1] / (width * voxel_size[0])))
-    fig = Figure(figsize=(PANEL_INCHES * len(slices) + 0.9, panel_h + 0.3), facecolor="black")
-    axes = fig.subplots(1, len(slices), squeeze=False)[0]
-    fig.subplots_adjust(left=0.01, right=1 - 0.85 / fig.get_figwidth(), bottom=0.02,
-                        top=1 - 0.28 / fig.get_figheight(), wspace=0.02)
-    im = None
-    for ax, k in zip(axes, slices):
-        sl = image[crop[0], crop[1], k]
-        im = _show(ax, sl, aspect, cmap=cmap, vmin=vrange[0], vmax=vrange[1])
-        over = _overlay(sl.shape, None if mask is None else mask[crop[0], crop[1], k],
-                        None if labels is None else labels[crop[0], crop[1], k])
-        if over is not None:
-            _show(ax, over, aspect)
-        ax.set_axis_off()
-        ax.text(0.02, 0.02, f"z={k}", color="white", fontsize=7, transform=ax.transAxes)
-    axes[0].text(0.02, 0.98, "L", color="white", fontsize=8, va="top", transform=axes[0].transAxes)
-    axes[0].text(0.98, 0.98, "R", color="white", fontsize=8, va="top", ha="right",
-                 transform=axes[0].transAxes)
-    fig.suptitle(title, color="white", fontsize=9, x=0.01, ha="left", y=0.995)
-    cax = fig.add_axes([1 - 0.75 / fig.get_figwidth(), 0.12, 0.12 / fig.get_figwidth(), 0.7])
+    for index, ((x0, y0), k) in enumerate(zip(origins, slices)):
+        ax.text(x0 + 0.02 * width, y0 + 0.02 * height, f"z={k}", fontsize=9, **_LABEL_STYLE)
+        if index % columns == 0:
+            ax.text(x0 + 0.02 * width, y0 + 0.98 * height, "L", fontsize=10, va="top",
+                    **_LABEL_STYLE)
+        if index % columns == columns - 1 or index == len(slices) - 1 and index < columns:
+            ax.text(x0 + 0.98 * width, y0 + 0.98 * height, "R", fontsize=10, va="top",
+                    ha="right", **_LABEL_STYLE)
+    fig.text(left / MOSAIC_WIDTH_IN, 1 - 0.08 / fig_h, title, color="white", fontsize=12,
+             va="top", ha="left", fontweight="bold")
+    cax = fig.add_axes([1 - 1.0 / MOSAIC_WIDTH_IN, (0.05 + 0.1 * axes_h) / fig_h,
+                        0.2 / MOSAIC_WIDTH_IN, 0.8 * axes_h / fig_h])
     bar = fig.colorbar(im, cax=cax)
-    bar.ax.tick_params(colors="white", labelsize=7)
-    bar.set_label(units, color="white", fontsize=7)
-    return _png(fig)
-
-
-def _edges_2d(image2d, fraction=0.08):
-    """Strongest ``fraction`` of Sobel gradient magnitudes of a 2-D image (inside it)."""
-    img = np.asarray(image2d, dtype=np.float32)
-    grad = np.hypot(ndimage.sobel(img, 0), ndimage.sobel(img, 1))
-    inside = img > 0.05 * (np.percentile(img, 99) if img.size else 0)
-    if not inside.any():
-        return np.zeros(img.shape, dtype=bool)
-    cut = np.percentile(grad[inside], 100 * (1 - fraction))
-    return (grad > cut) & (grad > 0)
+    bar.formatter.set_useOffset(False)
+    bar.ax.tick_params(colors="white", labelsize=9)
+    label = f"{quantity or title} [{units}]" if units else (quantity or title)
+    bar.set_label(label, color="white", fontsize=11)
+    bar.outline.set_edgecolor("white")
+    return fig
 
 
 def registration_figure(magnitude, template, slices, voxel_size, mask=None):
-    """PNG: template edges (red) over the subject's magnitude, axial, coronal and sagittal.
+    """PNG: template iso-intensity lines (red, `TEMPLATE_LEVELS`) over the subject's magnitude,
+    axial, coronal and sagittal (three a row).
 
     Parameters
     ----------
@@ -330,9 +502,10 @@ def registration_figure(magnitude, template, slices, voxel_size, mask=None):
     shown = magnitude[:, :, axial]  # display range from the axial slices shown (fast)
     vmax = robust_range(shown[shown > 0] if np.any(shown > 0) else shown, upper=99.5)[1]
     views = [("axial", k) for k in axial] + [("coronal", centre[1]), ("sagittal", centre[0])]
-    fig = Figure(figsize=(PANEL_INCHES * len(views), PANEL_INCHES + 0.3), facecolor="black")
-    axes = fig.subplots(1, len(views), squeeze=False)[0]
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.88, wspace=0.02)
+    top = float(np.percentile(template[:, :, axial], 99.5))
+    levels = sorted({top * f for f in TEMPLATE_LEVELS} - {0.0}) or [0.5]
+    fig, axes = tile_grid(len(views), 1.0, columns=3, width=MOSAIC_WIDTH_IN * 0.8, top=0.05,
+                          gap=0.3)
     crop = crop_box(mask, magnitude.shape)
     for ax, (view, index) in zip(axes, views):
         if view == "axial":
@@ -345,13 +518,11 @@ def registration_figure(magnitude, template, slices, voxel_size, mask=None):
             mag, tpl = magnitude[index, :, :], template[index, :, :]
             aspect = voxel_size[2] / voxel_size[1]
         _show(ax, mag, aspect, cmap="gray", vmin=vmin, vmax=vmax)
-        edge = _edges_2d(tpl)
-        rgba = np.zeros(edge.shape + (4,), dtype=np.float32)
-        rgba[edge, :3] = TEMPLATE_EDGE_COLOUR
-        rgba[edge, 3] = 0.9
-        _show(ax, rgba, aspect)
-        ax.set_axis_off()
-        ax.set_title(f"{view} {index}", color="white", fontsize=7)
+        if np.ptp(tpl) > 0:  # thin iso-intensity lines of the template (tissue boundaries)
+            ax.contour(np.asarray(tpl, dtype=np.float32).T, levels=levels,
+                       colors=[TEMPLATE_EDGE_COLOUR], linewidths=OUTLINE_WIDTH)
+        ax.text(0.02, 0.02, f"{view} {index}", fontsize=10, transform=ax.transAxes,
+                **_LABEL_STYLE)
     return _png(fig)
 
 
@@ -361,7 +532,8 @@ def residual_figure(residual, mask, slices, voxel_size, labels=None):
     Parameters
     ----------
     residual : ndarray, shape (X, Y, Z)
-        Normalised RMS residual of the mono-exponential fit (unitless, 0 = perfect).
+        Normalised RMS residual of the mono-exponential fit (unitless, 0 = perfect; shown in
+        %).
     mask : ndarray of bool or None
         Voxels to histogram (default: residual > 0).
     slices : list of int
@@ -374,7 +546,7 @@ def residual_figure(residual, mask, slices, voxel_size, labels=None):
     bytes
         PNG image.
     """
-    residual = np.asarray(residual, dtype=np.float32)
+    residual = 100.0 * np.asarray(residual, dtype=np.float32)  # in % (as the QC table)
     sel = mask if mask is not None and np.any(mask) else residual > 0
     values = residual[sel]
     values = values[np.isfinite(values)]
@@ -382,34 +554,42 @@ def residual_figure(residual, mask, slices, voxel_size, labels=None):
     hi = hi if hi > 0 else 1.0
     n = min(4, len(slices))
     picks = [slices[int(i)] for i in np.linspace(0, len(slices) - 1, n).round()]
-    fig = Figure(figsize=(PANEL_INCHES * (n + 1.6), PANEL_INCHES + 0.4), facecolor="white")
-    grid = fig.add_gridspec(1, n + 2, width_ratios=[1.6] + [1] * n + [0.08], wspace=0.05)
-    fig.subplots_adjust(left=0.06, right=0.96, bottom=0.22, top=0.86)
+    crop = crop_box(mask, residual.shape)
+    aspect = voxel_size[1] / voxel_size[0]
+    width = crop[0].stop - crop[0].start
+    height = crop[1].stop - crop[1].start
+    tile_aspect = min(1.6, max(0.5, height * voxel_size[1] / (width * voxel_size[0])))
+    fig = Figure(figsize=(MOSAIC_WIDTH_IN, 2.6 * tile_aspect + 0.9), facecolor="white")
+    grid = fig.add_gridspec(1, n + 2, width_ratios=[1.7] + [1] * n + [0.07], wspace=0.08)
+    fig.subplots_adjust(left=0.06, right=0.94, bottom=0.2, top=0.88)
     ax = fig.add_subplot(grid[0])
     ax.hist(np.clip(values, 0, hi), bins=60, range=(0, hi), color="0.3")
     ax.set_yscale("log")
-    ax.set_xlabel("normalised RMS residual", fontsize=7)
-    ax.set_ylabel("voxels", fontsize=7)
-    ax.tick_params(labelsize=6)
+    ax.set_xlabel("normalised RMS residual [%]", fontsize=10)
+    ax.set_ylabel("voxels", fontsize=10)
+    ax.tick_params(labelsize=9)
     if values.size:
         med = float(np.median(values))
-        ax.axvline(med, color="tab:red", lw=1)
-        ax.set_title(f"median {med:.3g}", fontsize=7)
-    crop = crop_box(mask, residual.shape)
-    aspect = voxel_size[1] / voxel_size[0]
-    im = None
-    for i, k in enumerate(picks):
-        axk = fig.add_subplot(grid[i + 1])
-        sl = residual[crop[0], crop[1], k]
-        im = _show(axk, sl, aspect, cmap="magma", vmin=0, vmax=hi)
-        if labels is not None:
-            over = _overlay(sl.shape, None, labels[crop[0], crop[1], k])
-            _show(axk, over, aspect)
-        axk.set_axis_off()
-        axk.set_title(f"z={k}", fontsize=7)
-    if im is not None:
-        bar = fig.colorbar(im, cax=fig.add_subplot(grid[-1]))
-        bar.ax.tick_params(labelsize=6)
+        ax.axvline(med, color="tab:red", lw=1.2)
+        ax.set_title(f"brain mask: median {med:.3g} %", fontsize=10)
+    sheet, origins = mosaic_array(residual, picks, crop, columns=n)
+    axk = fig.add_subplot(grid[1:n + 1])
+    im = _show(axk, np.ma.masked_invalid(sheet), aspect,
+               cmap=matplotlib.colormaps["magma"].with_extremes(bad="white"), vmin=0, vmax=hi)
+    if labels is not None:
+        for (x0, y0), k in zip(origins, picks):
+            for segs, colours in _outline_lines(None, labels[crop[0], crop[1], k]):
+                axk.add_collection(LineCollection(segs + np.array([x0, y0], dtype=float),
+                                                  colors=colours, linewidths=OUTLINE_WIDTH))
+    axk.set_xlim(-0.5, sheet.shape[0] - 0.5)
+    axk.set_ylim(-0.5, sheet.shape[1] - 0.5)
+    axk.set_axis_off()
+    width = crop[0].stop - crop[0].start
+    for (x0, y0), k in zip(origins, picks):
+        axk.text(x0 + 0.02 * width, y0, f"z={k}", fontsize=9, **_LABEL_STYLE)
+    bar = fig.colorbar(im, cax=fig.add_subplot(grid[-1]))
+    bar.ax.tick_params(labelsize=9)
+    bar.set_label("R2* fit residual [%]", fontsize=10)
     return _png(fig)
 
 

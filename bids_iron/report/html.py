@@ -35,14 +35,17 @@ from . import figures, methods, qc
 SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "matplotlib", "pybids", "templateflow",
             "antspyx", "numba")
 
-#: How each map is shown: (attribute, title, units, symmetric range, colour map).
+#: How each map is shown: (attribute, title, quantity on the colour bar, units, symmetric
+#: range, colour map).
 _MAP_VIEWS = (
-    ("r2star", "R2*", "1/s", False, "gray"),
-    ("lfs", "Local field shift", "ppm", True, "gray"),
-    ("chi", "Susceptibility (chi)", "ppm", True, "gray"),
-    ("swi", "SWI", "a.u.", False, "gray"),
-    ("flair", "FLAIR (in MEGRE space)", "a.u.", False, "gray"),
+    ("r2star", "R2*", "R2*", "1/s", False, "gray"),
+    ("lfs", "Local field shift", "LFS", "ppm", True, "gray"),
+    ("chi", "Susceptibility (chi)", "chi", "ppm", True, "gray"),
+    ("swi", "SWI", "SWI", "a.u.", False, "gray"),
+    ("flair", "FLAIR (in MEGRE space)", "FLAIR", "a.u.", False, "gray"),
 )
+#: Axial slices of each map mosaic (two rows of `bids_iron.report.figures.MOSAIC_COLUMNS`).
+N_SLICES = 8
 
 _METRIC_TITLES = {"r2star": ("R2*", "1/s", 1.0, 4), "t2star": ("T2*", "ms", 1000.0, 4),
                   "lfs": ("LFS", "ppb", 1000.0, 4), "chi": ("chi", "ppb", 1000.0, 4)}
@@ -306,7 +309,7 @@ def _session_html(session, log):
         lesion = ras(np.asarray(session.lesions) > 0)
         base = labels if labels is not None else np.zeros(lesion.shape, dtype=np.int16)
         labels = np.where(lesion, NATIVE_INDEX[("lesion", "bilateral")], base)
-    slices = figures.pick_slices(mag_first.shape, labels=labels, mask=mask)
+    slices = figures.pick_slices(mag_first.shape, labels=labels, mask=mask, n=N_SLICES)
     lesion_slices = None
     if session.lesions is not None and np.any(lesion):
         # the FLAIR (or R2*) row goes through the lesions instead: quantiles of their slices
@@ -322,9 +325,10 @@ def _session_html(session, log):
 
     # -- maps
     out.append("<h3>Maps</h3>")
+    out.append(_legend_html(labels))
     shown = []
     lesion_row = "flair" if session.flair is not None else "r2star"
-    for attr, title, units, symmetric, cmap in _MAP_VIEWS:
+    for attr, title, quantity, units, symmetric, cmap in _MAP_VIEWS:
         array = getattr(session, attr)
         if array is None:
             continue
@@ -333,22 +337,23 @@ def _session_html(session, log):
             these, title = lesion_slices, f"{title}, slices through the lesions"
         png = figures.map_mosaic(ras(np.asarray(array)), these, vs_ras, title=title,
                                  units=units, mask=mask, labels=labels, symmetric=symmetric,
-                                 cmap=cmap, crop=crop)
-        out.append(H.figure(png, title))
+                                 cmap=cmap, crop=crop, quantity=quantity)
+        out.append(H.figure(png, f"{title} [{units}]"))
         shown.append(title)
     if not shown:
         png = figures.map_mosaic(mag_first, slices, vs_ras, title="Magnitude (echo 1)",
-                                 units="a.u.", mask=mask, labels=labels, crop=crop)
+                                 units="a.u.", mask=mask, labels=labels, crop=crop,
+                                 quantity="magnitude")
         out.append(H.figure(png, "magnitude slices"))
-    out.append(_legend_html(labels))
     missing = [t for a, t, *_ in _MAP_VIEWS if getattr(session, a) is None]
     if missing:
         out.append(H.note(f"Not available for this session: {', '.join(missing)}."))
-    out.append(H.note("Axial slices through the deep gray matter, subject left on the left "
-                      "(neurological); yellow: brain mask outline; coloured: atlas ROI contours "
-                      "(before erosion; white matter not outlined). Display ranges: 0.5-99.5th "
-                      "percentile in the mask (LFS, chi: symmetric, 99.5th percentile of "
-                      "|value|)."))
+    out.append(H.note("Axial slices through the deep gray matter (z: slice index), subject "
+                      "left on the left (neurological); yellow: brain mask outline; thin "
+                      "coloured lines: atlas ROI outlines along the voxel edges, just inside "
+                      "each region (before erosion; white matter not outlined). Colour bars "
+                      "in the map's units; display ranges: 0.5-99.5th percentile in the mask "
+                      "(LFS, chi: symmetric, 99.5th percentile of |value|)."))
     log.append(("maps", time.perf_counter() - t0))
 
     # -- ROI table
@@ -367,10 +372,11 @@ def _session_html(session, log):
     if session.template_in_native is not None:
         png = figures.registration_figure(mag_first, ras(np.asarray(session.template_in_native)),
                                           slices, vs_ras, mask=mask)
-        out.append(H.figure(png, "template edges over the subject magnitude"))
-        out.append(H.note("Red: edges (strongest 8 % of the gradient) of the template warped "
-                          "to this session, over the first-echo magnitude. They should follow "
-                          "the ventricles, the deep gray matter and the brain outline."))
+        out.append(H.figure(png, "template outlines over the subject magnitude"))
+        out.append(H.note("Red: iso-intensity lines of the template warped to this session "
+                          "(30, 55 and 80 % of its 99.5th percentile: brain outline and tissue "
+                          "boundaries), over the first-echo magnitude. They should follow the "
+                          "ventricles, the deep gray matter and the brain outline."))
     else:
         out.append(H.note("No template image in native space was given; the registration "
                           "cannot be checked here."))
@@ -410,8 +416,7 @@ def methods_facts(session):
     facts = {"SoftwareVersion": __version__, **session.facts}
     table = session.roi_table
     facts["ROISources"] = ([] if table is None or len(table) == 0 else
-                           list(dict.fromkeys(table["source"] if "source" in table
-                                              else ["atlas"])))
+                           list(dict.fromkeys(table.get("source", ["atlas"]))))
     return facts
 
 
