@@ -105,6 +105,8 @@ def screenshot(html, png, width=1400, height=6000, tile=1600):
     if rows.size:
         image = image.crop((0, 0, width, min(image.height, int(rows[-1]) + 20)))
         image.save(png)
+    for old in png.parent.glob(f"{png.stem}_part*.png"):  # of an earlier, longer page
+        old.unlink()
     tiles = []
     for i, top in enumerate(range(0, image.height, tile)):
         path = png.with_name(f"{png.stem}_part{i + 1}.png")

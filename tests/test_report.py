@@ -12,25 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_iron.anatomy.quality import (
-    mask_field_quality,
-    quality_facts,
-    quality_status,
-    quality_warnings,
-)
+from bids_iron.anatomy.quality import (Check, mask_field_quality, quality_facts,
+                                       quality_status, quality_warnings)
 from bids_iron.anatomy.rois import NATIVE_INDEX
 from bids_iron.anatomy.roistats import roi_statistics
 from bids_iron.report import figures, methods
-from bids_iron.report.html import (
-    SessionReport,
-    mask_check_rows,
-    methods_facts,
-    render_session_section,
-    roi_summary_html,
-    session_checks,
-    software_versions,
-    write_subject_report,
-)
+from bids_iron.report.html import (SessionReport, check_rows, mask_check_rows, methods_facts,
+                                   render_session_section, roi_summary_html, session_checks,
+                                   software_versions, write_subject_report)
 from bids_iron.workflow import assemble_reports, report_section_path
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "wbr", "source"}
@@ -193,6 +182,7 @@ def test_full_report(tmp_path):
     assert qc["mask kept by background removal"][1:3] == (">= 60 %", "\u2713 pass")
     assert qc["field of view"][0] == "covers the brain" and qc["field of view"][2] == "info"
     assert qc["chi reference value subtracted"][0] == "-0.0031 ppm"
+    assert check_rows([Check("x", -0.0, "ppm", "", "info", "")])[0][1] == "0 ppm"
     assert qc["chi sign check (median chi of the 1 % highest-R2* voxels)"][:3] == (
         "0.0101 ppm", ">= 0 ppm", "\u2713 pass")
     assert qc["R2* fit residual (median)"][0] == "1 %"
@@ -236,7 +226,9 @@ def test_optional_pieces_missing(tmp_path):
         "sub-02_ses-b: brain mask volume 61 mL is below 800 mL")
     assert "Quality control: 0 checks passed" in text  # the magnitude-only session
     assert "Not available for this session" in text
-    assert "registration cannot be checked" in text
+    assert "No template was registered to this session" in text
+    assert "SWI (made with --swi and the phase images)" in text
+    assert "no ROI outlines" in text
     assert "No ROI table" in text
     assert len(checker.srcs) == 2  # one magnitude mosaic per session
 

@@ -44,6 +44,10 @@ _MAP_VIEWS = (
     ("swi", "SWI", "SWI", "a.u.", False, "gray"),
     ("flair", "FLAIR (in MEGRE space)", "FLAIR", "a.u.", False, "gray"),
 )
+#: Why a map can be missing from a session, for the report's note.
+_MISSING_WHY = {"r2star": "no magnitude fit", "lfs": "needs the phase images",
+                "chi": "needs the phase images", "swi": "made with --swi and the phase images",
+                "flair": "needs a FLAIR image and the anatomy stage"}
 #: Axial slices of each map mosaic (two rows of `bids_iron.report.figures.MOSAIC_COLUMNS`).
 N_SLICES = 8
 
@@ -134,7 +138,7 @@ def _value_text(value, units):
     """A check's value with its unit: whole numbers from 10 up, else 3 significant digits."""
     if isinstance(value, (bool, np.bool_)) or value is None:
         return "" if value is None else str(value)
-    value = float(value)
+    value = float(value) + 0.0  # -0.0 + 0.0 is 0.0: no "-0"
     text = f"{value:.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.3g}"
     return f"{text} {units}".strip()
 
@@ -345,15 +349,18 @@ def _session_html(session, log):
                                  units="a.u.", mask=mask, labels=labels, crop=crop,
                                  quantity="magnitude")
         out.append(H.figure(png, "magnitude slices"))
-    missing = [t for a, t, *_ in _MAP_VIEWS if getattr(session, a) is None]
+    missing = [f"{title} ({_MISSING_WHY[attr]})" for attr, title, *_ in _MAP_VIEWS
+               if getattr(session, attr) is None]
     if missing:
-        out.append(H.note(f"Not available for this session: {', '.join(missing)}."))
+        out.append(H.note(f"Not available for this session: {'; '.join(missing)}."))
+    outlines = ("; thin coloured lines: ROI outlines along the voxel edges, just inside "
+                "each region (before erosion; white matter not outlined)"
+                if labels is not None else "; no ROI outlines (no atlas or user ROIs)")
     out.append(H.note("Axial slices through the deep gray matter (z: slice index), subject "
-                      "left on the left (neurological); yellow: brain mask outline; thin "
-                      "coloured lines: atlas ROI outlines along the voxel edges, just inside "
-                      "each region (before erosion; white matter not outlined). Colour bars "
-                      "in the map's units; display ranges: 0.5-99.5th percentile in the mask "
-                      "(LFS, chi: symmetric, 99.5th percentile of |value|)."))
+                      "left on the left (neurological); yellow: brain mask outline"
+                      f"{outlines}. Colour bars in the map's units; display ranges: "
+                      "0.5-99.5th percentile in the mask (LFS, chi: symmetric, 99.5th "
+                      "percentile of |value|)."))
     log.append(("maps", time.perf_counter() - t0))
 
     # -- ROI table
@@ -378,8 +385,8 @@ def _session_html(session, log):
                           "boundaries), over the first-echo magnitude. They should follow the "
                           "ventricles, the deep gray matter and the brain outline."))
     else:
-        out.append(H.note("No template image in native space was given; the registration "
-                          "cannot be checked here."))
+        out.append(H.note("No template was registered to this session (the anatomy stage "
+                          "did not run: --no-anatomy, or no template); nothing to check."))
     log.append(("registration", time.perf_counter() - t2))
 
     # -- QC
