@@ -112,17 +112,50 @@ def test_mixed_model_degenerate_designs_give_notes():
 
 
 def test_mixed_model_not_converged_gives_note(monkeypatch):
-    real_fit = mixed_mod.MixedLM.fit
+    from scipy import optimize
+    real = optimize.minimize_scalar
 
-    def unconverged(self, *args, **kwargs):
-        res = real_fit(self, *args, **kwargs)
-        res.converged = False
+    def failing(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.success = False
         return res
 
-    monkeypatch.setattr(mixed_mod.MixedLM, "fit", unconverged)
+    monkeypatch.setattr(mixed_mod.optimize, "minimize_scalar", failing)
     rows, note = fit_mixed(_sessions(), "y")
     assert list(rows.term) == ["n/a"] and rows.estimate.isna().all()
     assert "did not converge" in note
+
+
+@pytest.mark.parametrize("seed, sd_u", [(0, 1.0), (1, 0.3), (2, 0.0)])
+def test_reml_equals_statsmodels_mixedlm(seed, sd_u):
+    """Unbalanced sessions (1-3 per participant), a continuous covariate: the profiled REML
+    equals statsmodels MixedLM (REML), including a random-intercept variance at 0."""
+    import warnings
+
+    from statsmodels.regression.mixed_linear_model import MixedLM
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 4, 60)
+    pid = np.repeat(np.arange(60), sizes)
+    years = np.concatenate([np.arange(k) * 2.0 for k in sizes]) + rng.normal(0, 0.1, len(pid))
+    ms = (pid >= 30).astype(float)
+    age = rng.uniform(20, 70, 60)[pid] + years
+    X = np.column_stack([np.ones(len(pid)), ms, years, ms * years, age])
+    y = X @ [10, 2, 0.1, 0.5, 0.05] + sd_u * rng.normal(0, 1, 60)[pid] + \
+        rng.normal(0, 1, len(pid))
+    fit = mixed_mod.reml_random_intercept(y, X, pid)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MixedLM(y, X, groups=pid).fit(reml=True)
+    np.testing.assert_allclose(fit["beta"], ref.fe_params, rtol=1e-5, atol=1e-6)
+    assert fit["var_e"] == pytest.approx(ref.scale, rel=1e-4)
+    lam = float(np.asarray(ref.cov_re)[0, 0]) / ref.scale
+    assert fit["lambda"] == pytest.approx(lam, rel=1e-3, abs=1e-6)
+    # standard errors sqrt(diag((X'V^-1X)^-1)) (lme4, SAS): statsmodels GLS with MixedLM's V
+    import statsmodels.api as sm
+    V = np.eye(len(y)) + lam * (pid[:, None] == pid[None, :])
+    np.testing.assert_allclose(fit["se"], sm.GLS(y, X, sigma=V).fit().bse, rtol=1e-4)
+    # MixedLM's own (observed-information) standard errors are within 2 %
+    np.testing.assert_allclose(fit["se"], ref.bse_fe, rtol=0.02)
 
 
 def test_manova_matches_statsmodels_and_detects_interaction(cohort):
