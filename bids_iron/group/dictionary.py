@@ -168,7 +168,8 @@ COLUMNS = {
 
 COLUMNS.update({
     "estimate": ("Fixed-effect estimate (linear mixed model, REML); time terms per year; "
-                 "sd(...) rows: estimated standard deviation", "unit of the row's measure (per year for "
+                 "sd(...) rows: estimated standard deviation",
+                 "unit of the row's measure (per year for "
                  "terms with 'years')", None),
     "z": ("Wald z = estimate / se", None, None),
     "ci_low": ("Lower end of the 95 % Wald interval (estimate - 1.96 se)",

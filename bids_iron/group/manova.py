@@ -15,9 +15,9 @@ Hotelling-Lawley trace, Roy's greatest root with their F approximations):
 Without any participant with two sessions only ``group`` is tested, on the first session
 (``design`` = ``baseline``). Participants need every nucleus of the metric at the sessions
 used (complete cases; the others are counted in the note). A test needs more residual
-degrees of freedom than nuclei (n - model terms >= number of nuclei) and at least two groups
-(``group``, ``group:time``) and two nuclei; otherwise a note row without numbers. q: Benjamini-Hochberg
-within measure x effect x test, across metrics and sources.
+degrees of freedom than nuclei (n - model terms >= number of nuclei), two nuclei and at least
+two groups (``group``, ``group:time``); otherwise a note row without numbers.
+q: Benjamini-Hochberg within measure x effect x test, across metrics and sources.
 
 Reference: O'Brien RG, Kaiser MK (1985) MANOVA method for analyzing repeated measures
 designs: an extensive primer. Psychol Bull 97:316-333.
@@ -150,7 +150,8 @@ def repeated_manova(data, value="mean", covariates=(), control_label="HC", measu
             a, b = a.align(b, join="inner")
         cov = people[list(covariates)] if covariates else pd.DataFrame(index=people.index)
         notes = []
-        frame = pd.DataFrame(index=(y if design == "baseline" else a).index).join(people[["group"]]).join(cov)
+        ids = (y if design == "baseline" else a).index
+        frame = pd.DataFrame(index=ids).join(people[["group"]]).join(cov)
         z, _ = encode_covariates(frame, covariates)
         complete = (np.isfinite(z).all(axis=1) if z.shape[1] else np.ones(len(frame), bool))
         if design == "baseline":

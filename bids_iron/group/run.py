@@ -52,8 +52,8 @@ first session with values, noted).</p>
 <p><b>Mixed models</b> (group_mixedmodels.tsv): per roi x hemisphere x metric x source, every
 session: value ~ group * years + covariates ({covariates}) with a random intercept per
 participant (REML; the estimates of statsmodels MixedLM); years since the first session;
-Wald z, p and 95 % interval; q per measure x term. A note instead of numbers when the model does not converge
-or the design is degenerate.</p>
+Wald z, p and 95 % interval; q per measure x term. A note instead of numbers when the model
+does not converge or the design is degenerate.</p>
 <p><b>Repeated-measures MANOVA</b> (group_manova.tsv): per metric, the nuclei together as
 dependent variables (statsmodels MANOVA): group on the mean of first and last session, time
 and group x time on last - first (sum-coded groups, centred covariates); participants with

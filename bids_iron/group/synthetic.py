@@ -115,7 +115,9 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
             sdf.to_csv(bids / sub / f"{sub}_sessions.tsv", sep="\t", index=False, na_rep="n/a")
     pdf = pd.DataFrame(prow)
     pdf.to_csv(bids / "participants.tsv", sep="\t", index=False, na_rep="n/a")
-    truth = {"metrics": truth_table, "lesion_slope": dict(lesion_slope or {}), "site_offsets": dict(site_offsets or {}), "edss_mean": edss_mean, "interval_years": interval_years,
+    truth = {"metrics": truth_table, "lesion_slope": dict(lesion_slope or {}),
+             "site_offsets": dict(site_offsets or {}), "edss_mean": edss_mean,
+             "interval_years": interval_years,
              "groups": list(groups)}
     return bids, deriv, truth
 
