@@ -87,6 +87,10 @@ def _run(job):
     t2 = time.perf_counter()
     out = str(Path(job["work"]) / "labels.nii.gz")
     nib.save(nib.Nifti1Image(nl.labels.astype(np.int16), mag.affine), out)
+    if reg.channels.get("iron"):
+        iron = reg.to_native(nib.load(reg.channels["iron"]))
+        nib.save(nib.Nifti1Image(iron.astype(np.float32), mag.affine),
+                 str(Path(job["work"]) / "iron_template.nii.gz"))
     return {"registration": t1 - t0, "labels": t2 - t1, "seconds": t2 - t0, "cpu": cpu() - c0,
             "peak_gib": _peak_gib(), "steps": {k: round(v, 1) for k, v in reg.timings.items()},
             "labels_path": out}
@@ -109,6 +113,34 @@ METHODS = {
     "t1w+iron2+masked": (True, True, {"masked": True, "iron_weight": 2.0}),
     "no-t1w+iron+masked": (False, True, {"masked": True}),
 }
+
+
+def qc_table(labels, iron_tpl, r2star, sub, voxel):
+    """Per-ROI similarity and Dice when labels and warped iron template are displaced together
+    (a registration error) by 0, 2 and 4 mm along +-x, +-y, +-z: how `MIN_ROI_SIMILARITY`
+    separates well and badly placed ROIs."""
+    import numpy as np
+
+    from bids_iron.anatomy import quality, rois
+    rows = []
+    for mm in (0, 2, 4):
+        shifts = [(0, 0, 0)] if mm == 0 else [tuple(s * int(round(mm / voxel)) * (a == k)
+                                                    for k in range(3))
+                                              for a in range(3) for s in (-1, 1)]
+        for sh in shifts:
+            lab = np.roll(labels, sh, axis=(0, 1, 2))
+            tpl = np.roll(iron_tpl, sh, axis=(0, 1, 2))
+            q = quality.roi_registration_quality(lab, r2star, tpl, sub.brain_mask, (voxel,) * 3)
+            for n in NUCLEI:
+                for hemi in ("left", "right"):
+                    idx = rois.NATIVE_INDEX[(n, hemi)]
+                    est = lab == idx
+                    if n == "thalamus":
+                        est |= lab == rois.NATIVE_INDEX[("pulvinar", hemi)]
+                    truth = sub.truth(n, hemi)
+                    d = 2 * (est & truth).sum() / max(est.sum() + truth.sum(), 1)
+                    rows.append((mm, n, q.get(idx, (np.nan, np.nan))[0], d))
+    return rows
 
 
 def main():
@@ -176,6 +208,28 @@ def main():
                 m.append(S.mean_surface_distance(est, truth, sub.voxel_size))
             dice[n], msd[n] = float(np.mean(d)), float(np.mean(m))
         rows[name] = (dice, msd, res)
+        iron_p2 = Path(job["work"]) / "iron_template.nii.gz"
+        if iron_p2.exists():
+            qrows = qc_table(labels, np.asarray(nib.load(str(iron_p2)).dataobj),
+                             np.asarray(nib.load(str(iron_p)).dataobj), sub, args.voxel)
+            print(f"\nper-ROI check ({name}): similarity (median [min]) and Dice (median) of "
+                  "ROIs moved with the template by a registration error of 0/2/4 mm")
+            for n in NUCLEI:
+                cells = []
+                for mm in (0, 2, 4):
+                    sims = [r[2] for r in qrows if r[0] == mm and r[1] == n]
+                    dcs = [r[3] for r in qrows if r[0] == mm and r[1] == n]
+                    cells.append(f"{mm} mm: {np.nanmedian(sims):5.2f} [{np.nanmin(sims):5.2f}] "
+                                 f"Dice {np.median(dcs):.2f}")
+                print(f"  {SHORT[n]:>4}  " + " | ".join(cells))
+            for thr in (0.3, 0.4, 0.5, 0.6, 0.7):
+                flag = [r for r in qrows if np.isfinite(r[2]) and r[2] < thr]
+                bad = [r for r in qrows if r[3] < 0.5]
+                print(f"  threshold {thr:.1f}: flags {len(flag)}/{len(qrows)} ROIs; of the ROIs "
+                      f"with Dice < 0.5, {sum(1 for r in bad if r[2] < thr)}/{len(bad)} flagged; "
+                      f"of those with Dice >= 0.7, "
+                      f"{sum(1 for r in qrows if r[3] >= 0.7 and r[2] < thr)}/"
+                      f"{sum(1 for r in qrows if r[3] >= 0.7)} flagged")
     head = " ".join(f"{SHORT[n]:>5}" for n in NUCLEI)
     print(f"\nMEGRE {args.voxel:g} mm, T1w 1 mm, seed {args.seed}, {args.threads} ITK threads "
           f"(the machine's 2 cores shared with other jobs: timings are upper bounds)")

@@ -34,6 +34,9 @@ class AnatomyResult:
     labels: np.ndarray  # int16, rois.NATIVE_LABELS indices
     template_mask: np.ndarray | None = None
     template_in_native: np.ndarray | None = None
+    #: the template's iron contrast (`templates.iron_template`) on the native grid, for the
+    #: per-ROI registration check (`roi_quality`)
+    iron_template: np.ndarray | None = None
     flair: np.ndarray | None = None
     lesions: np.ndarray | None = None
     outputs: list = field(default_factory=list)
@@ -125,6 +128,8 @@ def run_anatomy(session):
                                                                or atlas_files.t1w)))
     except Exception as exc:  # the QC figure is optional
         LOGGER.debug("template in native space not computed: %s", exc)
+    if reg.channels.get("iron"):
+        result.iron_template = reg.to_native(nib.load(reg.channels["iron"]))
 
     if session.has_image("FLAIR"):
         flair_rigid = session.rigid_to_megre("FLAIR")
@@ -162,6 +167,34 @@ def run_anatomy(session):
             facts["Lesions"] = f"{int(result.lesions.sum())} voxels from {path.name}"
     result.outputs = outputs
     return result
+
+
+def roi_quality(labels, r2star, iron_template, brain_mask, voxel_size):
+    """Per-ROI registration quality ``{(roi, hemisphere): (similarity, brain fraction,
+    qc_flag)}`` of the atlas labels (`bids_iron.anatomy.quality.roi_registration_quality`);
+    a bilateral ROI takes the lower value of its hemispheres and their flags."""
+    from .anatomy import quality
+
+    by_label = quality.roi_registration_quality(labels, r2star, iron_template, brain_mask,
+                                                voxel_size)
+    out = {}
+    for index, (sim, frac) in by_label.items():
+        if index in NATIVE_LABELS:
+            out[NATIVE_LABELS[index]] = (sim, frac)
+    for roi in {r for r, _h in out}:
+        pair = [out[(roi, h)] for h in ("left", "right") if (roi, h) in out]
+        if pair and (roi, "bilateral") not in out:
+            out[(roi, "bilateral")] = tuple(float(np.nanmin(v)) if np.isfinite(v).any()
+                                            else float("nan")
+                                            for v in np.array(pair, float).T)
+    return {key: (sim, frac, quality.roi_qc_flag(sim, frac)) for key, (sim, frac) in out.items()}
+
+
+def _qc_settings():
+    from .anatomy import quality
+    return {"min_similarity": quality.MIN_ROI_SIMILARITY,
+            "min_brain_fraction": quality.MIN_ROI_BRAIN_FRACTION,
+            "margin_mm": quality.ROI_QC_MARGIN_MM}
 
 
 def reference_mask(labels, roi, support, erode=1):
@@ -207,10 +240,22 @@ def run_roi_tables(session):
                                        lesions=lesion_mask)
                 if table is not None:
                     parts.append(table)
+        qc = None
+        if anatomy is not None and anatomy.iron_template is not None:
+            support = phase.mask_local if phase is not None else anatomy.template_mask
+            qc = roi_quality(anatomy.labels, fit.r2star, anatomy.iron_template, support,
+                             data.voxel_size)
+            flagged = sorted(f"{label_name(r, h)} ({f})" for (r, h), (_s, _b, f) in qc.items()
+                             if f not in ("ok", "n/a") and h != "bilateral")
+            if flagged:
+                session.note("atlas ROIs flagged by the per-ROI registration check (qc_flag "
+                             "column of the ROI table; check them before statistics): "
+                             + ", ".join(flagged), warn=True)
         if anatomy is not None and options.roi_source != "user":
             atlas = roistats.roi_statistics(maps, anatomy.labels, data.voxel_size,
                                             masks=masks or None, lesion_mask=lesion_mask,
-                                            exclude_vessels=vessels, source="atlas")
+                                            exclude_vessels=vessels, source="atlas",
+                                            roi_quality=qc)
             if options.roi_source == "auto" and parts:
                 taken = {(r, h) for t in parts for r, h in zip(t.roi, t.hemisphere)}
                 atlas = atlas[[(r, h) not in taken
@@ -224,7 +269,8 @@ def run_roi_tables(session):
         with atomic_path(path) as tmp:
             table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
         sources = sorted(set(table["source"]))
-        dictionary = roistats.data_dictionary(exclude_vessels=vessels, source_levels=sources)
+        dictionary = roistats.data_dictionary(exclude_vessels=vessels, source_levels=sources,
+                                              qc=_qc_settings() if qc is not None else None)
         if phase is not None and "MaskQuality" in phase.facts:
             dictionary["QualityControl"] = {"MaskQuality": phase.facts["MaskQuality"],
                                             "MaskWarnings": phase.facts["MaskWarnings"]}

@@ -268,3 +268,50 @@ def test_data_dictionary_covers_columns():
     assert set(lesion_data_dictionary()) == set(roistats.LESION_COLUMNS)
     assert "vessel" in data_dictionary(exclude_vessels={"metric": "chi", "k": 3})["roi"][
         "Description"].lower()
+
+
+def test_registration_qc_columns_flag_a_misplaced_roi():
+    """Issue 11: per-ROI registration check. A nucleus whose atlas label (and warped iron
+    template) sits 4 voxels off the session's high-R2* nucleus is flagged low_similarity; one
+    cut by the brain mask is flagged outside_mask; the well placed one is ok."""
+    from bids_iron.anatomy_stage import roi_quality
+
+    shape = (40, 40, 30)
+    labels = np.zeros(shape, np.int16)
+    r2 = np.full(shape, 20.0)
+    rng = np.random.default_rng(0)
+    boxes = {"globus_pallidus": (slice(8, 14), slice(10, 16), slice(10, 16)),
+             "putamen": (slice(26, 32), slice(10, 16), slice(10, 16)),
+             "caudate": (slice(8, 14), slice(26, 32), slice(10, 16))}
+    template = np.full(shape, 20.0)
+    for (roi, box), hemi in zip(boxes.items(), ("left", "right", "left")):
+        r2[box] = 40.0
+        labels[box] = idx(roi, hemi)
+        template[box] = 40.0
+    # the putamen label and its template moved by 4 voxels: a registration error
+    moved = labels == idx("putamen", "right")
+    labels[moved] = 0
+    labels[np.roll(moved, 4, axis=1)] = idx("putamen", "right")
+    template[boxes["putamen"]] = 20.0
+    template[np.roll(moved, 4, axis=1)] = 40.0
+    r2 += rng.normal(0, 1.0, shape)
+    brain = np.ones(shape, bool)
+    brain[:, 29:, :] = False  # cuts the caudate
+    qc = roi_quality(labels, r2, template, brain, VOX)
+    sim, frac, flag = qc[("globus_pallidus", "left")]
+    assert sim > 0.9 and frac == 1.0 and flag == "ok"
+    sim, frac, flag = qc[("putamen", "right")]
+    assert sim < 0.5 and flag == "low_similarity", (sim, flag)
+    sim, frac, flag = qc[("caudate", "left")]
+    assert frac == pytest.approx(0.5) and flag == "outside_mask", (sim, frac, flag)
+    maps = {"r2star": r2}
+    table = roi_statistics(maps, labels, VOX, roi_quality=qc)
+    assert list(table.columns) == list(COLUMNS) + list(roistats.QC_COLUMNS)
+    assert row(table, "putamen", "right", "r2star").qc_flag == "low_similarity"
+    assert row(table, "putamen", "bilateral", "r2star").qc_flag == "low_similarity"
+    assert row(table, "globus_pallidus", "left", "r2star").qc_flag == "ok"
+    assert row(table, "white_matter", "left", "r2star").qc_flag == "n/a"
+    assert np.isnan(row(table, "white_matter", "left", "r2star").registration_similarity)
+    d = data_dictionary(qc={"min_similarity": 0.5, "min_brain_fraction": 0.9, "margin_mm": 3})
+    assert set(roistats.QC_COLUMNS) <= set(d) and "0.5" in d["qc_flag"]["Description"]
+    assert "qc_flag" not in data_dictionary()

@@ -18,6 +18,8 @@ import numpy as np
 from ..maps.kernels import check_voxel_size
 
 __all__ = ["BRAIN_VOLUME_ML", "MAX_RESIDUAL_BACKGROUND", "MIN_KEPT_FRACTION", "Check",
+           "roi_registration_quality", "roi_qc_flag", "MIN_ROI_SIMILARITY",
+           "MIN_ROI_BRAIN_FRACTION", "ROI_QC_MARGIN_MM",
            "mask_field_quality", "quality_facts", "quality_from_facts", "quality_status",
            "quality_warnings", "touches_edge"]
 
@@ -245,3 +247,103 @@ def quality_warnings(quality, session="session"):
     'sub-01: brain mask volume 3400 mL is outside 8'
     """
     return [row.message for row in quality_status(quality, session) if row.status == "warn"]
+
+
+# -- per-ROI registration quality (issue 11) ----------------------------------------------------
+#: Margin (mm) around each ROI over which the registration's local similarity is measured (the
+#: ROI's edges must be inside the window: a nucleus is seen by its contrast to its neighbours).
+ROI_QC_MARGIN_MM = 3.0
+#: Flag an ROI whose local similarity (correlation of the session's R2* with the warped iron
+#: template around it) is below this value. Chosen on benchmarks/accuracy_registration.py: see
+#: the table beside `roi_qc_flag`.
+MIN_ROI_SIMILARITY = 0.5
+#: Flag an ROI with less than this fraction of its voxels inside the brain mask of the maps (an
+#: ROI cut by the field of view or by the mask's erosion averages what is left of it).
+MIN_ROI_BRAIN_FRACTION = 0.9
+
+
+def roi_registration_quality(labels, session_image, template_image, brain_mask, voxel_size,
+                             margin_mm=ROI_QC_MARGIN_MM):
+    """Local similarity of the registration and brain-mask coverage of every labelled ROI.
+
+    For each label index of ``labels``: the Pearson correlation between ``session_image``
+    (e.g. the session's R2* map) and ``template_image`` (the template's matching contrast
+    warped to the session, e.g. the iron template) over the label dilated by ``margin_mm``,
+    and the fraction of the label's voxels inside ``brain_mask``. A well registered nucleus
+    has its high-R2* core and its low-R2* surroundings on both images (correlation near 1);
+    a shifted one mixes them (near 0 or negative).
+
+    Parameters
+    ----------
+    labels : ndarray of int (X, Y, Z)
+        Native label map (0 = none).
+    session_image, template_image : ndarray (X, Y, Z)
+        Same contrast, session and warped template (any units).
+    brain_mask : ndarray of bool (X, Y, Z) or None
+        The mask the maps are defined in; None gives a coverage of NaN.
+    voxel_size : sequence of 3 floats (mm)
+    margin_mm : float
+
+    Returns
+    -------
+    dict of int -> (float, float)
+        label index -> (similarity, brain fraction); NaN where undefined (fewer than 5
+        voxels with finite values, or a constant image in the window).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lab = np.zeros((20, 20, 20), int); lab[8:12, 8:12, 8:12] = 1
+    >>> img = np.where(lab > 0, 40.0, 20.0)
+    >>> moved = np.roll(img, 4, axis=0)
+    >>> q = roi_registration_quality(lab, img, img, np.ones(lab.shape, bool), (1, 1, 1))
+    >>> round(q[1][0], 2), q[1][1]
+    (1.0, 1.0)
+    >>> round(roi_registration_quality(lab, moved, img, None, (1, 1, 1))[1][0], 2) < 0.5
+    True
+    """
+    from scipy import ndimage
+
+    vs = check_voxel_size(voxel_size)
+    labels = np.asarray(labels)
+    a = np.asarray(session_image, np.float64)
+    b = np.asarray(template_image, np.float64)
+    if a.shape != labels.shape or b.shape != labels.shape:
+        raise ValueError(f"images {a.shape}, {b.shape} differ from labels {labels.shape}")
+    mask = None if brain_mask is None else np.asarray(brain_mask, bool)
+    pad = np.ceil(margin_mm / np.asarray(vs, float)).astype(int) + 1
+    out = {}
+    objects = ndimage.find_objects(np.where(labels > 0, labels, 0).astype(np.int64))
+    for index, box in enumerate(objects, start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(s.start - p, 0), min(s.stop + p, n))
+                    for s, p, n in zip(box, pad, labels.shape))
+        roi = labels[box] == index
+        near = ndimage.distance_transform_edt(~roi, sampling=vs) <= margin_mm
+        x, y = a[box][near], b[box][near]
+        ok = np.isfinite(x) & np.isfinite(y)
+        sim = float("nan")
+        if ok.sum() >= 5 and np.std(x[ok]) > 0 and np.std(y[ok]) > 0:
+            sim = float(np.corrcoef(x[ok], y[ok])[0, 1])
+        frac = float("nan") if mask is None else float(mask[box][roi].mean())
+        out[index] = (sim, frac)
+    return out
+
+
+def roi_qc_flag(similarity, brain_fraction, min_similarity=MIN_ROI_SIMILARITY,
+                min_brain_fraction=MIN_ROI_BRAIN_FRACTION):
+    """The ``qc_flag`` of an ROI row: ``"ok"``, or the failed checks joined by ``+``
+    (``"low_similarity"``, ``"outside_mask"``); ``"n/a"`` when neither is known.
+
+    >>> roi_qc_flag(0.8, 1.0), roi_qc_flag(0.2, 0.5), roi_qc_flag(float("nan"), float("nan"))
+    ('ok', 'low_similarity+outside_mask', 'n/a')
+    """
+    failed = []
+    if np.isfinite(similarity) and similarity < min_similarity:
+        failed.append("low_similarity")
+    if np.isfinite(brain_fraction) and brain_fraction < min_brain_fraction:
+        failed.append("outside_mask")
+    if not np.isfinite(similarity) and not np.isfinite(brain_fraction):
+        return "n/a"
+    return "+".join(failed) or "ok"

@@ -62,6 +62,15 @@ PARAMS_VERSION = "1"
 #: Similarity metric of the template->MEGRE registration: mutual information, because the
 #: template (T1w) and the MEGRE magnitude have different contrasts.
 SYN_METRIC = "MI"
+#: Weight of the iron channel (session R2* <-> iron template, local correlation) in SyN,
+#: against 1 for the anatomical channel (chosen on benchmarks/accuracy_registration.py).
+IRON_WEIGHT = 1.0
+#: Restrict the affine and SyN metrics to the template brain dilated by MASK_MARGIN_MM.
+MASKED = False
+#: Margin (mm) of the template brain mask used as the moving mask.
+MASK_MARGIN_MM = 4.0
+#: Version of the cached template channels (iron template, moving mask).
+CHANNELS_VERSION = "1"
 
 
 def _ants(n_threads=None):
@@ -199,23 +208,48 @@ def _bbox_world(img):
 # ----------------------------------------------------------------------------- ANTs calls
 
 def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI", bins=32,
-           extra=()):
-    """antsRegistration arguments of one stage; ``extra`` adds (fixed, moving) MI channels."""
-    pairs = [(fixed, moving)] + list(extra)
+           extra=(), masks=None):
+    """antsRegistration arguments of one stage.
+
+    ``extra`` adds channels: ``(fixed, moving)`` pairs compared by mutual information, or
+    ``(fixed, moving, metric, weight)`` with ``metric`` "CC" or "MI" (SyN stages only when
+    ``metric`` is given: linear stages keep the first, anatomical, channel). ``masks`` is
+    ``(fixed_mask, moving_mask)`` (either may be None) restricting every metric of the stage.
+    """
+    pairs = [(fixed, moving, metric if kind == "SyN" else "MI", 1.0)]
+    for e in extra:
+        if len(e) == 2:
+            pairs.append((e[0], e[1], "MI", 1.0))
+        elif kind == "SyN":
+            pairs.append(tuple(e))
     metrics = []
-    for k, (f, m) in enumerate(pairs):
+    for f, m, kind_metric, weight in pairs:
         if kind == "SyN":
-            metrics.append(f"MI[{f},{m},1,{bins}]" if (metric == "MI" or k) else f"CC[{f},{m},1,2]")
+            metrics.append(f"CC[{f},{m},{weight:g},2]" if kind_metric == "CC"
+                           else f"MI[{f},{m},{weight:g},{bins}]")
         else:
-            metrics.append(f"MI[{f},{m},1,{bins},Regular,0.25]")
+            metrics.append(f"MI[{f},{m},{weight:g},{bins},Regular,0.25]")
     transform = f"SyN[{step},3,0]" if kind == "SyN" else f"{kind}[{step}]"
     args = []
     for m in metrics:
         args += ["--metric", m]
-    return args + ["--transform", transform,
-                   "--convergence", f"[{'x'.join(map(str, iterations))},1e-6,10]",
-                   "--shrink-factors", "x".join(map(str, shrink)),
-                   "--smoothing-sigmas", "x".join(map(str, smooth)) + "vox"]
+    args += ["--transform", transform,
+             "--convergence", f"[{'x'.join(map(str, iterations))},1e-6,10]",
+             "--shrink-factors", "x".join(map(str, shrink)),
+             "--smoothing-sigmas", "x".join(map(str, smooth)) + "vox"]
+    if masks is not None and any(x is not None for x in masks):
+        fixed_mask = masks[0] or _ones_like(fixed)
+        args += ["--masks", f"[{fixed_mask}{',' + str(masks[1]) if masks[1] else ''}]"]
+    return args
+
+
+def _ones_like(path):
+    """An all-ones mask on the grid of the image file ``path`` (ANTs here takes no NULL mask)."""
+    out = str(path).replace(".nii", "_ones.nii")
+    if not os.path.exists(out):
+        img = nib.load(str(path))
+        _save(nib.Nifti1Image(np.ones(img.shape[:3], np.float32), img.affine), out)
+    return out
 
 
 def _run_ants(fixed, moving, stages, prefix, init="com", n_threads=None, seed=SEED):
@@ -250,17 +284,17 @@ def _levels(syn_iterations):
 
 
 def _affine_syn(fixed, moving, prefix, syn_metric, syn_iterations, n_threads, seed, rigid=True,
-                init="com", extra=()):
+                init="com", extra=(), masks=None):
     lv = _levels(syn_iterations)
     stages = []
     if rigid:
         stages.append(_stage("Rigid", fixed, moving, (500, 250, 100), lv["shrink"], lv["smooth"],
-                             extra=extra))
+                             extra=extra, masks=masks))
     stages.append(_stage("Affine", fixed, moving, (500, 250, 100), lv["shrink"], lv["smooth"],
-                         extra=extra))
+                         extra=extra, masks=masks))
     if any(lv["syn"]):
         stages.append(_stage("SyN", fixed, moving, lv["syn"], lv["shrink"], lv["smooth"],
-                             step=0.1, metric=syn_metric, extra=extra))
+                             step=0.1, metric=syn_metric, extra=extra, masks=masks))
     return _run_ants(fixed, moving, stages, prefix, init=init, n_threads=n_threads, seed=seed)
 
 
@@ -320,6 +354,9 @@ class SessionRegistration:
     files: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     work_dir: str | None = None
+    #: template-side images on the registration grid (``"iron"``: `templates.iron_template`;
+    #: ``"mask"``: the dilated brain mask), cached per run
+    channels: dict = field(default_factory=dict)
 
     def chain(self, space=None):
         """Transform list for images in ``space`` (template name or ``"SUIT"``)."""
@@ -496,10 +533,96 @@ def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterati
     return [warp, affine] if w else [affine]
 
 
+_CHANNEL_FILES = set()
+
+
+def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, iron=True):
+    """Cached template-side channels on the ``reg_resolution`` grid: ``"iron"`` (the R2*-like
+    `templates.iron_template`, with the SUIT dentate when registered) and ``"mask"`` (the
+    template brain dilated by `MASK_MARGIN_MM`). Built once per atlas set and parameters."""
+    from scipy import ndimage
+
+    from . import templates as TP
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    tpl_path = atlas_files.t1w_coarse or atlas_files.t1w
+    srcs = [tpl_path] + [a.dseg for a in atlas_files.atlases] + \
+        [p for p in (atlas_files.brain_mask, atlas_files.wm_probseg) if p is not None] + \
+        [p for p in (suit_transforms or []) if os.path.exists(p)]
+    key = _file_key(srcs, {"v": CHANNELS_VERSION, "res": reg_resolution,
+                           "margin": MASK_MARGIN_MM})
+    out = {}
+    grid = _downsample(_as_img3d(tpl_path, "template T1w"), reg_resolution)
+    if atlas_files.brain_mask is not None:
+        path = cache / f"tpl-{atlas_files.template}-{key}_mask.nii"
+        if not path.exists():
+            b = _as_img3d(atlas_files.brain_mask, "template brain mask")
+            m = _downsample(nib.Nifti1Image((np.asarray(b.dataobj) > 0).astype(np.float32),
+                                            b.affine), reg_resolution)
+            m = _resample_like(m, grid) > 0.5
+            vs = np.sqrt((grid.affine[:3, :3] ** 2).sum(0))
+            m = ndimage.distance_transform_edt(~m, sampling=vs) <= MASK_MARGIN_MM
+            _atomic_save(nib.Nifti1Image(m.astype(np.float32), grid.affine), path)
+        out["mask"] = str(path)
+    if iron:
+        path = cache / f"tpl-{atlas_files.template}-{key}_iron.nii"
+        if not path.exists():
+            labels = TP.build_template_labels(atlas_files)
+            tl = labels[atlas_files.template]
+            lab = np.asarray(tl.dataobj).astype(np.int16)
+            if "SUIT" in labels and suit_transforms:
+                dent = np.rint(resample_to_native(labels["SUIT"], tl, suit_transforms,
+                                                  "genericLabel")).astype(np.int16)
+                lab = np.where(dent > 0, dent, lab)
+            img = TP.iron_template(atlas_files, {atlas_files.template:
+                                                 nib.Nifti1Image(lab, tl.affine)})
+            _atomic_save(nib.Nifti1Image(_resample_like(_downsample(img, reg_resolution), grid),
+                                         grid.affine), path)
+        out["iron"] = str(path)
+    _CHANNEL_FILES.update(out.values())
+    return out
+
+
+def _resample_like(img, grid):
+    """``img`` linearly resampled onto ``grid``'s voxels (world coordinates)."""
+    from scipy import ndimage
+    if img.shape[:3] == grid.shape[:3] and np.allclose(img.affine, grid.affine, atol=1e-4):
+        return np.asarray(img.dataobj, np.float32)
+    ijk = np.indices(grid.shape[:3], dtype=np.float32).reshape(3, -1)
+    m = np.linalg.inv(img.affine) @ grid.affine
+    coords = m[:3, :3] @ ijk + m[:3, 3:4]
+    return ndimage.map_coordinates(np.asarray(img.dataobj, np.float32), coords, order=1,
+                                   mode="constant", cval=0).reshape(grid.shape[:3])
+
+
+def _atomic_save(img, path):
+    """Write ``img`` to ``path`` through a private temporary file (sessions share caches)."""
+    fd, tmp = tempfile.mkstemp(suffix=".nii", dir=str(Path(path).parent))
+    os.close(fd)
+    _save(img, tmp)
+    os.replace(tmp, path)
+
+
+def _iron_on_grid(iron, grid_path, transforms, path, n_threads):
+    """The session's R2* map resampled onto the registration grid ``grid_path``; through the
+    inverse of the T1w -> MEGRE rigid ``transforms`` when the grid is the T1w's. Values are
+    clipped to 0..100 1/s (bone and air give wild fits)."""
+    ants = _ants(n_threads)
+    data = np.clip(np.nan_to_num(np.asarray(iron.dataobj, np.float32)), 0, 100)
+    fixed = ants.image_read(str(grid_path))
+    moving = _to_ants(_downsample(nib.Nifti1Image(data, iron.affine), REG_RESOLUTION), ants)
+    tx = list(transforms) or [_identity_file()]
+    out = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=tx,
+                                interpolator="linear", whichtoinvert=[bool(transforms)] * len(tx))
+    ants.image_write(out, str(path))
+    return str(path)
+
+
 def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, cache_dir=None,
                         n_threads=None, reg_resolution=REG_RESOLUTION,
                         syn_iterations=(60, 40, 10), seed=SEED, compose=True, use_t2w=True,
-                        t1w_rigid=None, native=None):
+                        t1w_rigid=None, native=None, iron_img=None, iron_weight=None,
+                        masked=None):
     """Register a template (and SUIT) to one session's native MEGRE space.
 
     Parameters
@@ -535,6 +658,16 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
         each image to MEGRE once); computed here otherwise.
     native : nibabel image, optional
         `native_reference` of ``magnitude_img`` when the caller already has it.
+    iron_img : nibabel image, optional
+        The session's R2* map (1/s) on the MEGRE grid: a second SyN channel, local correlation
+        of this map (in the fixed space) with the template's iron contrast
+        (`templates.iron_template`, built once per atlas set and cached), so that the nuclei
+        that T1w barely shows (nigra, red nucleus, dentate, pulvinar) guide the warp.
+    iron_weight : float, optional
+        Weight of the iron channel against the anatomical one (1); default `IRON_WEIGHT`.
+    masked : bool, optional
+        Restrict every metric to the template brain dilated by `MASK_MARGIN_MM` (the scalp
+        and neck do not pull); default `MASKED`.
 
     Returns
     -------
@@ -563,37 +696,58 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
         extra = [(_save(_downsample(late, reg_resolution), work / "native_late_reg.nii"),
                   _save(_downsample(_as_img3d(t2w, "template T2w"), reg_resolution),
                         work / "template_t2w_reg.nii"))]
-    timings["prepare"] = time.perf_counter() - t_start
+    iron_weight = IRON_WEIGHT if iron_weight is None else float(iron_weight)
+    masked = MASKED if masked is None else bool(masked)
     files = {}
-    t0 = time.perf_counter()
-    if t1w_img is None:
-        affine, warp, _ = _affine_syn(fixed, moving, work / f"from-{tpl_name}_to-MEGRE_",
-                                      SYN_METRIC, syn_iterations, n_threads, seed, extra=extra)
-        transforms = [warp, affine] if warp else [affine]
-        timings["template_to_megre"] = time.perf_counter() - t0
-    else:
+    suit = None
+    if atlas_files is not None and atlas_files.suit_t1w is not None:
+        t0 = time.perf_counter()
+        suit = register_suit(atlas_files, cache_dir or work, n_threads, seed)
+        timings["suit_to_template"] = time.perf_counter() - t0
+    rigid = None
+    if t1w_img is not None:
+        t0 = time.perf_counter()
         t1w = _as_img3d(t1w_img, "T1w")
         t1w_reg = _save(_downsample(t1w, reg_resolution), work / "t1w_reg.nii")
         rigid = t1w_rigid or register_rigid(t1w, native, work, prefix="from-T1w_to-MEGRE_",
                                             n_threads=n_threads, reg_resolution=reg_resolution,
                                             seed=seed)
         timings["t1w_to_megre"] = time.perf_counter() - t0
+    syn_extra, masks, tpl_files = [], None, {}
+    if atlas_files is not None:
         t0 = time.perf_counter()
+        tpl_files = _template_channels(atlas_files, cache_dir or work, suit, reg_resolution)
+        if masked and tpl_files.get("mask"):
+            masks = (None, tpl_files["mask"])
+        if iron_img is not None:
+            grid = t1w_reg if t1w_img is not None else fixed
+            iron_fixed = _iron_on_grid(_as_img3d(iron_img, "R2* map"), grid,
+                                       [rigid.path] if rigid is not None else [],
+                                       work / "iron_reg.nii", n_threads)
+            syn_extra = [(iron_fixed, tpl_files["iron"], "CC", iron_weight)]
+            extra = list(extra) + syn_extra
+        timings["template_channels"] = time.perf_counter() - t0
+    timings["prepare"] = time.perf_counter() - t_start
+    t0 = time.perf_counter()
+    if t1w_img is None:
+        affine, warp, _ = _affine_syn(fixed, moving, work / f"from-{tpl_name}_to-MEGRE_",
+                                      SYN_METRIC, syn_iterations, n_threads, seed, extra=extra,
+                                      masks=masks)
+        transforms = [warp, affine] if warp else [affine]
+        timings["template_to_megre"] = time.perf_counter() - t0
+    else:
         affine, warp, _ = _affine_syn(t1w_reg, moving, work / f"from-{tpl_name}_to-T1w_",
-                                      "CC", syn_iterations, n_threads, seed)
+                                      "CC", syn_iterations, n_threads, seed, extra=extra,
+                                      masks=masks)
         timings["template_to_t1w"] = time.perf_counter() - t0
         transforms = [rigid.path] + ([warp, affine] if warp else [affine])
         files["from-T1w_to-MEGRE_mode-image_xfm.mat"] = rigid.path
         files[f"from-{tpl_name}_to-T1w_mode-image_xfm.mat"] = affine
         if warp:
             files[f"from-{tpl_name}_to-T1w_mode-image_xfm.nii.gz"] = warp
-    suit = None
-    if atlas_files is not None and atlas_files.suit_t1w is not None:
-        t0 = time.perf_counter()
-        suit = register_suit(atlas_files, cache_dir or work, n_threads, seed)
-        timings["suit_to_template"] = time.perf_counter() - t0
     reg = SessionRegistration(native=native, template=tpl_name, transforms=transforms,
-                              suit_transforms=suit, files=files, timings=timings, work_dir=str(work))
+                              suit_transforms=suit, files=files, timings=timings, work_dir=str(work),
+                              channels=dict(tpl_files))
     if compose:
         t0 = time.perf_counter()
         ants = _ants(n_threads)
@@ -610,8 +764,11 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
             os.replace(out, final)
             files[name] = str(final)
         timings["compose"] = time.perf_counter() - t0
-    for p in [fixed, moving] + [q for pair in extra for q in pair]:
-        os.remove(p)
+    cached = set(_CHANNEL_FILES)
+    for p in [fixed, moving] + [q for pair in extra for q in pair[:2]]:
+        for q in (str(p), str(p).replace(".nii", "_ones.nii")):
+            if q not in cached and os.path.exists(q):
+                os.remove(q)
     timings["total"] = time.perf_counter() - t_start
     return reg
 

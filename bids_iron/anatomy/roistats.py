@@ -63,7 +63,7 @@ from scipy import ndimage
 
 from .rois import NATIVE_INDEX, NATIVE_LABELS, NUCLEI, REFERENCES, label_name
 
-__all__ = ["METRICS", "METRIC_UNITS", "COLUMNS", "LESION_COLUMNS", "roi_statistics",
+__all__ = ["METRICS", "METRIC_UNITS", "COLUMNS", "QC_COLUMNS", "LESION_COLUMNS", "roi_statistics",
            "lesion_table", "data_dictionary", "lesion_data_dictionary", "roi_indices",
            "roi_mask", "label_names"]
 
@@ -84,6 +84,8 @@ METRIC_DESCRIPTIONS = {
 #: Columns of the ROI table, in order (the DESIGN columns, then source and the extras).
 COLUMNS = ("roi", "hemisphere", "metric", "mean", "median", "sd", "n_voxels", "volume_mm3",
            "source", "label_volume_mm3", "n_excluded")
+#: Columns added by `roi_statistics` when given ``roi_quality`` (atlas ROIs; issue 11).
+QC_COLUMNS = ("registration_similarity", "brain_fraction", "qc_flag")
 #: Columns of the per-lesion table.
 LESION_COLUMNS = ("lesion_id", "metric", "mean", "median", "sd", "n_voxels", "volume_mm3",
                   "lesion_volume_mm3", "centroid_i", "centroid_j", "centroid_k",
@@ -328,7 +330,7 @@ def _check_vessels(exclude_vessels, maps):
 
 def roi_statistics(maps, labels, voxel_size, erode=1, exclude_vessels=None, masks=None,
                    lesion_mask=None, source="atlas", connectivity=1, erode_lesions=False,
-                   zero_is_missing=True):
+                   zero_is_missing=True, roi_quality=None):
     """ROI statistics of the iron maps as the long ``roistats`` table.
 
     Parameters
@@ -359,6 +361,10 @@ def roi_statistics(maps, labels, voxel_size, erode=1, exclude_vessels=None, mask
         Erode the lesion ROI too (default False).
     zero_is_missing : bool, optional
         Without a support mask, treat exact zeros as undefined (default True).
+    roi_quality : dict of (roi, hemisphere) -> (float, float, str), optional
+        Per-ROI registration quality (similarity, brain fraction, qc_flag), e.g. from
+        `bids_iron.anatomy.quality.roi_registration_quality`: adds the `QC_COLUMNS` (NaN /
+        ``"n/a"`` for ROIs it lacks).
 
     Returns
     -------
@@ -424,6 +430,12 @@ def roi_statistics(maps, labels, voxel_size, erode=1, exclude_vessels=None, mask
             rows.append((roi, hemi, metric, mean, median, sd, n, n * vox, str(source),
                          n_label * vox, n_ex))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
+    if roi_quality is not None:
+        nan = (np.nan, np.nan, "n/a")
+        qc = [roi_quality.get((r, h), nan) for r, h in zip(table["roi"], table["hemisphere"])]
+        table["registration_similarity"] = [float(q[0]) for q in qc]
+        table["brain_fraction"] = [float(q[1]) for q in qc]
+        table["qc_flag"] = [str(q[2]) for q in qc]
     return table.astype({"n_voxels": "int64", "n_excluded": "int64", "mean": "float64",
                          "median": "float64", "sd": "float64", "volume_mm3": "float64",
                          "label_volume_mm3": "float64"})
@@ -453,6 +465,10 @@ def lesion_table(maps, lesion_mask, voxel_size, affine=None, masks=None, connect
         Smallest lesion kept (voxels); default 1.
     zero_is_missing : bool, optional
         Without a support mask, treat exact zeros as undefined (default True).
+    roi_quality : dict of (roi, hemisphere) -> (float, float, str), optional
+        Per-ROI registration quality (similarity, brain fraction, qc_flag), e.g. from
+        `bids_iron.anatomy.quality.roi_registration_quality`: adds the `QC_COLUMNS` (NaN /
+        ``"n/a"`` for ROIs it lacks).
 
     Returns
     -------
@@ -510,7 +526,8 @@ def _stat_units_note():
     return ", ".join(f"{m}: {u}" for m, u in METRIC_UNITS.items())
 
 
-def data_dictionary(erode=1, connectivity=1, exclude_vessels=None, source_levels=None):
+def data_dictionary(erode=1, connectivity=1, exclude_vessels=None, source_levels=None,
+                    qc=None):
     """The BIDS data dictionary (``roistats.json``) of the `roi_statistics` table.
 
     Parameters
@@ -519,6 +536,9 @@ def data_dictionary(erode=1, connectivity=1, exclude_vessels=None, source_levels
         The options the table was made with (recorded in the descriptions).
     source_levels : dict of str -> str, optional
         Levels of the ``source`` column; default ``{"atlas": ...}``.
+    qc : dict, optional
+        ``{"min_similarity", "min_brain_fraction", "margin_mm"}`` when the table has the
+        `QC_COLUMNS` (their descriptions name the thresholds).
 
     Returns
     -------
@@ -587,6 +607,31 @@ def data_dictionary(erode=1, connectivity=1, exclude_vessels=None, source_levels
         "n_excluded": {"Description": "Number of eroded ROI voxels excluded as vessels "
                                       "(0 without vessel exclusion).",
                        "Units": "voxels"},
+        **(_qc_dictionary(qc) if qc else {}),
+    }
+
+
+def _qc_dictionary(qc):
+    sim, frac, margin = qc["min_similarity"], qc["min_brain_fraction"], qc["margin_mm"]
+    return {
+        "registration_similarity": {
+            "Description": "Local similarity of the template registration around the ROI: "
+                           "Pearson correlation of the session's R2* map with the template's "
+                           "iron contrast (typical R2* painted from the atlas labels) warped to "
+                           f"the session, over the uneroded label grown by {margin:g} mm; n/a "
+                           "for ROIs not from the atlas.", "Units": "1"},
+        "brain_fraction": {
+            "Description": "Fraction of the uneroded label's voxels inside the brain mask of "
+                           "the maps; n/a for ROIs not from the atlas.", "Units": "1"},
+        "qc_flag": {
+            "Description": "ok, or why the ROI's values should be checked before statistics "
+                           f"(joined by +): low_similarity (registration_similarity < {sim:g}: "
+                           "the atlas ROI probably does not sit on this brain's nucleus), "
+                           f"outside_mask (brain_fraction < {frac:g}: cut by the field of view "
+                           "or the mask); n/a when not measured.",
+            "Levels": {"ok": "both checks passed", "low_similarity": "registration doubtful",
+                       "outside_mask": "ROI partly outside the brain mask",
+                       "low_similarity+outside_mask": "both", "n/a": "not measured"}},
     }
 
 
@@ -672,6 +717,12 @@ def mask_statistics(maps, roi_masks, voxel_size, erode=1, masks=None, source="us
             rows.append((str(roi), hemi, metric, mean, median, sd, n, n * vox, str(source),
                          int(mask.sum()) * vox, 0))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
+    if roi_quality is not None:
+        nan = (np.nan, np.nan, "n/a")
+        qc = [roi_quality.get((r, h), nan) for r, h in zip(table["roi"], table["hemisphere"])]
+        table["registration_similarity"] = [float(q[0]) for q in qc]
+        table["brain_fraction"] = [float(q[1]) for q in qc]
+        table["qc_flag"] = [str(q[2]) for q in qc]
     return table.astype({"n_voxels": "int64", "n_excluded": "int64", "mean": "float64",
                          "median": "float64", "sd": "float64", "volume_mm3": "float64",
                          "label_volume_mm3": "float64"})
