@@ -35,13 +35,15 @@ design is degenerate (fewer than 3 participants, no participant with two session
 terms, fewer sessions than terms + 2) or when the optimiser does not converge
 (the bounded search fails or ends at the upper bound of lambda); terms that cannot be
 estimated from the data at hand (one group only: no group terms; no dates: no time terms; a
-covariate constant here) are left out of the model and named in the note. A random-intercept variance estimated at 0
-(the boundary) is kept and noted: the fixed effects then equal ordinary least squares.
+covariate constant here) are left out of the model and named in the note. A random-intercept
+variance estimated at 0 (the boundary) is kept and noted: the fixed effects then equal
+ordinary least squares.
 
 References: Fuller WA, Battese GE (1973) Transformations for estimation of linear models
 with nested-error structure. J Am Stat Assoc 68:626-632. Laird NM, Ware JH (1982)
 Random-effects models for longitudinal data. Biometrics 38:963-974; applied to two-year
-R2*/QSM change in MS e.g. Khalil M et al. (2015) Dynamics of brain iron levels in multiple sclerosis: a longitudinal 3T MRI study. Neurology 84:2396-2402.
+R2*/QSM change in MS e.g. Khalil M et al. (2015) Dynamics of brain iron levels in multiple
+sclerosis: a longitudinal 3T MRI study. Neurology 84:2396-2402.
 
 Examples
 --------
