@@ -18,7 +18,8 @@ then screenshots every ``sub-*.html`` of both runs with headless Chromium
 (``--window-size 1400 x --height``, default 24000 px: a whole report of two sessions) into ``DIR/screens/<run>_sub-XX.png`` and cuts each into
 ``..._partN.png`` tiles of 1400 x 1600 px that an image viewer shows at full size.
 ``--reuse`` keeps the dataset and the template home of an earlier call (the runs are redone
-with ``--force``, e.g. after a change of the report code).
+with ``--force``, e.g. after a change of the report code). ``--reports DIR`` only takes the
+screenshots of the reports in DIR (e.g. ``bids-iron-demo``'s ``derivatives/bids-iron``).
 """
 
 from __future__ import annotations
@@ -121,7 +122,17 @@ def main():
     parser.add_argument("--reuse", action="store_true",
                         help="keep the dataset and template home of an earlier call")
     parser.add_argument("--height", type=int, default=24000, help="window height (px)")
+    parser.add_argument("--reports", type=Path, default=None, metavar="DIR",
+                        help="only screenshot the sub-*.html of DIR (e.g. the derivatives of "
+                             "bids-iron-demo: DEMO/derivatives/bids-iron) into --out/screens")
     args = parser.parse_args()
+    if args.reports is not None:
+        screens = args.out / "screens"
+        screens.mkdir(parents=True, exist_ok=True)
+        for html in sorted(args.reports.glob("sub-*.html")):
+            tiles = screenshot(html, screens / f"reports_{html.stem}.png", height=args.height)
+            print(f"{html} -> {len(tiles)} tiles: {screens}/reports_{html.stem}_part*.png")
+        return
     root = args.out
     if root.exists() and not args.reuse:
         shutil.rmtree(root)

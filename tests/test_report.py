@@ -396,6 +396,24 @@ def test_flagged_rois_shown(tmp_path):
     assert not any("qc_flag" in check.name for check in session_checks(session)[0])
 
 
+def test_lesion_summary():
+    """One row per lesion: volume, world centroid and mean (sd) per metric in display units."""
+    from bids_iron.anatomy.roistats import lesion_table
+    from bids_iron.report.html import lesion_summary_html
+
+    session = small_session()
+    lesions = np.zeros(session.lesions.shape, bool)
+    lesions[5:7, 5:7, 5:7] = True  # 8 voxels
+    lesions[30:33, 30:33, 20:23] = True  # 27 voxels, the first row
+    table = lesion_table({"r2star": session.r2star, "chi": session.chi}, lesions, (1, 1, 2),
+                         affine=session.affine)
+    text = lesion_summary_html(table)
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td>", text)
+    assert rows == [("1", "54", "31, 31, 42"), ("2", "16", "5.5, 5.5, 11")]
+    assert "R2* mean (sd) [1/s]" in text and "chi mean (sd) [ppb]" in text
+    assert lesion_summary_html(None) == ""
+
+
 def test_methods_follow_what_was_run():
     """Each sentence comes from a fact of the run: solver parameters, version, ROI sources;
     no ROI statistics are claimed without an ROI table (e.g. --no-anatomy)."""

@@ -52,7 +52,8 @@ _MISSING_WHY = {"r2star": "no magnitude fit", "lfs": "needs the phase images",
 N_SLICES = 8
 
 _METRIC_TITLES = {"r2star": ("R2*", "1/s", 1.0, 4), "t2star": ("T2*", "ms", 1000.0, 4),
-                  "lfs": ("LFS", "ppb", 1000.0, 4), "chi": ("chi", "ppb", 1000.0, 4)}
+                  "lfs": ("LFS", "ppb", 1000.0, 4), "chi": ("chi", "ppb", 1000.0, 4),
+                  "chi_wholebrain": ("chi, whole-brain ref.", "ppb", 1000.0, 4)}
 
 
 @dataclass
@@ -239,15 +240,7 @@ def roi_summary_html(table):
     for key in keys:
         sub = grouped[key]
         by_metric = {r["metric"]: r for _, r in sub.iterrows()}
-        row = [key[0], key[1]]
-        for m in metrics:
-            _, _, scale, digits = _METRIC_TITLES[m]
-            r = by_metric.get(m)
-            if r is None or not r["n_voxels"]:
-                row.append("n/a")
-            else:
-                row.append(f"{H.number(r['mean'] * scale, digits)} "
-                           f"({H.number(r['sd'] * scale, 2)})")
+        row = [key[0], key[1]] + _metric_cells(by_metric, metrics)
         first = by_metric[metrics[0]] if metrics else sub.iloc[0]
         row += [H.number(int(first["n_voxels"])), _volume(first["volume_mm3"])]
         if "label_volume_mm3" in table:
@@ -268,6 +261,42 @@ def roi_summary_html(table):
                   f"{metrics[0] if metrics else 'the first metric'} (other metrics may use "
                   "fewer where undefined); see the full table.")
     return head + H.table(rows, header, row_classes=classes) + note
+
+
+def _metric_cells(by_metric, metrics):
+    """``mean (sd)`` cells of ``metrics`` (in `_METRIC_TITLES` display units) from
+    ``{metric: row}``; ``n/a`` where a metric has no row or no voxels."""
+    cells = []
+    for m in metrics:
+        _, _, scale, digits = _METRIC_TITLES[m]
+        r = by_metric.get(m)
+        if r is None or not r["n_voxels"]:
+            cells.append("n/a")
+        else:
+            cells.append(f"{H.number(r['mean'] * scale, digits)} "
+                         f"({H.number(r['sd'] * scale, 2)})")
+    return cells
+
+
+def lesion_summary_html(table):
+    """Wide summary of a per-lesion table (`bids_iron.anatomy.roistats.lesion_table`): one
+    row per lesion with its volume, centroid (world mm) and ``mean (sd)`` per metric in the
+    units of `roi_summary_html`; "" without lesions."""
+    if table is None or len(table) == 0:
+        return ""
+    metrics = [m for m in _METRIC_TITLES if m in set(table["metric"])]
+    header = ["lesion", "volume (mm³)", "centroid x, y, z (mm)"]
+    header += [f"{_METRIC_TITLES[m][0]} mean (sd) [{_METRIC_TITLES[m][1]}]" for m in metrics]
+    rows = []
+    for lesion, sub in table.groupby("lesion_id", sort=False):
+        by_metric = {r["metric"]: r for _, r in sub.iterrows()}
+        first = sub.iloc[0]
+        volume = first.get("lesion_volume_mm3", first.get("volume_mm3"))
+        centroid = ", ".join(H.number(first.get(f"centroid_{a}"), 3) for a in "xyz")
+        rows.append([lesion, _volume(volume), centroid] + _metric_cells(by_metric, metrics))
+    return (H.table(rows, header) + H.note(
+        "Lesions: connected components of the lesion mask on the MEGRE grid, largest first, "
+        "not eroded; the full table is in the lesion roistats TSV."))
 
 
 def _full_table_html(table):
@@ -370,7 +399,7 @@ def _session_html(session, log):
     out.append(_full_table_html(session.roi_table))
     if session.lesion_table is not None and len(session.lesion_table):
         out.append("<h3>Lesions</h3>")
-        out.append(H.frame(session.lesion_table, digits=5))
+        out.append(lesion_summary_html(session.lesion_table))
     log.append(("tables", time.perf_counter() - t1))
 
     # -- registration check

@@ -49,6 +49,10 @@ MEANINGS = {
     "dipole inversion": "iterations of the solver (0: a direct method)",
 }
 
+#: The words of the ``qc_flag`` levels of `bids_iron.anatomy.roistats` (joined by ``+``).
+FLAG_WORDS = {"low_similarity": "registration doubtful (low local similarity)",
+              "outside_mask": "partly outside the brain mask"}
+
 #: ``qc_flag`` values that mean "not flagged" (compared lower-case, stripped).
 _NOT_FLAGGED = {"", "ok", "pass", "passed", "n/a", "na", "nan", "none", "0", "false", "0.0"}
 
@@ -171,9 +175,17 @@ def flagged_rois(table):
     Returns
     -------
     dict of (str, str) -> list of str
-        In table order; the reasons are the distinct flag texts of the pair's rows, with the
-        metric named when only some metrics are flagged (``"chi: few voxels"``); a flag
-        that is not text (True, 1) reads ``"flagged"``.
+        In table order; the reasons are the distinct flag texts of the pair's rows in words
+        (`FLAG_WORDS`), with the metric named when only some metrics are flagged
+        (``"chi: few voxels"``); a flag that is not text (True, 1) reads ``"flagged"``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"roi": ["red_nucleus"] * 2, "hemisphere": ["left"] * 2,
+    ...                   "metric": ["r2star", "chi"], "qc_flag": ["low_similarity"] * 2})
+    >>> flagged_rois(t)
+    {('red_nucleus', 'left'): ['registration doubtful (low local similarity)']}
     """
     if table is None or len(table) == 0 or "qc_flag" not in table:
         return {}
@@ -185,7 +197,9 @@ def flagged_rois(table):
         key = (str(roi), str(hemi))
         metrics.setdefault(key, set()).add(metric)
         if is_flagged(flag):
-            text = flag if isinstance(flag, str) else "flagged"
+            text = (" + ".join(FLAG_WORDS.get(part.strip(), part.strip())
+                               for part in flag.split("+"))
+                    if isinstance(flag, str) else "flagged")
             out.setdefault(key, {}).setdefault(text.strip(), set()).add(metric)
     result = {}
     for key, reasons in out.items():
