@@ -454,3 +454,12 @@ def test_session_without_roi_table_warns_and_keeps_baseline(tmp_path, caplog):
     assert c1.interval_years == pytest.approx(2.0, abs=0.01)
     html = (out / "group" / "report.html").read_text()
     assert "sessions without ROI table" in html
+
+
+def test_welch_interval_of_the_difference():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1, 1, 20), rng.normal(0, 2, 15)
+    r = compare_two(a, b)
+    half = stats.t.ppf(0.975, r["df"]) * np.sqrt(a.var(ddof=1) / 20 + b.var(ddof=1) / 15)
+    assert r["ci_low"] == pytest.approx(r["difference"] - half)
+    assert r["ci_high"] == pytest.approx(r["difference"] + half)

@@ -8,7 +8,8 @@ Conventions
   ('auto': exact without ties for small samples, else normal approximation with tie
   correction). ``u`` is the statistic of group a. Rank-biserial correlation
   ``r_rb = 2 U_a / (n_a n_b) - 1`` (+1: every a above every b).
-* Welch t: scipy.stats.ttest_ind(a, b, equal_var=False). Cohen's d uses the pooled SD,
+* Welch t: scipy.stats.ttest_ind(a, b, equal_var=False), with the 95 % Welch interval of the
+  difference of means (``ci_low``, ``ci_high``; scipy ``confidence_interval``). Cohen's d uses the pooled SD,
   ``sqrt(((n_a-1) s_a^2 + (n_b-1) s_b^2) / (n_a + n_b - 2))`` (SDs with ddof=1).
 * Benjamini-Hochberg q (``q_mwu``, ``q_welch``): the family is every roi x hemisphere x
   metric x source x pair test of one table section (one session, baseline, or change) and
@@ -26,8 +27,8 @@ from scipy import stats
 from ._common import UNIT_KEYS, add_fdr, describe_missing, group_levels, group_pairs, join_notes
 
 MIN_N = 3
-STAT_COLUMNS = ["difference", "percent_difference", "u", "p_mwu", "r_rb", "t", "df", "p_welch",
-                "cohen_d"]
+STAT_COLUMNS = ["difference", "ci_low", "ci_high", "percent_difference", "u", "p_mwu", "r_rb",
+                "t", "df", "p_welch", "cohen_d"]
 
 
 def compare_two(a, b, label_a="a", label_b="b"):
@@ -80,6 +81,8 @@ def compare_two(a, b, label_a="a", label_b="b"):
     else:
         res = stats.ttest_ind(a, b, equal_var=False)
         out["t"], out["p_welch"], out["df"] = float(res.statistic), float(res.pvalue), float(res.df)
+        ci = res.confidence_interval(0.95)
+        out["ci_low"], out["ci_high"] = float(ci.low), float(ci.high)
         pooled = np.sqrt(((len(a) - 1) * out["sd_a"] ** 2 + (len(b) - 1) * out["sd_b"] ** 2)
                          / (len(a) + len(b) - 2))
         out["cohen_d"] = out["difference"] / pooled

@@ -87,6 +87,10 @@ COLUMNS = {
     "median_b": ("Median of group b", _VALUE_UNITS, None),
     "difference": ("mean_a - mean_b", _VALUE_UNITS, None),
     "percent_difference": ("100 (mean_a - mean_b) / |mean_b|", "%", None),
+    "ci_low": ("Lower end of the 95 % interval (comparisons: Welch interval of mean_a - mean_b; "
+               "mixed models: Wald interval of the estimate)", "as the estimate/difference",
+               None),
+    "ci_high": ("Upper end of the 95 % interval", "as the estimate/difference", None),
     "u": ("Mann-Whitney U statistic of group a (scipy.stats.mannwhitneyu, two-sided)", None,
           None),
     "p_mwu": ("Two-sided p of the Mann-Whitney U test", None, None),
@@ -172,9 +176,6 @@ COLUMNS.update({
                  "unit of the row's measure (per year for "
                  "terms with 'years')", None),
     "z": ("Wald z = estimate / se", None, None),
-    "ci_low": ("Lower end of the 95 % Wald interval (estimate - 1.96 se)",
-               "as estimate", None),
-    "ci_high": ("Upper end of the 95 % Wald interval", "as estimate", None),
     "n_participants": ("Participants in the model (complete cases)", None, None),
     "q": ("Benjamini-Hochberg q of p; family: see the table's description of p", None, None),
     "design": ("Sessions used", None, {"first-last": "first and last session of participants "
