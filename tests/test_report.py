@@ -379,14 +379,16 @@ def test_flagged_rois_shown(tmp_path):
     session = small_session()
     table = session.roi_table.copy()
     table["qc_flag"] = ""
-    table.loc[(table.roi == "caudate") & (table.hemisphere == "left") & (table.metric == "chi"),
-              "qc_flag"] = "few voxels"
+    table["registration_similarity"] = 0.9
+    caudate = (table.roi == "caudate") & (table.hemisphere == "left")
+    table.loc[caudate & (table.metric == "chi"), "qc_flag"] = "few voxels"
+    table.loc[caudate, "registration_similarity"] = 0.31
     session.roi_table = table
     text, _ = check_html(write_report(tmp_path, "01", [session]))
     assert "<b>1 ROI flagged</b>" in text and "caudate left" in text
     flagged = re.findall(r'<tr class="flag">(.*?)</tr>', text, re.DOTALL)
     assert len(flagged) == 1 and "<td>caudate</td>" in flagged[0]
-    assert "chi: few voxels" in flagged[0] and "mark-warn" in flagged[0]
+    assert "chi: few voxels; similarity 0.31" in flagged[0] and "mark-warn" in flagged[0]
     row = qc_rows(text)[0]["ROIs flagged in the ROI table (qc_flag)"]
     assert row[:3] == ("1 ROIs", "0 ROIs", "\u26a0 warn") and "caudate left" in row[3]
     assert "2 warnings: brain mask volume; ROIs flagged" in text

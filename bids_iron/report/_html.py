@@ -46,7 +46,7 @@ vertical-align:middle;border:1px solid #555}
 .methods ol{font-size:0.9em}
 nav a{margin-right:1em}
 .mark-pass{color:#176d2c;font-weight:600}.mark-warn{color:#b00;font-weight:600}
-.mark-info{color:#777}
+.mark-info{color:#777}.left{text-align:left}
 tr.flag td{background:#fde3e3}tr.warnrow td{background:#fff0e0}
 table.qc td,table.qc th{text-align:left;vertical-align:top}
 table.qc td:nth-child(2){text-align:right;white-space:nowrap}

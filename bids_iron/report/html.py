@@ -247,8 +247,13 @@ def roi_summary_html(table):
             row.append(_volume(first["label_volume_mm3"]))
         reasons = flags.get((str(key[0]), str(key[1])))
         if has_flags:
-            row.append(H.Markup(H.mark("warn" if reasons else "ok")
-                                + (" " + H.escape("; ".join(reasons)) if reasons else "")))
+            words = "; ".join(reasons or [])
+            if reasons and "registration_similarity" in first:
+                words += f"; similarity {H.number(first['registration_similarity'], 2)}"
+            if reasons and "brain_fraction" in first:
+                words += f"; in mask {H.number(100 * first['brain_fraction'], 3)} %"
+            row.append(H.Markup(f'<div class="left">{H.mark("warn" if reasons else "ok")} '
+                                f"{H.escape(words)}</div>"))
         rows.append(row)
         classes.append("flag" if reasons else None)
     head = ""
