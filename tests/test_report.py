@@ -191,7 +191,8 @@ def test_full_report(tmp_path):
     assert not any(key.startswith(("MaskQuality", "Sign", "ChiRef")) for key in qc)
     assert 'class="summary has-warn"' in text and "1 warning: brain mask volume" in text
     assert text.index('class="summary') < text.index("<h3>Maps</h3>")
-    assert "<b>WARNING</b>" not in text  # the warning is the table's row, not repeated
+    # the warning in full at the top of the session, as in its log
+    assert text.count("<b>WARNING</b> sub-01_ses-1: brain mask volume 29 mL is outside") == 1
     assert "putamen" in text and "R2* mean (sd) [1/s]" in text
     assert "Marquardt" in text and "Fonov" in text  # references from the facts
     assert "&lt;b&gt;escaped&lt;/b&gt;" in text

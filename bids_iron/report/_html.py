@@ -51,7 +51,8 @@ tr.flag td{background:#fde3e3}tr.warnrow td{background:#fff0e0}
 table.qc td,table.qc th{text-align:left;vertical-align:top}
 table.qc td:nth-child(2){text-align:right;white-space:nowrap}
 table.qc td:nth-child(3),table.qc td:nth-child(4){white-space:nowrap}
-.summary{padding:0.4em 0.8em;border-left:4px solid #176d2c;background:#eef7f0}
+.summary{padding:0.1em 0.8em;border-left:4px solid #176d2c;background:#eef7f0;margin:0.8em 0}
+.summary ul{margin:0 0 0.5em 0;padding-left:1.2em}.summary li{color:#900}
 .summary.has-warn{border-left-color:#b00;background:#fdf0f0}
 """
 

@@ -201,14 +201,18 @@ def qc_table_html(checks):
 
 
 def qc_summary_html(checks):
-    """One line over the session: how many checks passed, and the warnings by name."""
-    warned = [c.name for c in checks if c.status == "warn"]
+    """The box over a session: how many checks passed, then each warning in full (the
+    line of the session's log, with what to do)."""
+    warned = [c for c in checks if c.status == "warn"]
     passed = sum(c.status == "ok" for c in checks)
     text = f"Quality control: {passed} check{'s' if passed != 1 else ''} passed"
     if warned:
-        text += f", {len(warned)} warning{'s' if len(warned) != 1 else ''}: " + "; ".join(warned)
-    return (f'<p class="summary{" has-warn" if warned else ""}">{H.escape(text)} '
-            '(see <i>Quality control</i> below).</p>')
+        text += (f", {len(warned)} warning{'s' if len(warned) != 1 else ''}: "
+                 + "; ".join(c.name for c in warned))
+    items = "".join(f"<li><b>WARNING</b> {H.escape(c.message or c.name)}</li>" for c in warned)
+    return (f'<div class="summary{" has-warn" if warned else ""}"><p>{H.escape(text)} '
+            "(see <i>Quality control</i> below).</p>"
+            + (f"<ul>{items}</ul>" if items else "") + "</div>")
 
 
 def roi_summary_html(table):
