@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..report import _html as H
 from ._common import UNIT_KEYS, group_levels, join_notes
 from .agecorr import FIT_COLUMNS, age_correct, fit_age_curves
 from .collect import collect_cohort
@@ -254,66 +255,137 @@ def run_group(bids_dir, output_dir, options=None, log=None):
     figs = []
     if figures:
         from . import plots
+        from ._common import METRIC_LABELS
         metrics = [m for m in ("r2star", "t2star", "lfs", "chi") if m in set(data["metric"])]
         metrics += sorted(set(data["metric"]) - set(metrics))
         base = data[data["is_baseline"]]
         for metric in metrics:
+            label = METRIC_LABELS.get(metric, metric).split(" (")[0]
             p = plots.box_strip(base, metric, out / f"group_desc-boxplot_{metric}", "mean",
-                                control_label, title=f"{metric}: baseline, by group")
-            figs.append((p, f"{metric} at baseline by group"))
-            if len(measures) > 1:
+                                control_label, title=f"{label} at baseline by group")
+            figs.append((p, f"{label} at baseline by group"))
+            if data["mean_agecorrected"].notna().any():
+                text = f"{label} at baseline, age-corrected to {ref_age:.1f} years"
                 p = plots.box_strip(base, metric, out / f"group_desc-boxplotagecorrected_{metric}",
-                                    "mean_agecorrected", control_label,
-                                    title=f"{metric}: baseline, age-corrected to "
-                                          f"{ref_age:.1f} years")
-                figs.append((p, f"{metric} at baseline, age-corrected to {ref_age:.1f} years"))
+                                    "mean_agecorrected", control_label, title=text)
+                figs.append((p, text))
+            if sites is not None:
+                p = plots.site_panel(base, metric, out / f"group_desc-sites_{metric}")
+                figs.append((p, f"{label} by site before and after harmonisation"))
             for clin in clinical_columns:
                 safe = "".join(ch for ch in clin if ch.isalnum())
+                fits_u = {}
+                if corr is not None:
+                    rows = corr[(corr.subset == "all") & (corr.measure == "raw")
+                                & (corr.clinical == clin) & (corr.metric == metric)]
+                    fits_u = {tuple(r[k] for k in UNIT_KEYS): (r["pearson_r"], r["q_pearson"])
+                              for r in rows.to_dict("records")}
                 p = plots.scatter_clinical(base, metric, clin, out / f"group_desc-{safe}_{metric}",
-                                           "mean", control_label)
-                figs.append((p, f"{metric} at baseline against {clin}"))
+                                           "mean", control_label,
+                                           title=f"{label} at baseline against {clin}",
+                                           fits=fits_u)
+                figs.append((p, f"{label} at baseline against {clin}"))
             p = plots.spaghetti(data, metric, out / f"group_desc-spaghetti_{metric}", "mean",
                                 control_label)
-            figs.append((p, f"{metric} over sessions"))
+            figs.append((p, f"{label} over sessions"))
         figs = [(p, c) for p, c in figs if p]
         for p, _ in figs:
             written += p
     t_figs = time.perf_counter() - start - t_tables
 
-    # report
-    from .report import figure_html, table_html, write_report
+    # report: summary (cohort, significant findings), tables, methods, figures
+    from .report import (PRIMARY_MEASURES, details_html, figure_html, findings, primary_rows,
+                         sentences_html, table_html)
+    present = [m for m, _ in measures]
+    primary = next(m for m in PRIMARY_MEASURES if m in present)
+    analyses = {"comparisons": comparison, "mixed": mixed, "manova": manova,
+                "correlations": corr, "stepwise": step}
+    found = findings(analyses, control_label, primary)
     cov_text = ", ".join(covariates) or "none"
     clin = pd.DataFrame(info["clinical"], columns=["column", "file", "why", "n_participants"])
-    clin_html = (table_html(clin) if len(clin) else
-                 "<p>No clinical columns (none named with --clinical-columns, none found).</p>")
-    blocks = [("Cohort", [table_html(_cohort_table(data, control_label,
-                                                   info["missing_sessions"])),
-                          "<h3>Clinical columns used</h3>", clin_html]),
-              ("Methods", [METHODS.format(group_column=group_column, control_label=control_label,
-                                          ref=f"{ref_age:.1f} years" if np.isfinite(ref_age)
-                                          else "reference age", covariates=cov_text)])]
-    if figs:
-        blocks.append(("Figures", [figure_html(p[0], c) for p, c in figs]))
-    sel = summary[summary.section == "baseline"]
-    blocks.append(("Group summary (baseline; group_summary.tsv)", [table_html(sel[[
-        "measure", "group", "roi", "hemisphere", "metric", "source", "n", "mean_sd",
-        "median_iqr", "note"]])]))
+    summary_html = [table_html(_cohort_table(data, control_label, info["missing_sessions"])),
+                    "<h3>Clinical columns used</h3>",
+                    table_html(clin) if len(clin) else
+                    "<p>No clinical columns (none named with --clinical-columns, none found)."
+                    "</p>"]
+    if data["site"].notna().any():
+        visits = data.drop_duplicates(["participant_id", "session_id"])
+        counts = visits["site"].value_counts()
+        summary_html.append(
+            f"<p><b>Sites</b> ({info['site_source']}): " + ", ".join(
+                f"{H.escape(k)} ({v} sessions)" for k, v in counts.items()) +
+            ("; harmonised with ComBat (measures <i>harmonized</i>)." if sites is not None
+             else "; not harmonised (--harmonize combat).") + "</p>")
+    summary_html.append("<h3>Significant findings (Benjamini-Hochberg q &lt; 0.05)</h3>")
+    summary_html.append(H.note(
+        f"Measure: {primary.replace('_', ' ')} (comparisons also the yearly change); "
+        "correlations and stepwise models within the patient groups; R2* rather than T2*. Each "
+        "sentence: effect with its 95 % interval, test, p, q and n; at most 5 per analysis "
+        "here, more under each analysis; every measure in the tables."))
+    for name, (sents, n, tname) in found.items():
+        summary_html += [f"<h4>{H.escape(name)}</h4>", sentences_html(sents[:5], n, tname)]
+    blocks = [("Summary", summary_html)]
     cmp_cols = ["section", "measure", "roi", "hemisphere", "metric", "group_a", "group_b", "n_a",
-                "n_b", "difference", "percent_difference", "p_mwu", "q_mwu", "r_rb", "p_welch",
-                "q_welch", "cohen_d", "note"]
-    blocks.append(("Group comparisons (baseline and change; group_comparisons.tsv)",
-                   [table_html(comparison[comparison.section.isin(["baseline", "change"])]
-                               [cmp_cols])]))
-    blocks.append(("Age fit on controls (group_agefit.tsv)", [table_html(fits)]))
+                "n_b", "difference", "ci_low", "ci_high", "percent_difference", "p_welch",
+                "q_welch", "cohen_d", "p_mwu", "q_mwu", "r_rb", "note"]
+
+    def analysis(name, key, table_name, table, qcol, cols=None):
+        sents, n, _ = found.get(name, ([], 0, ""))
+        part = [] if name not in found else [sentences_html(sents, n, table_name)]
+        shown = table if cols is None else table[[c for c in cols if c in table]]
+        main = primary_rows(key, shown, primary, control_label)
+        main = main.drop(columns=["rois"], errors="ignore")
+        return (f"{name} ({table_name})", part + [
+            table_html(main, qcol=qcol),
+            details_html(shown, f"every measure and subset of {table_name}", qcol)])
+
+    blocks.append(analysis("Group differences", "comparisons", "group_comparisons.tsv",
+                           comparison[comparison.section.isin(["baseline", "change"])],
+                           "q_welch", cmp_cols))
+    blocks.append(analysis("Change over time (mixed models)", "mixed", "group_mixedmodels.tsv",
+                           mixed[mixed.term.str.startswith("group[T.") | (mixed.term == "years")
+                                 | (mixed.term == "n/a")], "q"))
+    blocks.append(analysis("Nuclei together (MANOVA)", "manova", "group_manova.tsv",
+                           manova[manova.test.isin(["Pillai's trace", "n/a"])], "q"))
     if not change.empty:
-        blocks.append(("Longitudinal change within groups (group_longitudinal_summary.tsv)",
-                       [table_html(change_sum)]))
+        per_year = change_sum[change_sum.measure == "change_per_year"]
+        main = per_year if per_year["n"].gt(0).any() else change_sum[
+            change_sum.measure == "change"]
+        blocks.append(("Change within groups (group_longitudinal_summary.tsv)", [
+            table_html(main, qcol="q_ttest"),
+            details_html(change_sum, "every measure of group_longitudinal_summary.tsv",
+                         "q_ttest")]))
     if corr is not None:
-        blocks.append(("Correlations (group_correlations.tsv)",
-                       [table_html(corr[corr.subset == "all"])]))
+        blocks.append(analysis("Clinical correlations", "correlations",
+                               "group_correlations.tsv", corr, "q_spearman"))
+    if step is not None:
+        blocks.append(analysis("Stepwise regression", "stepwise", "group_stepwise.tsv", step,
+                               None))
+    if sites is not None:
+        site_figs = [figure_html(p[0], c) for p, c in figs if "harmonis" in c]
+        blocks.append(("Site harmonisation (group_harmonization.tsv)", [
+            H.note("Site F test of value ~ site + group + age at baseline, before (raw) and "
+                   "after ComBat (harmonized); a removed site effect has a large p after."),
+            table_html(sites)] + site_figs))
+    sel = summary[summary.section == "baseline"]
+    sel = sel[["measure", "group", "roi", "hemisphere", "metric", "source", "n", "mean_sd",
+               "median_iqr", "note"]]
+    blocks.append(("Group summary (baseline; group_summary.tsv)", [
+        table_html(sel[sel.measure == primary]),
+        details_html(sel, "every measure of group_summary.tsv")]))
+    blocks.append(("Age fit on controls (group_agefit.tsv)", [
+        details_html(fits, "the fitted age curves")]))
+    blocks.append(("Methods", [METHODS.format(group_column=group_column,
+                                              control_label=control_label,
+                                              ref=f"{ref_age:.1f} years" if np.isfinite(ref_age)
+                                              else "reference age", covariates=cov_text)]))
+    other_figs = [(p, c) for p, c in figs if "harmonis" not in c]
+    if other_figs:
+        blocks.append(("Figures", [figure_html(p[0], c) for p, c in other_figs]))
     blocks.append(("Files", ["<ul>" + "".join(
         f"<li><a href='{p.name}'>{p.name}</a></li>" for p in written
         if p.suffix in (".tsv", ".json")) + "</ul>"]))
+    from .report import write_report
     written.append(write_report(out / "report.html", "bids-iron group report", blocks))
     log.info("group: %d files in %s (tables %.1f s, figures %.1f s)", len(written), out,
              t_tables, t_figs)
