@@ -258,6 +258,11 @@ class Options(_Declared):
     use_t1w: bool = option(
         True, "register the template to the MEGRE magnitude even when a T1w exists",
         section="anatomy", flags=("--no-t1w",), action="store_false")
+    registration_iron: bool = option(
+        True, "register the template with the T1w (or magnitude) alone, without the session's "
+              "R2* map as a second channel and the local brainstem/cerebellum refinement "
+              "(ROIs then follow anatomy only, not iron contrast)", section="anatomy",
+        flags=("--no-registration-iron",), action="store_false")
     lesion_masks: Path | None = option(
         None, "derivatives folder with sub-<l>[/ses-<s>]/anat/sub-<l>[_ses-<s>]"
               "_space-{FLAIR,T1w}_desc-lesion_mask.nii.gz per session", section="anatomy",
