@@ -292,7 +292,8 @@ def write_scan(root, lesion_root, scan, subject, session):
                              .clip(-4096, 4094))):
             path = anat / f"{stem}_echo-{i}_part-{part}_MEGRE.nii.gz"
             _nifti(array, scan.megre_affine, path, np.int16)
-            _json(path.with_name(path.name.replace(".nii.gz", ".json")), meta)
+            _json(path.with_name(path.name.replace(".nii.gz", ".json")),
+                  {**meta, "Units": "arbitrary"} if part == "phase" else meta)
     for suffix, image, affine, extra in (
             ("T1w", scan.t1w, scan.t1w_affine, {"RepetitionTime": 2.3, "InversionTime": 0.9}),
             ("FLAIR", scan.flair, scan.flair_affine, {"RepetitionTime": 5.0,
@@ -318,7 +319,17 @@ PARTICIPANTS_JSON = {
 }
 
 
-def write_cohort_tables(root):
+def cohort(n_participants=len(COHORT)):
+    """The first ``n_participants / 2`` controls and patients of `COHORT` (an even number
+    from 4 to 8: the group level needs two of each)."""
+    n = int(n_participants)
+    if n % 2 or not 4 <= n <= len(COHORT):
+        raise ValueError(f"the demo cohort has 4, 6 or 8 participants, not {n_participants}")
+    return tuple([r for r in COHORT if r["group"] == "HC"][:n // 2]
+                 + [r for r in COHORT if r["group"] == "MS"][:n // 2])
+
+
+def write_cohort_tables(root, rows=COHORT):
     """dataset_description.json, README, participants.tsv/.json and each sessions.tsv."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -328,16 +339,17 @@ def write_cohort_tables(root):
         "GeneratedBy": [{"Name": "bids-iron-demo"}]})
     (root / "README.md").write_text(
         "# bids-iron demo\n\nA simulated cohort written by `bids-iron-demo` (module "
-        "`bids_iron.demo.dataset`): 4 controls and 4 MS patients, two sessions two years "
+        f"`bids_iron.demo.dataset`): {len(rows) // 2} controls and {len(rows) // 2} MS "
+        "patients, two sessions two years "
         "apart, T1w, FLAIR and 5-echo GRE at 3 T, with a built-in group effect and change "
         "in deep gray matter iron. Not real data.\n")
     columns = ["participant_id", "group", "age", "sex", "EDSS", "disease_duration"]
     lines = ["\t".join(columns)]
-    for row in COHORT:
+    for row in rows:
         lines.append("\t".join(str(row.get(c, "n/a")) for c in columns))
     (root / "participants.tsv").write_text("\n".join(lines) + "\n")
     _json(root / "participants.json", PARTICIPANTS_JSON)
-    for row in COHORT:
+    for row in rows:
         sub = root / row["participant_id"]
         sub.mkdir(exist_ok=True)
         rows = ["session_id\tacq_time"]
@@ -347,19 +359,20 @@ def write_cohort_tables(root):
         (sub / f"{row['participant_id']}_sessions.tsv").write_text("\n".join(rows) + "\n")
 
 
-def build_dataset(root, lesion_root, progress=print):
-    """Write the whole demo cohort under ``root`` (raw BIDS) and its lesion masks under
-    ``lesion_root`` (a derivative dataset); returns ``root``."""
+def build_dataset(root, lesion_root, rows=COHORT, progress=print):
+    """Write the demo cohort ``rows`` (default all of `COHORT`) under ``root`` (raw BIDS) and
+    its lesion masks under ``lesion_root`` (a derivative dataset); returns ``root``."""
     root, lesion_root = Path(root), Path(lesion_root)
-    write_cohort_tables(root)
+    write_cohort_tables(root, rows)
     lesion_root.mkdir(parents=True, exist_ok=True)
     _json(lesion_root / "dataset_description.json", {
         "Name": "bids-iron demo lesion masks", "BIDSVersion": "1.10.0",
         "DatasetType": "derivative", "GeneratedBy": [{"Name": "bids-iron-demo"}]})
     head = Head()
-    for s, row in enumerate(COHORT):
+    for row in rows:
+        number = int(row["participant_id"][4:])  # the anatomy depends on the participant only
         for k, ses in enumerate(SESSIONS):
             progress(f"simulating {row['participant_id']} ses-{ses} ({row['group']})")
-            scan = simulate_scan(head, row, s + 1, k)
+            scan = simulate_scan(head, row, number, k)
             write_scan(root, lesion_root, scan, row["participant_id"], ses)
     return root

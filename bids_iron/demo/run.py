@@ -40,6 +40,8 @@ def parse_args(argv=None):
                     "minutes on 2 cores.")
     parser.add_argument("output_dir", type=Path,
                         help="new or empty folder for the dataset, templates and outputs")
+    parser.add_argument("--n-participants", type=int, default=8, choices=(4, 6, 8),
+                        help="participants, half controls and half MS patients (default: 8)")
     parser.add_argument("--n-procs", type=int, default=None, metavar="N",
                         help="sessions processed in parallel (default: one per core)")
     parser.add_argument("--version", action="version", version=f"bids-iron {__version__}")
@@ -49,9 +51,8 @@ def parse_args(argv=None):
 def main(argv=None):
     """Entry point of ``bids-iron-demo``; returns the exit code."""
     from ..cli import main as bids_iron
-    from .dataset import build_dataset
+    from .dataset import DEMO_SCALE, build_dataset, cohort
     from .templates import build_tf_home
-    from .dataset import DEMO_SCALE
 
     args = parse_args(argv)
     out = args.output_dir.expanduser().resolve()
@@ -64,7 +65,8 @@ def main(argv=None):
     print(f"bids-iron-demo: building the template home in {tf_home}", flush=True)
     build_tf_home(tf_home, fine=TEMPLATE_MM, scale=DEMO_SCALE)
     print(f"bids-iron-demo: simulating the cohort in {bids}", flush=True)
-    build_dataset(bids, lesions, progress=lambda text: print(f"  {text}", flush=True))
+    build_dataset(bids, lesions, cohort(args.n_participants),
+                  progress=lambda text: print(f"  {text}", flush=True))
     procs = [] if args.n_procs is None else ["--n-procs", str(args.n_procs)]
     steps = (
         ("participant", [str(bids), str(derivs), "participant", "--templateflow-home",
