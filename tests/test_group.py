@@ -454,6 +454,8 @@ def test_session_without_roi_table_warns_and_keeps_baseline(tmp_path, caplog):
     assert c1.interval_years == pytest.approx(2.0, abs=0.01)
     html = (out / "group" / "report.html").read_text()
     assert "sessions without ROI table" in html
+    mixed = read(out, "group_mixedmodels.tsv")
+    assert mixed.note.str.contains("2 participants with sessions without an ROI table").all()
 
 
 def test_welch_interval_of_the_difference():

@@ -289,7 +289,7 @@ def test_combat_removes_site_offsets_and_keeps_group_effect(tmp_path):
         read(out, "group_mixedmodels.tsv").measure)
 
 
-def test_site_from_sidecars_and_harmonize_needs_a_site(tmp_path):
+def test_site_from_sidecars_and_harmonize_needs_a_site(tmp_path, caplog):
     import json
 
     from bids_iron.errors import InputError
@@ -304,11 +304,17 @@ def test_site_from_sidecars_and_harmonize_needs_a_site(tmp_path):
             meta = {"EchoTime": 0.005, "InstitutionName": "Graz" if i % 2 else "Milan",
                     "ManufacturersModelName": "Prisma", "MagneticFieldStrength": 3}
             (anat / f"{sub}_{ses}_echo-1_part-mag_MEGRE.json").write_text(json.dumps(meta))
-    run_group(bids, out, GroupOptions(harmonize="combat", figures=False,
-                                      clinical_columns=["none"]))
+    broken = bids / "sub-012" / "ses-02" / "anat" / "sub-012_ses-02_echo-1_part-mag_MEGRE.json"
+    broken.write_text("{not json")
+    with caplog.at_level("WARNING", logger="bids_iron.group"):
+        run_group(bids, out, GroupOptions(harmonize="combat", figures=False,
+                                          clinical_columns=["none"]))
+    assert any(str(broken) in r.getMessage() and "no site" in r.getMessage()
+               for r in caplog.records)
     data = read(out, "group_roistats.tsv")
-    assert set(data.site) == {"Graz / Prisma / 3 T", "Milan / Prisma / 3 T"}
-    assert set(data.site_source) == {"sidecars"}
+    assert set(data.site.dropna()) == {"Graz / Prisma / 3 T", "Milan / Prisma / 3 T"}
+    assert data[data.site.isna()].session_id.unique().tolist() == ["ses-02"]
+    assert set(data.site_source.dropna()) == {"sidecars"} and data.site_source.isna().any()
     assert (out / "group" / "group_harmonization.tsv").exists()
 
 

@@ -180,20 +180,26 @@ SITE_FIELDS = ("InstitutionName", "Manufacturer", "ManufacturersModelName",
                "MagneticFieldStrength")
 
 
-def sidecar_sites(bids_dir, visits):
+def sidecar_sites(bids_dir, visits, log=None):
     """{(participant_id, session_id): site label} from the sessions' GRE sidecars.
 
     The label joins `SITE_FIELDS` of the first ``*_MEGRE.json`` / ``*_T2starw.json`` of the
     session's anat folder (e.g. ``Hospital A / Siemens Prisma / 3 T``); sessions without
-    such a sidecar or without any of the fields get no site.
+    such a sidecar or without any of the fields get no site. An unreadable sidecar is a
+    warning (that session gets no site), not an error.
     """
     bids_dir = Path(bids_dir)
+    log = log or LOG
     out = {}
     for sub, ses in zip(visits["participant_id"], visits["session_id"]):
         anat = bids_dir / sub / ("" if ses == "n/a" else ses) / "anat"
         paths = sorted(anat.glob("*_MEGRE.json")) + sorted(anat.glob("*_T2starw.json"))
         for path in paths:
-            meta = read_json(path)
+            try:
+                meta = read_json(path)
+            except InputError as exc:
+                log.warning("%s; no site from it", exc)
+                continue
             parts = [str(meta[k]) + (" T" if k == "MagneticFieldStrength" else "")
                      for k in SITE_FIELDS if meta.get(k) not in (None, "")]
             if parts:
@@ -497,7 +503,7 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
                          "participants.tsv and every sessions.tsv; add it or correct "
                          "--site-column")
     else:
-        sites = sidecar_sites(bids_dir, present)
+        sites = sidecar_sites(bids_dir, present, log)
         data["site"] = [sites.get(k) for k in zip(data.participant_id, data.session_id)]
         data["site_source"] = np.where(data["site"].notna(), "sidecars", "n/a")
 

@@ -270,6 +270,11 @@ def mixed_models(data, value="mean", covariates=(), control_label="HC", measure=
     table = data.rename(columns={time: "years"}) if time != "years" else data
     for unit, chunk in table.groupby(list(keys), sort=False, dropna=False):
         rows, _ = fit_mixed(chunk, value, covariates, control_label, "years")
+        if "missing_sessions" in chunk and chunk["missing_sessions"].notna().any():
+            gaps = chunk.loc[chunk["missing_sessions"].notna(), "participant_id"].nunique()
+            rows["note"] = [join_notes(n, f"{gaps} participant{'s' if gaps > 1 else ''} with "
+                                          "sessions without an ROI table (missing_sessions)")
+                            for n in rows["note"]]
         for k, v in zip(keys, unit):
             rows.insert(len(rows.columns) - len(TERM_COLUMNS), k, v)
         rows.insert(0, "measure", measure)
