@@ -227,6 +227,10 @@ def test_optional_pieces_missing(tmp_path):
         "sub-02_ses-b: brain mask volume 61 mL is below 800 mL")
     assert "Quality control: 0 checks passed" in text  # the magnitude-only session
     assert "Not available for this session" in text
+    # the magnitude-only session has no mask: no mask in the legend, nor in the note
+    first = text[:text.index('id="s-sub-02_ses-b"')]
+    assert "brain mask</span>" not in first and "yellow: brain mask" not in first
+    assert "0.5-99.5th percentile of the whole grid (no brain mask)" in first
     assert "No template was registered to this session" in text
     assert "SWI (made with --swi and the phase images)" in text
     assert "no ROI outlines" in text

@@ -315,7 +315,9 @@ def _full_table_html(table):
             "LFS and chi ppm)</summary>" + H.frame(table, digits=6) + "</details>")
 
 
-def _legend_html(labels):
+def _legend_html(labels, mask=True):
+    """The colour legend of the outlines drawn: the brain mask (when there is one) and the
+    ROIs present in ``labels``; "" when nothing is outlined."""
     present = set()
     if labels is not None:
         from ..anatomy.rois import NATIVE_LABELS
@@ -323,11 +325,12 @@ def _legend_html(labels):
         for index in np.unique(labels):
             if int(index) in NATIVE_LABELS:
                 present.add(NATIVE_LABELS[int(index)][0])
-    items = [f'<span><i style="background:{figures.MASK_COLOUR_HEX}"></i>brain mask</span>']
+    items = ([f'<span><i style="background:{figures.MASK_COLOUR_HEX}"></i>brain mask</span>']
+             if mask else [])
     items += [f'<span><i style="background:{colour}"></i>{H.escape(roi)}</span>'
               for roi, colour in figures.roi_legend()
               if roi in present and roi not in figures.NO_CONTOUR]
-    return '<p class="legend">' + "".join(items) + "</p>"
+    return '<p class="legend">' + "".join(items) + "</p>" if items else ""
 
 
 def _session_html(session, log):
@@ -367,7 +370,7 @@ def _session_html(session, log):
 
     # -- maps
     out.append("<h3>Maps</h3>")
-    out.append(_legend_html(labels))
+    out.append(_legend_html(labels, mask is not None))
     shown = []
     lesion_row = "flair" if session.flair is not None else "r2star"
     for attr, title, quantity, units, symmetric, cmap in _MAP_VIEWS:
@@ -394,11 +397,12 @@ def _session_html(session, log):
     outlines = ("; thin coloured lines: ROI outlines along the voxel edges, just inside "
                 "each region (before erosion; white matter not outlined)"
                 if labels is not None else "; no ROI outlines (no atlas or user ROIs)")
+    where = ("in the mask (LFS, chi: symmetric, 99.5th percentile of |value|)"
+             if mask is not None else "of the whole grid (no brain mask)")
+    mask_words = "; yellow: brain mask outline" if mask is not None else ""
     out.append(H.note("Axial slices through the deep gray matter (z: slice index), subject "
-                      "left on the left (neurological); yellow: brain mask outline"
-                      f"{outlines}. Colour bars in the map's units; display ranges: "
-                      "0.5-99.5th percentile in the mask (LFS, chi: symmetric, 99.5th "
-                      "percentile of |value|)."))
+                      f"left on the left (neurological){mask_words}{outlines}. Colour bars in "
+                      f"the map's units; display ranges: 0.5-99.5th percentile {where}."))
     log.append(("maps", time.perf_counter() - t0))
 
     # -- ROI table

@@ -224,7 +224,7 @@ def roi_flag_checks(table, session="session"):
     >>> t = pd.DataFrame({"roi": ["red_nucleus", "putamen"], "hemisphere": ["left"] * 2,
     ...                   "metric": ["chi"] * 2, "qc_flag": ["few voxels", ""]})
     >>> roi_flag_checks(t, "s")[0].message
-    's: 1 ROI flagged in the ROI table: red_nucleus left (few voxels)'
+    's: 1 ROI flagged in the ROI table: red_nucleus left: few voxels'
     """
     if table is None or len(table) == 0 or "qc_flag" not in table:
         return []
@@ -232,7 +232,7 @@ def roi_flag_checks(table, session="session"):
     n = len(flagged)
     message = ""
     if n:
-        items = "; ".join(f"{roi} {hemi} ({', '.join(reasons)})"
+        items = "; ".join(f"{roi} {hemi}: {', '.join(reasons)}"
                           for (roi, hemi), reasons in flagged.items())
         message = f"{session}: {n} ROI{'s' if n != 1 else ''} flagged in the ROI table: {items}"
     return [Check("ROIs flagged in the ROI table (qc_flag)", n, "ROIs", "0 ROIs",
