@@ -17,8 +17,12 @@ def main(argv=None):
     template = argv[0] if argv else DEFAULT_TEMPLATE
     try:
         files = fetch_atlas_files(template)
-    except BidsIronError as exc:
-        print(f"bids-iron prefetch: {exc}", file=sys.stderr)
+    except BidsIronError as exc:  # its advice names this command: say what to do instead
+        reason = str(exc).split(" (template")[0]
+        print(f"bids-iron prefetch: {reason}: this command downloads, so run it where there is "
+              "internet and copy that TEMPLATEFLOW_HOME here (or use the container image, "
+              "which has the files; `bids-iron-demo DIR` tries the app offline; "
+              "--no-anatomy gives the maps without templates)", file=sys.stderr)
         return 1
     for path in (files.t1w, files.t1w_coarse, files.t2w_coarse, files.brain_mask,
                  files.wm_probseg, files.suit_t1w, *[a.dseg for a in files.atlases],
