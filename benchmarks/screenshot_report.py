@@ -40,12 +40,10 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import phantom as P
 import tf_home
+from screenshots import screenshot
 
 LESION_CENTRE_MM = np.array([-24.0, -18.0, 14.0])  # left periventricular white matter
 LESION_RADIUS_MM = 5.0
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--hide-scrollbars")
 
 
 def build_dataset(root):
@@ -87,33 +85,6 @@ def run_participant(ds, out, *args):
     if proc.returncode != 0:
         print(proc.stderr[-3000:])
     return proc.returncode
-
-
-def screenshot(html, png, width=1400, height=6000, tile=1600):
-    """Headless-Chromium screenshot of ``html`` into ``png``, cut into tiles; returns them."""
-    from PIL import Image
-
-    profile = png.parent / ".chromium-profile"
-    cmd = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}",
-           f"--window-size={width},{height}", html.resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
-    image = Image.open(png).convert("RGB")
-    # drop the empty (white) bottom of the window
-    rows = np.flatnonzero(np.any(np.asarray(image) < 250, axis=(1, 2)))
-    if rows.size and rows[-1] >= height - 40:
-        print(f"  {html.name}: the page may be longer than the window ({height} px); "
-              "rerun with a larger --height")
-    if rows.size:
-        image = image.crop((0, 0, width, min(image.height, int(rows[-1]) + 20)))
-        image.save(png)
-    for old in png.parent.glob(f"{png.stem}_part*.png"):  # of an earlier, longer page
-        old.unlink()
-    tiles = []
-    for i, top in enumerate(range(0, image.height, tile)):
-        path = png.with_name(f"{png.stem}_part{i + 1}.png")
-        image.crop((0, top, width, min(top + tile, image.height))).save(path)
-        tiles.append(path)
-    return tiles
 
 
 def main():

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import screenshots
 
 from bids_iron.anatomy.quality import (Check, mask_field_quality, quality_facts,
                                        quality_status, quality_warnings)
@@ -209,6 +210,28 @@ def test_full_report(tmp_path):
     sizes = [Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size
              for src in checker.srcs[:5]]
     assert all(width >= 1200 and height >= 500 for width, height in sizes), sizes
+
+
+@pytest.mark.skipif(screenshots.chromium() is None, reason="no Chromium to render the page")
+def test_report_as_a_browser_shows_it(tmp_path):
+    """Headless Chromium renders the report: it has content, nothing spills to the right of
+    the 1300 px page (tables, mosaics, legend), and each map mosaic is shown at its full
+    ~1215 px (a black band that wide: its title bar), not shrunk."""
+    from PIL import Image
+
+    path = write_report(tmp_path / "out", "01", [small_session()])
+    (tile, *_) = screenshots.screenshot(path, tmp_path / "shot.png", height=9000, tile=9000)
+    pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("L"))
+    assert pixels.shape[0] > 3000 and (pixels < 200).mean() > 0.05
+    assert (pixels[:, 1360:] > 245).all()  # the page is 1300 px wide, centred: margins stay
+
+    def longest_black_run(row):
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row < 20, [0]]).astype(int)))
+        return int(np.max(edges[1::2] - edges[::2])) if edges.size else 0
+
+    wide = np.array([longest_black_run(row) >= 1200 for row in pixels])
+    bands = np.flatnonzero(np.diff(wide.astype(int)) == 1)
+    assert len(bands) >= 5  # R2*, LFS, chi, SWI, FLAIR at least
 
 
 def test_optional_pieces_missing(tmp_path):
