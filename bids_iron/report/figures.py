@@ -1,8 +1,11 @@
 """Figures of the subject report: slice mosaics, registration check, QC (matplotlib, Agg).
 
 Every figure is drawn on a bare `matplotlib.figure.Figure` (Agg canvas, no pyplot state, safe
-in worker processes) and returned as PNG bytes; `bids_iron.report._html.figure` embeds them as a ``data:`` URI so
-the HTML report is one file that works offline.
+in worker processes) and returned as PNG bytes; `bids_iron.report._html.figure` embeds them
+as a ``data:`` URI so the HTML report is one file that works offline. Map mosaics are one
+image of all slices (`mosaic_array`) on one axis, with a colour bar in physical units; ROI and
+mask outlines are thin line segments along the voxel edges (`outline_segments`), drawn just
+inside each region so that small nuclei stay visible.
 
 Orientation: when an affine is given, arrays are reoriented to the closest RAS+ axes
 (`as_ras`) so axial slices are drawn with the subject's left on the left of the image

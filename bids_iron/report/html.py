@@ -1,9 +1,12 @@
 """The per-subject HTML report ``OUTPUT_DIR/sub-<label>.html``.
 
 One self-contained file (figures embedded as base64 PNG, inline CSS, no scripts, no network
-resources), one section per session: map mosaics with the brain-mask outline and atlas
-contours, the ROI table, the registration check, QC (mask volume, R2* fit residual, SNR),
-the methods paragraph with references; software versions at the end. The HTML pieces (page,
+resources), one section per session: a QC box (checks passed, each warning in full), map
+mosaics (two rows of four axial slices, a colour bar in the map's units, thin brain-mask and
+ROI outlines along the voxel edges), the ROI table (flagged ROIs marked when the table has a
+``qc_flag`` column) and the lesions, the registration check, the QC table (named checks with
+value and unit, expected range, pass/warn/info; `bids_iron.report.qc`), the methods
+paragraph of what was run (`methods_facts`) with references; software versions at the end. The HTML pieces (page,
 stylesheet, tables, figures) come from `bids_iron.report._html`, shared with the group report.
 
 Usage (as the workflow does: a section per session when it finishes, the page at the end)::
