@@ -6,8 +6,9 @@ on 2 cores. Run by hand:
     python benchmarks/bench_group.py [--participants 200] [--no-figures] [--repeats 1]
 
 Writes a synthetic cohort (bids_iron.group.synthetic, 100 HC + 100 MS, two sessions two years
-apart, EDSS, three sites, lesion masks and tables) to a temporary folder, then times run_group with figures and without, and prints
-the time of each and the number of rows of each table.
+apart, EDSS, three sites, lesion masks and tables) to a temporary folder, then times run_group
+(--covariates age sex --harmonize combat) with figures and without, and prints the time of
+each and the number of rows of each table.
 """
 
 import argparse

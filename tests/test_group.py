@@ -465,3 +465,10 @@ def test_welch_interval_of_the_difference():
     half = stats.t.ppf(0.975, r["df"]) * np.sqrt(a.var(ddof=1) / 20 + b.var(ddof=1) / 15)
     assert r["ci_low"] == pytest.approx(r["difference"] - half)
     assert r["ci_high"] == pytest.approx(r["difference"] + half)
+
+
+def test_compare_groups_without_rows_keeps_its_columns():
+    from bids_iron.group.compare import compare_groups
+    empty = pd.DataFrame(columns=["group", "roi", "hemisphere", "metric", "source", "mean"])
+    table = compare_groups(empty)
+    assert table.empty and {"mean_a", "ci_low", "q_welch", "note"} <= set(table.columns)

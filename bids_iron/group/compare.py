@@ -136,7 +136,9 @@ def compare_groups(data, value="mean", control_label="HC", section="baseline", m
                          **compare_two(v[g == ga], v[g == gb], ga, gb)})
     table = pd.DataFrame(rows)
     if table.empty:
-        table = pd.DataFrame(columns=list(keys) + ["group_a", "group_b", "n_a", "n_b"]
+        table = pd.DataFrame(columns=list(keys) + ["group_a", "group_b", "n_a", "n_b",
+                                                   "mean_a", "mean_b", "sd_a", "sd_b",
+                                                   "median_a", "median_b"]
                              + STAT_COLUMNS + ["note"])
     table.insert(0, "measure", measure)
     table.insert(0, "section", section)
