@@ -91,3 +91,23 @@ def test_no_fit_line_without_a_correlation(monkeypatch, tmp_path):
                            fits={unit: (0.4, 0.2)})
     axes = {ax.get_title(): ax for ax in figs[0].axes if ax.get_visible()}
     assert len(axes["putamen L"].lines) == 1 and len(axes["caudate L"].lines) == 0
+
+
+def test_report_as_a_browser_shows_it(report, tmp_path):
+    """Headless Chromium renders the group report: summary text at the top, nothing spills to
+    the right of the 1300 px page (wide tables scroll inside it), figures further down."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import screenshots
+    from PIL import Image
+
+    if screenshots.chromium() is None:
+        pytest.skip("no Chromium to render the page")
+    out, _ = report
+    screenshots.screenshot(out / "group" / "report.html", tmp_path / "shot.png", height=12000,
+                           tile=12000)
+    pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("L"))
+    assert pixels.shape[0] > 3000 and (pixels[:1500] < 200).mean() > 0.01
+    assert (pixels[:, 1360:] > 245).all()  # page 1300 px wide, centred: the margins stay

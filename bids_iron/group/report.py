@@ -22,20 +22,22 @@ MAX_ROWS = 300
 #: Sentences shown per analysis in the summary (the rest: see the table).
 MAX_SENTENCES = 12
 _STYLE = ("<style>tr.sig td{background:#e3f4e6}ul.findings li{margin:0.25em 0}"
-          ".findings-none{color:#555}</style>")
+          ".findings-none{color:#555}div.wide{overflow-x:auto;max-width:100%}</style>")
 
 
 def table_html(table, max_rows=MAX_ROWS, qcol=None):
     """A table as HTML (numbers to 4 significant digits, n/a for missing; at most
     ``max_rows`` rows, with a note pointing to the TSV); rows with ``qcol`` < 0.05 are
-    highlighted."""
+    highlighted. Wide tables scroll inside the page instead of widening it."""
     if qcol is None or table is None or len(table) == 0 or qcol not in table:
-        return H.frame(table, digits=4, max_rows=max_rows)
+        return f'<div class="wide">{H.frame(table, digits=4, max_rows=max_rows)}</div>'
+
     shown = table.head(max_rows)
     q = pd.to_numeric(shown[qcol], errors="coerce").to_numpy()
     classes = ["sig" if np.isfinite(v) and v < F.Q_LEVEL else None for v in q]
     out = H.table(shown.itertuples(index=False), [str(c) for c in shown.columns], 4,
                   row_classes=classes)
+    out = f'<div class="wide">{out}</div>'
     if len(shown) < len(table):
         out += H.note(f"First {len(shown)} of {len(table)} rows; the full table is in the TSV.")
     return out
