@@ -334,7 +334,7 @@ def run_group(bids_dir, output_dir, options=None, log=None):
         part = [] if name not in found else [sentences_html(sents, n, table_name)]
         shown = table if cols is None else table[[c for c in cols if c in table]]
         main = primary_rows(key, shown, primary, control_label)
-        main = main.drop(columns=["rois"], errors="ignore")
+        main = main.drop(columns=["rois", "candidates"], errors="ignore")
         return (f"{name} ({table_name})", part + [
             table_html(main, qcol=qcol),
             details_html(shown, f"every measure and subset of {table_name}", qcol)])
