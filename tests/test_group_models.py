@@ -340,3 +340,20 @@ def test_lesion_load_joined_and_slope_recovered(tmp_path):
     import json
     meta = json.loads((out / "group" / "group_roistats.json").read_text())
     assert meta["lesion_volume_mm3"]["Units"] == "mm^3" and "lesion_r2star" in meta
+
+
+def test_roi_volume_association_recovered(tmp_path):
+    """R2* falls 1.5/s per cm3 of the ROI's own label volume: roistats' label_volume_mm3
+    joins the group table as roi_volume_mm3, and the slope comes back (OLS and stepwise)."""
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(30, 30), rois=ROIS[:2],
+                               metrics=("r2star",), seed=9, volume_slope={"r2star": -1.5})
+    run_group(bids, out, GroupOptions(figures=False, covariates=["age"]))
+    data = read(out, "group_roistats.tsv")
+    assert data.roi_volume_mm3.between(3000, 7000).all()
+    reg = read(out, "group_regressions.tsv")
+    beta = reg[(reg.subset == "HC") & (reg.measure == "raw") & (reg.clinical == "roi_volume_mm3")
+               & (reg.term == "roi_volume_mm3")]
+    assert len(beta) == 2 and (abs(beta.beta * 1000 + 1.5) < 3 * beta.se * 1000).all()
+    step = read(out, "group_stepwise.tsv")
+    assert (step[step.subset == "HC"].groupby(["roi", "hemisphere"]).term.apply(
+        lambda t: "roi_volume_mm3" in set(t))).all()

@@ -31,7 +31,7 @@ LOG = logging.getLogger("bids_iron.group")
 #: Columns every roistats.tsv must have.
 REQUIRED_ROISTATS = ("roi", "hemisphere", "metric", "mean")
 #: Optional roistats columns carried into the cohort table.
-OPTIONAL_ROISTATS = ("median", "sd", "n_voxels", "volume_mm3", "source")
+OPTIONAL_ROISTATS = ("median", "sd", "n_voxels", "volume_mm3", "source", "label_volume_mm3")
 #: Columns that identify one analysis unit (one ROI value per session).
 UNIT_KEYS = ["roi", "hemisphere", "metric", "source"]
 #: Column names the cohort table uses itself (clinical columns/covariates may not reuse them).
@@ -39,7 +39,7 @@ RESERVED = {"participant_id", "session_id", "roi", "hemisphere", "metric", "sour
             "median", "sd", "n_voxels", "volume_mm3", "group", "age_source", "acq_time",
             "session_order", "n_sessions", "is_baseline", "years_from_baseline",
             "mean_agecorrected", "roistats_file", "missing_sessions", "site_source",
-            "mean_harmonized"}
+            "mean_harmonized", "roi_volume_mm3"}
 
 _NA = ["n/a", "N/A", ""]
 
@@ -243,7 +243,7 @@ def read_roistats(paths):
     for column in REQUIRED_ROISTATS[:3]:
         data[column] = raw[column].astype(str).str.strip()
     data["source"] = raw["source"].fillna("n/a").astype(str) if "source" in raw else "n/a"
-    for column in ("mean", "median", "sd", "n_voxels", "volume_mm3"):
+    for column in ("mean", "median", "sd", "n_voxels", "volume_mm3", "label_volume_mm3"):
         if column not in raw:
             data[column] = np.nan
             continue
@@ -254,6 +254,7 @@ def read_roistats(paths):
             raise InputError(f"{first.roistats_file}: column '{column}' has non-numeric value "
                              f"{first[column]!r}; rerun the participant level for this session")
         data[column] = values.astype(float)
+    data = data.rename(columns={"label_volume_mm3": "roi_volume_mm3"})
     data["roistats_file"] = raw["roistats_file"]
     dup = data.duplicated(["participant_id", "session_id"] + UNIT_KEYS, keep=False)
     if dup.any():
@@ -527,6 +528,9 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
             if column in lesion_columns and data[column].nunique() > 1:
                 clinical.append({"column": column, "file": "OUTPUT_DIR lesion tables",
                                  "why": "lesion load (--lesion-masks)"})
+        if data["roi_volume_mm3"].nunique() > 1:
+            clinical.append({"column": "roi_volume_mm3", "file": "roistats.tsv",
+                             "why": "the ROI's own label volume (label_volume_mm3)"})
         clinical_columns = [c["column"] for c in clinical]
         if clinical_columns:
             log.info("group: clinical columns found: %s", ", ".join(
@@ -536,9 +540,9 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
                      else "participants.tsv", "why": "--clinical-columns"}
                     for c in clinical_columns]
     for column in clinical_columns:
-        if column in lesion_columns and column not in sessions.columns \
-                and column not in participants.columns:
-            continue  # joined above from the lesion tables
+        if (column in lesion_columns or column == "roi_volume_mm3") and \
+                column not in sessions.columns and column not in participants.columns:
+            continue  # joined above from the lesion tables / the ROI tables
         data[column] = _lookup(column, sessions, participants, data, ppath, spaths, True, True,
                                "--clinical-columns")
     for entry in clinical:

@@ -9,8 +9,8 @@ Conventions
   correction). ``u`` is the statistic of group a. Rank-biserial correlation
   ``r_rb = 2 U_a / (n_a n_b) - 1`` (+1: every a above every b).
 * Welch t: scipy.stats.ttest_ind(a, b, equal_var=False), with the 95 % Welch interval of the
-  difference of means (``ci_low``, ``ci_high``; scipy ``confidence_interval``). Cohen's d uses the pooled SD,
-  ``sqrt(((n_a-1) s_a^2 + (n_b-1) s_b^2) / (n_a + n_b - 2))`` (SDs with ddof=1).
+  difference of means (``ci_low``, ``ci_high``; scipy ``confidence_interval``). Cohen's d
+  uses the pooled SD, ``sqrt(((n_a-1) s_a^2 + (n_b-1) s_b^2) / (n_a + n_b - 2))`` (SDs with ddof=1).
 * Benjamini-Hochberg q (``q_mwu``, ``q_welch``): the family is every roi x hemisphere x
   metric x source x pair test of one table section (one session, baseline, or change) and
   one measure (raw, age_corrected, ...), separately for each test.

@@ -32,7 +32,9 @@ COLUMNS = {
     "median": ("ROI median of the metric", _VALUE_UNITS, None),
     "sd": ("ROI standard deviation of the metric over voxels", _VALUE_UNITS, None),
     "n_voxels": ("Voxels in the (eroded) ROI", None, None),
-    "volume_mm3": ("ROI volume", "mm^3", None),
+    "volume_mm3": ("Volume of the voxels averaged (eroded ROI)", "mm^3", None),
+    "roi_volume_mm3": ("Volume of the ROI label in the subject's space before erosion "
+                       "(roistats.tsv label_volume_mm3; n/a when not written)", "mm^3", None),
     "roistats_file": ("roistats.tsv the row comes from", None, None),
     "group": ("Group label from participants.tsv (--group-column)", None, None),
     "age": ("Age at the session (see age_source)", "years", None),

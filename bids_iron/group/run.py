@@ -237,7 +237,8 @@ def run_group(bids_dir, output_dir, options=None, log=None):
     candidates = list(dict.fromkeys(
         clinical_columns + [c for c in covariates if c in data and c != "group"
                             and pd.api.types.is_numeric_dtype(data[c])]
-        + [c for c in ("lesion_volume_log", "lesion_count") if c in info["lesion_columns"]]))
+        + [c for c in ("lesion_volume_log", "lesion_count") if c in info["lesion_columns"]]
+        + (["roi_volume_mm3"] if data["roi_volume_mm3"].nunique() > 1 else [])))
     step = None
     if candidates:
         base = data[data["is_baseline"]]

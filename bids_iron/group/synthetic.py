@@ -8,6 +8,7 @@ Model of each ROI value (``mean`` of roistats.tsv) for participant i at a sessio
             + edss_slope * (EDSS - edss_mean)     (patients only; EDSS per participant)
             + site_offset * noise                   (``site_offsets``, per site, in noise SDs)
             + lesion_slope * ln(1 + lesion volume)  (patients; ``lesion_slope`` per metric)
+            + volume_slope * (ROI volume - 5000 mm^3) / 1000   (``volume_slope`` per metric)
             + noise (SD ``noise``)
 
 with per-metric scaling (r2star in 1/s; t2star = 1/r2star; chi and lfs in ppm). EDSS is n/a
@@ -35,7 +36,8 @@ TRUTH = {"r2star": (15.0, 0.05, 14.0, 2.0, 0.5, 0.8, 1.0),
 def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, interval_years=2.0,
                 rois=DEFAULT_ROIS, metrics=("r2star", "t2star", "chi", "lfs"), seed=0,
                 age_range=(20.0, 70.0), edss_mean=3.0, with_acq_time=True,
-                age_in="participants", truth=None, site_offsets=None, lesion_slope=None):
+                age_in="participants", truth=None, site_offsets=None, lesion_slope=None,
+                volume_slope=None):
     """Write ``root/bids`` (participants.tsv, sessions.tsv) and ``root/derivatives``
     (roistats.tsv per session). Returns (bids_dir, output_dir, truth dict).
 
@@ -47,10 +49,14 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
     change per ln(mm^3)}; every session then gets a lesion mask and, for patients, a
     ``*_desc-lesions_roistats.tsv`` with 1-6 lesions (total volume log-uniform, 300-30000
     mm^3, growing 10 % a year), as the participant level writes with ``--lesion-masks``.
+    ``volume_slope``: {metric: change per cm^3 of ROI volume}; roistats.tsv then has
+    ``label_volume_mm3``: 5000 mm^3 x a per-participant-and-ROI factor (SD 10 %, drawn from
+    a separate generator so the other values do not change), patients losing 1 % a year.
     """
     truth_table = {**TRUTH, **(truth or {})}
     sites = list(site_offsets or {})
     rng = np.random.default_rng(seed)
+    vrng = np.random.default_rng(seed + 1000)
     root = Path(root)
     bids, deriv = root / "bids", root / "derivatives"
     bids.mkdir(parents=True, exist_ok=True)
@@ -69,6 +75,7 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
             lesion0 = float(np.exp(rng.uniform(np.log(300), np.log(30000)))) \
                 if (patient and lesion_slope) else 0.0
             n_lesions = int(rng.integers(1, 7)) if lesion0 else 0
+            vol0 = {r: 5000.0 * vrng.normal(1.0, 0.1) for r in rois} if volume_slope else {}
             prow.append({"participant_id": sub, "age": round(age0, 2), "sex": sex,
                          "group": group, "EDSS": edss, **({"site": site} if sites else {})})
             srows = []
@@ -84,6 +91,7 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
                 lesion_mm3 = lesion0 * 1.1 ** years
                 rows = []
                 for roi, hemi in rois:
+                    vol = vol0.get((roi, hemi), np.nan) * (0.99 ** years if patient else 1.0)
                     base_r2 = None
                     for metric in metrics:
                         key = "r2star" if metric == "t2star" else metric
@@ -93,6 +101,8 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
                             v += site_offsets[site] * noise
                         if lesion_slope and patient:
                             v += lesion_slope.get(key, 0.0) * np.log1p(lesion_mm3)
+                        if volume_slope:
+                            v += volume_slope.get(key, 0.0) * (vol - 5000.0) / 1000.0
                         if patient:
                             v += ge + yc * years + es * (edss - edss_mean)
                         if metric == "r2star":
@@ -101,7 +111,8 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
                             v = 1.0 / (base_r2 if base_r2 is not None else v)
                         rows.append({"roi": roi, "hemisphere": hemi, "metric": metric,
                                      "mean": v, "median": v, "sd": abs(v) * 0.1,
-                                     "n_voxels": 200, "volume_mm3": 1600.0, "source": "atlas"})
+                                     "n_voxels": 200, "volume_mm3": 1600.0, "source": "atlas",
+                                     **({"label_volume_mm3": vol} if volume_slope else {})})
                 d = deriv / sub / ses / "anat"
                 d.mkdir(parents=True, exist_ok=True)
                 pd.DataFrame(rows).to_csv(d / f"{sub}_{ses}_roistats.tsv", sep="\t", index=False,
@@ -116,6 +127,7 @@ def make_cohort(root, n_per_group=(30, 30), groups=("HC", "MS"), sessions=2, int
     pdf = pd.DataFrame(prow)
     pdf.to_csv(bids / "participants.tsv", sep="\t", index=False, na_rep="n/a")
     truth = {"metrics": truth_table, "lesion_slope": dict(lesion_slope or {}),
+             "volume_slope": dict(volume_slope or {}),
              "site_offsets": dict(site_offsets or {}), "edss_mean": edss_mean,
              "interval_years": interval_years,
              "groups": list(groups)}
