@@ -273,7 +273,7 @@ def run_group(bids_dir, output_dir, options=None, log=None):
             if sites is not None:
                 p = plots.site_panel(base, metric, out / f"group_desc-sites_{metric}")
                 figs.append((p, f"{label} by site before and after harmonisation"))
-            for clin in clinical_columns:
+            for clin in [c for c in clinical_columns if c != "lesion_count"]:
                 safe = "".join(ch for ch in clin if ch.isalnum())
                 fits_u = {}
                 if corr is not None:
