@@ -426,6 +426,27 @@ def test_flagged_rois_shown(tmp_path):
     assert not any("qc_flag" in check.name for check in session_checks(session)[0])
 
 
+def test_measured_checks_and_limits():
+    """The checks beyond the mask: last-echo SNR below 3 warns (Rician floor), a negative chi
+    sign check warns, background removal that did not converge warns (as the phase stage's
+    log does) while a dipole inversion at its iteration cap is information."""
+    from bids_iron.report import qc
+
+    def status(facts, snr=None):
+        return {r.name: r.status for r in qc.measure_checks(facts, snr, session="s")}
+
+    assert status({}, {"snr_background_last": 3.0})["SNR, last echo (background noise)"] == "ok"
+    assert status({}, {"snr_background_last": 2.9})["SNR, last echo (background noise)"] == "warn"
+    sign = "chi sign check (median chi of the 1 % highest-R2* voxels)"
+    assert status({"SignCheckHighR2starMedianChi": 0.0})[sign] == "ok"
+    assert status({"SignCheckHighR2starMedianChi": -0.001})[sign] == "warn"
+    stuck = {"n_iter": 60, "converged": False, "max_iter": 60}
+    assert status({"BackgroundRemoval": stuck})["background removal"] == "warn"
+    assert status({"DipoleInversion": stuck})["dipole inversion"] == "info"
+    assert status({"DipoleInversion": {"n_iter": 0}})["dipole inversion"] == "info"  # TKD
+    assert status({}, {}) == {}
+
+
 def test_lesion_summary():
     """One row per lesion: volume, world centroid and mean (sd) per metric in display units."""
     from bids_iron.anatomy.roistats import lesion_table
