@@ -285,9 +285,30 @@ def _metric_cells(by_metric, metrics):
         if r is None or not r["n_voxels"]:
             cells.append("n/a")
         else:
-            cells.append(f"{H.number(r['mean'] * scale, digits)} "
-                         f"({H.number(r['sd'] * scale, 2)})")
+            cells.append(mean_sd_text(r["mean"] * scale, r["sd"] * scale, digits))
     return cells
+
+
+def mean_sd_text(mean, sd, digits=4):
+    """``"mean (sd)"`` with the sd to 2 significant digits and the mean to the same decimals
+    (never ``-0``); ``digits`` significant digits for the mean when the sd is not a positive
+    number.
+
+    Examples
+    --------
+    >>> mean_sd_text(22.6426, 0.676368), mean_sd_text(-2.4e-08, 17.2), mean_sd_text(154.0, 1.7)
+    ('22.64 (0.68)', '0 (17)', '154.0 (1.7)')
+    >>> mean_sd_text(0.0123, float("nan"))
+    '0.0123 (n/a)'
+    """
+    mean, sd = float(mean), float(sd)
+    if not (np.isfinite(sd) and sd > 0) or not np.isfinite(mean):
+        return f"{H.number(mean, digits)} ({H.number(sd, 2)})"
+    decimals = int(min(6, max(0, 1 - np.floor(np.log10(sd)))))
+    text = f"{mean:.{decimals}f}"
+    if float(text) == 0:
+        text = text.lstrip("-")
+    return f"{text} ({sd:.{decimals}f})"
 
 
 def lesion_summary_html(table):
