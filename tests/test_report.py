@@ -220,7 +220,7 @@ def test_report_as_a_browser_shows_it(tmp_path):
     from PIL import Image
 
     path = write_report(tmp_path / "out", "01", [small_session()])
-    (tile, *_) = screenshots.screenshot(path, tmp_path / "shot.png", height=9000, tile=9000)
+    screenshots.screenshot(path, tmp_path / "shot.png", height=9000, tile=9000)
     pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("L"))
     assert pixels.shape[0] > 3000 and (pixels < 200).mean() > 0.05
     assert (pixels[:, 1360:] > 245).all()  # the page is 1300 px wide, centred: margins stay
