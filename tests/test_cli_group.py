@@ -26,3 +26,19 @@ def test_group_level_missing_column(tmp_path):
     assert code == 2 and "Traceback" not in err
     line = [l for l in err.splitlines() if l.startswith("bids-iron: error:")][0]
     assert "participants.tsv" in line and "diagnosis" in line
+
+
+def test_group_level_harmonize_and_no_clinical_columns(tmp_path):
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(9, 9), rois=[("putamen", "left"), ("caudate", "left")],
+                               metrics=("r2star",), site_offsets={"A": 0.0, "B": 2.0, "C": -1.0})
+    participants = pd.read_csv(bids / "participants.tsv", sep="\t")
+    participants.rename(columns={"site": "centre"}).to_csv(bids / "participants.tsv", sep="\t",
+                                                            index=False, na_rep="n/a")
+    code, _, err = run_cli(bids, out, "group", "--site-column", "centre", "--harmonize", "combat",
+                           "--clinical-columns", "none", "--no-figures")
+    assert code == 0, err
+    group = out / "group"
+    assert (group / "group_harmonization.tsv").exists() and (group / "group_mixedmodels.tsv").exists()
+    assert not (group / "group_correlations.tsv").exists()
+    measures = set(pd.read_csv(group / "group_comparisons.tsv", sep="\t").measure)
+    assert "harmonized" in measures

@@ -536,8 +536,11 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
             log.info("group: clinical columns found: %s", ", ".join(
                 f"{c['column']} ({c['file']}, {c['why']})" for c in clinical))
     else:
-        clinical = [{"column": c, "file": "sessions.tsv" if c in sessions.columns
-                     else "participants.tsv", "why": "--clinical-columns"}
+        def origin(c):
+            return ("sessions.tsv" if c in sessions.columns else "participants.tsv"
+                    if c in participants.columns else "OUTPUT_DIR lesion tables"
+                    if c in lesion_columns else "roistats.tsv")
+        clinical = [{"column": c, "file": origin(c), "why": "--clinical-columns"}
                     for c in clinical_columns]
     for column in clinical_columns:
         if (column in lesion_columns or column == "roi_volume_mm3") and \
