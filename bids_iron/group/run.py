@@ -1,6 +1,7 @@
 """The group level: read every session's roistats.tsv, write the cohort tables, figures and
 report to OUTPUT_DIR/group/. File I/O and orchestration only; the statistics are in
-`summary`, `compare`, `agecorr`, `longitudinal` and `correlations`."""
+`summary`, `compare`, `agecorr`, `longitudinal`, `correlations`, `mixed`, `manova`,
+`stepwise` and `harmonize`."""
 
 from __future__ import annotations
 
