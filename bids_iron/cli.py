@@ -6,6 +6,7 @@ import argparse
 import datetime
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -91,24 +92,27 @@ def main(argv=None):
         print(f"bids-iron: error: {exc}", file=sys.stderr)
         _to_run_log(f"bids-iron: error: {exc}")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("bids-iron: interrupted; finished sessions are kept, rerun to continue",
-              file=sys.stderr)
-        _to_run_log("bids-iron: interrupted")
-        return 130
+    except KeyboardInterrupt as exc:  # SIGINT; SIGTERM/SIGHUP (workflow.Stopped)
+        name = str(exc) if str(exc).startswith("SIG") else "SIGINT"
+        text = (f"bids-iron: stopped by {name}; queued sessions were cancelled, finished "
+                "ones are kept: rerun the same command to continue")
+        print(text, file=sys.stderr)
+        _to_run_log(text)
+        return 128 + getattr(signal, name, signal.SIGINT)
     except Exception:  # a bug: the traceback on the console (Python's) and in the run log
         _to_run_log("bids-iron: unexpected error", exc_info=True)
         raise
 
 
 def _run(args):
-    from .bids.derivatives import ensure_outside
+    from .bids.derivatives import ensure_outside, ensure_own_output
     from .options import Options, Selection
     from .workflow import run_participants
 
     if not args.bids_dir.is_dir():
         raise BidsIronError(f"{args.bids_dir}: BIDS_DIR does not exist or is not a folder")
     ensure_outside(args.output_dir, args.bids_dir)
+    ensure_own_output(args.output_dir)
     try:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -125,7 +129,8 @@ def _run(args):
     options = Options.from_args(args)
     selection = Selection.from_args(args)
     results = run_participants(args.bids_dir, args.output_dir, selection.participant_label,
-                               selection.session_label, options)
+                               selection.session_label, options,
+                               wait_for_lock=selection.wait_for_lock)
     failed = [r for r in results if r.status == "failed"]
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
@@ -141,7 +146,11 @@ def _run_group(args):
     from .group.run import run_group
     from .options import GroupOptions
 
-    written = run_group(args.bids_dir, args.output_dir, GroupOptions.from_args(args), log=LOGGER)
+    from .runlock import ALL, output_lock
+
+    with output_lock(args.output_dir, ALL, wait=args.wait_for_lock):
+        written = run_group(args.bids_dir, args.output_dir, GroupOptions.from_args(args),
+                            log=LOGGER)
     LOGGER.info("group level: %d files in %s", len(written), args.output_dir / "group")
     return EXIT_OK
 

@@ -8,12 +8,16 @@ the others.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import errno
 import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -110,8 +114,9 @@ def run_r2star(session):
                                                  "SkullStripped": False, **base})
         outputs.append(derivs.save_map(inputs, array, data.affine, suffix, sidecar,
                                        header=data.header))
-    session.work.mkdir(parents=True, exist_ok=True)
-    np.save(session.work / "r2star_fit_residual.npy", fit.residual)
+    if session.options.work_dir is not None:  # kept for the user (nothing reads it back)
+        session.work.mkdir(parents=True, exist_ok=True)
+        np.save(session.work / "r2star_fit_residual.npy", fit.residual)
     return R2starResult(fit=fit, outputs=outputs)
 
 
@@ -242,9 +247,16 @@ def process_session(inputs, output_dir, bids_dir, options, atlas_files=None, wor
             # to the session and run logs; the console shows it once, in the progress line
             log.error("%s: %s", inputs.label, exc, extra=FILES_ONLY)
         except Exception as exc:  # a bug or an unforeseen input: keep the other sessions going
-            result.message = f"{type(exc).__name__}: {exc} (see logs/{inputs.label}.log)"
-            log.error("%s: unexpected error\n%s", inputs.label, traceback.format_exc(),
-                      extra=FILES_ONLY)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                where = Path(exc.filename).parent if exc.filename else "a work or output folder"
+                result.message = (f"{where}: {exc.strerror}; free space there (or give "
+                                  "--work-dir on a larger disk) and rerun")
+                log.error("%s: %s", inputs.label, result.message, extra=FILES_ONLY)
+            else:
+                result.message = f"{type(exc).__name__}: {exc} (see logs/{inputs.label}.log)"
+                log.error("%s: unexpected error\n%s", inputs.label, traceback.format_exc(),
+                          extra=FILES_ONLY)
+            derivs.remove_temporaries(inputs)
         finally:
             result.notes = list(session.notes)
             result.seconds = time.perf_counter() - t0
@@ -337,18 +349,119 @@ def default_n_procs():
     return int(max(1, min(os.cpu_count() or 1, by_memory)))
 
 
-def _worker_init():
-    """In a worker process, keep stdout quiet; the parent reports progress."""
-    logging.getLogger("bids_iron").handlers[:] = []
-    logging.getLogger("bids_iron").propagate = False
+def _worker_init(queue=None, parent=None):
+    """In a worker process: its log records go to the parent through ``queue`` (the parent
+    prints each stage's progress line and files them in the run log); Ctrl-C is the
+    parent's to handle; the worker dies with the parent (`_die_with_parent`)."""
+    import logging.handlers
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    package = logging.getLogger("bids_iron")
+    package.handlers[:] = []
+    package.propagate = False
+    if queue is not None:
+        package.addHandler(logging.handlers.QueueHandler(queue))
+        package.setLevel(logging.INFO)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent):
+    """Make this process end when ``parent`` (a pid) does, even by kill -9: the kernel's
+    parent-death signal on Linux, and a watchdog thread everywhere."""
+    if parent is None:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) received: stop like Ctrl-C (queued sessions cancelled, workers
+    stopped, temporaries removed)."""
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run():
+    """In the main thread, SIGTERM and SIGHUP raise `Stopped` (as SIGINT raises
+    KeyboardInterrupt), so every ``finally`` runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_pool(pool, running, derivs):
+    """Cancel the queued sessions, stop the workers (SIGTERM, then SIGKILL after 5 s) and
+    remove the temporaries of the sessions they were writing."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    deadline = time.monotonic() + 5.0
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+    for inputs in running:
+        derivs.remove_temporaries(inputs)
 
 
 def run_participants(bids_dir, output_dir, participant_labels=None, session_labels=None,
-                     options=None):
-    """Process every selected session; return the list of `SessionResult`."""
+                     options=None, wait_for_lock=False):
+    """Process every selected session; return the list of `SessionResult`.
+
+    The run holds its sessions of OUTPUT_DIR (`bids_iron.runlock.output_lock`: another run
+    on any of them stops with one line, or waits with ``wait_for_lock``). SIGINT, SIGTERM
+    and SIGHUP cancel the queued sessions, stop the workers and remove the work folder and
+    temporaries, then raise KeyboardInterrupt.
+    """
+    from .runlock import output_lock, work_folder
+
     options = options or Options()
     sessions = find_sessions(bids_dir, participant_labels, session_labels)
-    Derivatives(output_dir, bids_dir).write_dataset_description()
+    derivs = Derivatives(output_dir, bids_dir)
+    with _signals_stop_the_run(), \
+            output_lock(output_dir, [s.label for s in sessions], wait=wait_for_lock), \
+            (contextlib.nullcontext(Path(options.work_dir)) if options.work_dir
+             else work_folder()) as work_root:
+        derivs.write_dataset_description()
+        results = _run_sessions(sessions, derivs, options, work_root)
+    if options.report:
+        for path in assemble_reports(output_dir, [s.subject for s in sessions]):
+            LOGGER.info("report: %s", path)
+    if options.clean_work_dir and options.work_dir is not None:
+        for res in results:  # intermediates of finished sessions; failed ones stay for debugging
+            if res.status == "done":
+                shutil.rmtree(Path(options.work_dir) / res.label, ignore_errors=True)
+    return results
+
+
+def _run_sessions(sessions, derivs, options, work_root):
     n = len(sessions)
     LOGGER.info("found %d session(s) with multi-echo GRE data", n)
     atlas_files = None
@@ -361,45 +474,55 @@ def run_participants(bids_dir, output_dir, participant_labels=None, session_labe
     LOGGER.info("running %d session(s) at a time", n_procs)
     if options.n_threads is None:
         options = dataclasses.replace(options, n_threads=max(1, (os.cpu_count() or 1) // n_procs))
-    own_work = options.work_dir is None
-    work_root = Path(tempfile.mkdtemp(prefix="bids-iron-work-")) if own_work \
-        else Path(options.work_dir)
 
     def report(i, res):
         extra = f" ({res.message})" if res.message else ""
         LOGGER.info("[%d/%d] %s: %s in %.1f s%s", i, n, res.label, res.status, res.seconds, extra)
 
-    args = (output_dir, bids_dir, options, atlas_files, work_root)
-    try:
-        if n_procs == 1:
-            for i, inputs in enumerate(sessions, start=1):
-                LOGGER.info("[%d/%d] %s: started", i, n, inputs.label)
+    args = (derivs.root, derivs.bids_dir, options, atlas_files, work_root)
+    if n_procs == 1:
+        for i, inputs in enumerate(sessions, start=1):
+            LOGGER.info("[%d/%d] %s: started", i, n, inputs.label)
+            try:
                 res = process_session(inputs, *args)
-                results.append(res)
-                report(i, res)
-        else:
-            # spawn, not fork: forking a process that already ran OpenMP threads (numba,
-            # BLAS) can abort the children
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=context,
-                                                        initializer=_worker_init) as pool:
-                futures = {pool.submit(process_session, s, *args): s for s in sessions}
-                for i, fut in enumerate(concurrent.futures.as_completed(futures), start=1):
-                    try:
-                        res = fut.result()
-                    except Exception as exc:  # the worker process itself died
-                        res = SessionResult(label=futures[fut].label, status="failed",
-                                            message=f"worker died: {exc}")
-                    results.append(res)
-                    report(i, res)
+            except KeyboardInterrupt:
+                derivs.remove_temporaries(inputs)
+                raise
+            results.append(res)
+            report(i, res)
+        return results
+    # spawn, not fork: forking a process that already ran OpenMP threads (numba, BLAS) can
+    # abort the children. The workers' log records come back through a queue.
+    import logging.handlers
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    listener = logging.handlers.QueueListener(queue, *LOGGER.handlers,
+                                              respect_handler_level=True)
+    listener.start()
+    pool = concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=context,
+                                                  initializer=_worker_init,
+                                                  initargs=(queue, os.getpid()))
+    futures = {}
+    try:
+        futures = {pool.submit(process_session, s, *args): s for s in sessions}
+        for i, fut in enumerate(concurrent.futures.as_completed(futures), start=1):
+            try:
+                res = fut.result()
+            except Exception as exc:  # the worker process itself died
+                res = SessionResult(label=futures[fut].label, status="failed",
+                                    message=f"worker died: {exc}")
+            results.append(res)
+            report(i, res)
+    except BaseException:
+        running = [s for f, s in futures.items() if not f.done()]
+        _stop_pool(pool, running, derivs)
+        LOGGER.info("stopped: %d session(s) finished, %d cancelled or stopped", len(results),
+                    len(running))
+        raise
+    else:
+        pool.shutdown(wait=True)
     finally:
-        if own_work:
-            shutil.rmtree(work_root, ignore_errors=True)
-    if options.report:
-        for path in assemble_reports(output_dir, [s.subject for s in sessions]):
-            LOGGER.info("report: %s", path)
-    if options.clean_work_dir and not own_work:
-        for res in results:  # intermediates of finished sessions; failed ones stay for debugging
-            if res.status == "done":
-                shutil.rmtree(work_root / res.label, ignore_errors=True)
+        listener.stop()
+        queue.close()
     return results

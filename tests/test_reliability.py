@@ -7,6 +7,7 @@ All on a coarse 32x32x24 (4 mm) phantom: a session takes a second or two.
 import json
 import os
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -124,3 +125,178 @@ def test_broken_dataset_description(copy):
     assert code == 2
     lines = [l for l in err.splitlines() if l.startswith("bids-iron: error:")]
     assert len(lines) == 1 and "dataset_description.json: not valid JSON" in lines[0], err
+
+
+# -- process control (issue 15 item 5) ----------------------------------------------------
+def test_output_lock_one_run_per_session(tmp_path):
+    from bids_iron.runlock import ALL, LOCK_DIR, OutputInUse, output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out, ["sub-01_ses-a", "sub-02_ses-a"]):
+        with pytest.raises(OutputInUse) as info:
+            with output_lock(out, ["sub-02_ses-a"]):
+                pass
+        message = str(info.value)
+        assert "\n" not in message and f"pid {os.getpid()}" in message
+        assert "--wait-for-lock" in message and "sub-02_ses-a" in message
+        with output_lock(out, ["sub-03_ses-a"]):  # disjoint sessions: side by side
+            pass
+        with pytest.raises(OutputInUse):
+            with output_lock(out, ALL):  # the group level needs them all
+                pass
+    # a lock file nobody holds (its run was killed) is stale: removed, no conflict
+    (out / LOCK_DIR / "run-elsewhere-1.json").write_text(json.dumps({"sessions": ALL}))
+    with output_lock(out, ALL):
+        assert not (out / LOCK_DIR / "run-elsewhere-1.json").exists()
+
+
+def test_second_run_refused_or_waits(copy):
+    import threading
+
+    from bids_iron.runlock import output_lock
+
+    root, out = copy
+    with output_lock(out, ["sub-01_ses-a"]):
+        code, _, err = run_cli(root, out, "participant")
+        assert code == 2
+        lines = [l for l in err.splitlines() if l.startswith("bids-iron: error:")]
+        assert len(lines) == 1 and "another bids-iron run" in lines[0], err
+        assert not (out / "sub-01").exists() and not (out / "sub-02").exists()
+        code, _, err = run_cli(root, out, "group")
+        assert code == 2 and "another bids-iron run" in err
+    release = threading.Event()
+
+    def hold():
+        with output_lock(out, ["sub-02_ses-a"]):
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    threading.Timer(2.0, release.set).start()
+    time_started = __import__("time").monotonic()
+    err = _run(root, out, "--wait-for-lock")
+    holder.join()
+    assert "waiting: " in err and __import__("time").monotonic() - time_started >= 2.0
+    assert _status(err, "sub-02_ses-a") == "done"
+
+
+def test_foreign_output_dir_refused(copy):
+    root, out = copy
+    out.mkdir()
+    desc = {"Name": "fmriprep", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "fMRIPrep"}]}
+    (out / "dataset_description.json").write_text(json.dumps(desc))
+    code, _, err = run_cli(root, out, "participant")
+    assert code == 2 and "fMRIPrep" in err and "Traceback" not in err, err
+    assert json.loads((out / "dataset_description.json").read_text()) == desc
+    assert sorted(p.name for p in out.iterdir()) == ["dataset_description.json"]
+
+
+def _four_sessions(small, tmp_path):
+    root = tmp_path / "ds4"
+    shutil.copytree(small, root)
+    for sub in ("03", "04"):
+        shutil.copytree(root / "sub-01", root / f"sub-{sub}")
+        for f in (root / f"sub-{sub}").rglob("sub-01_*"):
+            f.rename(f.with_name(f.name.replace("sub-01", f"sub-{sub}")))
+    return root
+
+
+def _children(pid):
+    try:
+        text = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start(root, out, tmp, *extra):
+    """``python -m bids_iron`` with 2 workers on 4 sessions; returns the process once a
+    session's R2* stage has started in a worker (its progress line reached the parent)."""
+    import subprocess
+    import sys
+    import time
+
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, TMPDIR=str(tmp))
+    proc = subprocess.Popen([sys.executable, "-m", "bids_iron", str(root), str(out),
+                             "participant", "--no-anatomy", "--no-report", "--n-procs", "2",
+                             *extra], stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        lines.append(line)
+        if "R2* fit" in line or time.monotonic() > deadline:
+            break
+    assert any("R2* fit" in l for l in lines), "".join(lines)
+    return proc, lines
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_stops_workers_and_queue(small, tmp_path, sig):
+    """SIGINT/SIGTERM to the parent of a --n-procs 2 run: queued sessions cancelled, workers
+    gone within seconds, no work folder and no temporary left; a rerun finishes the rest."""
+    import signal
+    import time
+
+    root, out, tmp = _four_sessions(small, tmp_path), tmp_path / "out", tmp_path / "tmp"
+    proc, lines = _start(root, out, tmp)
+    workers = _children(proc.pid)
+    assert workers
+    t0 = time.monotonic()
+    proc.send_signal(getattr(signal, sig))
+    rest = proc.stderr.read()
+    code = proc.wait(30)
+    assert time.monotonic() - t0 < 15
+    assert code == 128 + getattr(signal, sig), rest
+    assert f"stopped by {sig}" in rest and "Traceback" not in rest, rest
+    time.sleep(0.5)
+    assert not [w for w in workers if _alive(w)], "worker processes left running"
+    assert not list(tmp.glob("bids-iron-work-*")), "work folder left behind"
+    assert not list(out.rglob("*.tmp*")), "temporary files left behind"
+    done = list(out.rglob(".bids-iron-done_*.json"))
+    assert len(done) < 4, "queued sessions were not cancelled"
+    code, _, err = run_cli(root, out, "participant", "--no-report")
+    assert code == 0, err
+    assert len(list(out.rglob(".bids-iron-done_*.json"))) == 4
+
+
+def test_kill9_parent_takes_its_workers(small, tmp_path):
+    """kill -9 of the parent: the workers die with it (no orphans); the next run removes the
+    dead run's work folder and is not blocked by its lock."""
+    import signal
+    import time
+
+    root, out, tmp = _four_sessions(small, tmp_path), tmp_path / "out", tmp_path / "tmp"
+    proc, _ = _start(root, out, tmp)
+    workers = _children(proc.pid)
+    assert workers and list(tmp.glob("bids-iron-work-*"))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and [w for w in workers if _alive(w)]:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)], "orphaned worker processes"
+    os.environ["TMPDIR"], saved = str(tmp), os.environ.get("TMPDIR")
+    import tempfile
+    tempfile.tempdir = None
+    try:
+        code, _, err = run_cli(root, out, "participant", "--no-report")
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR")
+        else:
+            os.environ["TMPDIR"] = saved
+        tempfile.tempdir = None
+    assert code == 0, err
+    assert "removed 1 work folder(s) of runs that were killed" in err
+    assert not list(tmp.glob("bids-iron-work-*"))
+    assert not list(out.rglob("*.tmp*"))

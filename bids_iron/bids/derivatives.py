@@ -100,6 +100,26 @@ def ensure_outside(output_dir, bids_dir):
                             "never writes into the input dataset: choose a folder outside it")
 
 
+def ensure_own_output(output_dir):
+    """Refuse an OUTPUT_DIR that holds another pipeline's derivatives (its
+    dataset_description.json names no bids-iron in GeneratedBy) or a raw dataset."""
+    path = Path(output_dir) / "dataset_description.json"
+    try:
+        description = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise BidsIronError(f"{path}: unreadable ({exc}); OUTPUT_DIR must be empty or a "
+                            "bids-iron output folder: fix or remove it") from None
+    generated = description.get("GeneratedBy") or []
+    names = [g.get("Name") for g in generated if isinstance(g, dict)]
+    if PIPELINE_NAME not in names:
+        owner = ", ".join(str(n) for n in names if n) or description.get("DatasetType", "raw")
+        raise BidsIronError(f"{output_dir}: holds another dataset ({owner}, per its "
+                            "dataset_description.json); choose an empty folder or a bids-iron "
+                            "output folder as OUTPUT_DIR (e.g. derivatives/bids-iron)")
+
+
 #: Outputs the BIDS specification has no names for, listed in the derivatives' .bidsignore
 #: (the official validator then reports them as ignored, not as errors).
 BIDSIGNORE = ("*.html", "**/figures", "logs", "group", "work", "*_roistats.tsv",
@@ -290,9 +310,16 @@ class Derivatives:
         """Forget that the session finished and drop temporaries a killed run left behind."""
         with contextlib.suppress(FileNotFoundError):
             self.done_record(inputs).unlink()
-        for folder in (self.session_dir(inputs), *(self.session_dir(inputs) / datatype
-                                                    for datatype in ("anat", "fmap"))):
+        self.remove_temporaries(inputs)
+
+    def remove_temporaries(self, inputs):
+        """Remove the session's temporary files (`atomic_path` names) in its folders."""
+        session = self.session_dir(inputs)
+        subject = self.root / f"sub-{inputs.subject}"
+        for folder in (session, *(session / d for d in ("anat", "fmap")), subject / "figures"):
             for stale in folder.glob(f".{inputs.label}_*.tmp*"):
+                if stale.name[len(inputs.label) + 2:].startswith(("acq-", "run-")):
+                    continue  # another acquisition's (sub-01_ses-1_acq-x_... for sub-01_ses-1)
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
 
