@@ -300,3 +300,19 @@ def test_kill9_parent_takes_its_workers(small, tmp_path):
     assert "removed 1 work folder(s) of runs that were killed" in err
     assert not list(tmp.glob("bids-iron-work-*"))
     assert not list(out.rglob("*.tmp*"))
+
+
+def test_sources_of_annexed_inputs(tmp_path):
+    """A git-annex/DataLad input is a symlink into .git/annex/objects: Sources name it by its
+    dataset path."""
+    from bids_iron.bids.derivatives import Derivatives
+
+    root = tmp_path / "ds"
+    objects = root / ".git" / "annex" / "objects" / "Xy" / "SHA256E-s1--abc.nii.gz"
+    objects.parent.mkdir(parents=True)
+    objects.write_bytes(b"x")
+    link = root / "sub-01" / "anat" / "sub-01_echo-1_part-mag_MEGRE.nii.gz"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(objects, link.parent))
+    uri = Derivatives(tmp_path / "out", root).bids_uri(link)
+    assert uri == "bids:raw:sub-01/anat/sub-01_echo-1_part-mag_MEGRE.nii.gz"

@@ -165,11 +165,15 @@ class Derivatives:
 
     def bids_uri(self, path):
         """BIDS URI of an input file, relative to the raw dataset (``bids:raw:sub-01/...``)."""
-        try:
-            rel = Path(path).resolve().relative_to(self.bids_dir.resolve())
-        except ValueError:
-            return Path(path).resolve().as_uri()
-        return f"bids:raw:{rel.as_posix()}"
+        # the dataset path as given, not resolved: a git-annex/DataLad file is a symlink
+        # into .git/annex/objects, which is not its name in the dataset
+        for resolve in (os.path.abspath, os.path.realpath):
+            try:
+                rel = Path(resolve(path)).relative_to(resolve(self.bids_dir))
+                return f"bids:raw:{rel.as_posix()}"
+            except ValueError:
+                continue
+        return Path(path).resolve().as_uri()
 
     def write_dataset_description(self):
         """Create or refresh ``dataset_description.json`` (DatasetType derivative)."""
