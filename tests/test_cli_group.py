@@ -42,3 +42,18 @@ def test_group_level_harmonize_and_no_clinical_columns(tmp_path):
     assert not (group / "group_correlations.tsv").exists()
     measures = set(pd.read_csv(group / "group_comparisons.tsv", sep="\t").measure)
     assert "harmonized" in measures
+
+
+def test_group_level_after_no_anatomy_says_why(tmp_path):
+    """Maps without ROI tables (a --no-anatomy run): the error says the anatomy stage or
+    user ROIs make ROI tables, not 'run the participant level first'."""
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(2, 2), rois=[("putamen", "left")],
+                               metrics=("r2star",))
+    for table in out.glob("sub-*/**/*_roistats.*"):
+        maps = table.with_name(table.name.split("_roistats")[0] + "_R2starmap.nii.gz")
+        maps.write_bytes(b"")  # what a --no-anatomy run leaves: maps only
+        table.unlink()
+    code, _, err = run_cli(bids, out, "group")
+    assert code == 2 and "Traceback" not in err
+    line = [l for l in err.splitlines() if l.startswith("bids-iron: error:")][0]
+    assert "--no-anatomy" in line and "--roi-dseg" in line and "first" not in line

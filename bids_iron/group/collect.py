@@ -380,6 +380,12 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
     log = log or LOG
     paths = find_roistats(output_dir)
     if not paths:
+        if any(Path(output_dir).glob("sub-*/**/anat/*_R2starmap.nii*")):
+            raise InputError(
+                f"{output_dir}: the participant level made maps but no ROI tables "
+                "(sub-*/[ses-*/]anat/*_roistats.tsv): they need the anatomy stage (template "
+                "registration; it was off with --no-anatomy) or your own ROIs (--roi-dseg, "
+                "--freesurfer-dir); rerun the participant level with one of them")
         raise InputError(f"{output_dir}: no sub-*/[ses-*/]anat/*_roistats.tsv found; run the "
                          "participant level first (bids-iron BIDS_DIR OUTPUT_DIR participant)")
     for name in list(clinical_columns or ()) + [c for c in covariates if c != group_column]:
