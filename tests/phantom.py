@@ -177,3 +177,39 @@ def flattened_fields(ph):
     total = qsm_forward.generate_field(chi, voxel_size=vs)
     local = qsm_forward.generate_field(chi * ph.brain_mask, voxel_size=vs)
     return total, local
+
+
+def write_megre_layout(root, data, affine, subject="01", session=None, layout="4d"):
+    """Write ``data`` as the multi-echo layouts people have besides BIDS' one file per echo:
+
+    * ``"4d"``: one 4-D file per part, ``*_part-{mag,phase}_MEGRE.nii.gz``, echoes on the
+      4th axis and ``EchoTime`` a list in the sidecar;
+    * ``"dcm2niix"``: dcm2niix's names, ``*_MEGRE_e<n>.nii.gz`` and ``*_MEGRE_e<n>_ph.nii.gz``
+      with ``EchoNumber`` in each sidecar.
+
+    Returns the anat directory (dataset_description.json created if missing).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    dd = root / "dataset_description.json"
+    if not dd.exists():
+        dd.write_text(json.dumps({"Name": "bids-iron simulation", "BIDSVersion": "1.9.0",
+                                  "DatasetType": "raw"}))
+    anat = root / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+    stem = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    base = {"MagneticFieldStrength": float(data.b0), "Manufacturer": "Siemens"}
+    for part, arr in (("mag", data.magnitude), ("phase", data.phase)):
+        extra = {"Units": "rad"} if part == "phase" else {}
+        if layout == "4d":
+            img = nib.Nifti1Image(np.asarray(arr, np.float32), affine)
+            _save(img, anat / f"{stem}_part-{part}_MEGRE.nii.gz",
+                  {**base, **extra, "EchoTime": [float(t) for t in data.te]})
+        elif layout == "dcm2niix":
+            for i, t in enumerate(data.te, start=1):
+                img = nib.Nifti1Image(np.asarray(arr[..., i - 1], np.float32), affine)
+                tail = "_ph" if part == "phase" else ""
+                _save(img, anat / f"{stem}_MEGRE_e{i}{tail}.nii.gz",
+                      {**base, **extra, "EchoTime": float(t), "EchoNumber": i})
+        else:
+            raise ValueError(f"layout must be '4d' or 'dcm2niix', got {layout!r}")
+    return anat

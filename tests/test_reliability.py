@@ -316,3 +316,37 @@ def test_sources_of_annexed_inputs(tmp_path):
     link.symlink_to(os.path.relpath(objects, link.parent))
     uri = Derivatives(tmp_path / "out", root).bids_uri(link)
     assert uri == "bids:raw:sub-01/anat/sub-01_echo-1_part-mag_MEGRE.nii.gz"
+
+
+# -- inputs people have (issue 12 item 3) -------------------------------------------------
+def test_four_d_and_dcm2niix_inputs(tmp_path):
+    """All echoes in one 4-D file (EchoTime a list) and dcm2niix's *_MEGRE_e<n>[_ph] names
+    give the maps of the BIDS one-file-per-echo layout; a 4-D file with one EchoTime is one
+    line naming it and the fix."""
+    ph = P.make_phantom((32, 32, 24), (4.0, 4.0, 4.0))
+    affine, _ = P.oblique_affine(ph.voxel_size, 0.0, 0, ph.labels.shape)
+    data = P.simulate_gre(ph, snr=80)
+    root = tmp_path / "ds"
+    P.write_megre(root, data, affine, "01")
+    P.write_megre_layout(root, data, affine, "02", layout="4d")
+    P.write_megre_layout(root, data, affine, "03", layout="dcm2niix")
+    out = tmp_path / "out"
+    err = _run(root, out)
+    for sub in ("01", "02", "03"):
+        assert _status(err, f"sub-{sub}") == "done", err
+    maps = {sub: {name: nib.load(out / f"sub-{sub}/anat/sub-{sub}_{name}.nii.gz").get_fdata()
+                  for name in ("R2starmap", "Chimap")} for sub in ("01", "02", "03")}
+    for sub in ("02", "03"):
+        for name in ("R2starmap", "Chimap"):
+            np.testing.assert_allclose(maps[sub][name], maps["01"][name], atol=1e-5)
+    side = json.loads((out / "sub-03/anat/sub-03_R2starmap.json").read_text())
+    assert side["Sources"][0] == "bids:raw:sub-03/anat/sub-03_MEGRE_e1.nii.gz"
+    assert side["EchoTime"] == [float(t) for t in data.te]
+
+    # one EchoTime for a 4-D file of five volumes
+    side = root / "sub-02/anat/sub-02_part-mag_MEGRE.json"
+    set_sidecar(side, EchoTime=0.004)
+    code, _, err = run_cli(root, out, "participant", "--participant-label", "02")
+    lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-02")]
+    assert code == 1 and len(lines) == 1, err
+    assert "sub-02_part-mag_MEGRE.nii.gz" in lines[0] and "EchoTime as a list" in lines[0], err

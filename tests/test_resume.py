@@ -50,11 +50,12 @@ def test_sigkill_then_rerun_redoes_only_unfinished(head_phantom, tmp_path):
     assert code == 0, err
     assert "sub-01_ses-1: skipped" in err
     skip = [l for l in err.splitlines() if "sub-01_ses-1: skipped" in l][0]
-    assert "already finished with these options" in skip and "--force" in skip
+    assert "already finished with these options and inputs" in skip and "--force" in skip
     assert first.stat().st_mtime_ns == first_mtime  # finished session untouched
     for ses in ("1", "2", "3"):
         record = json.loads(_done(out, ses).read_text())
-        for rel in record["outputs"]:
+        for entry in record["outputs"]:
+            rel = entry["path"]
             path = out / rel
             if path.name.endswith(".nii.gz"):
                 data = np.asanyarray(nib.load(str(path)).dataobj)  # reads the whole file

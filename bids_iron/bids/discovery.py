@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from .checks import echo_number_from_name
 from .derivatives import sidecar_path
 
 LOGGER = logging.getLogger("bids_iron")
@@ -69,12 +70,30 @@ class SessionInputs:
         return bool(self.phase) or bool(self.real and self.imag)
 
 
+#: dcm2niix's multi-echo names: ``<name>_MEGRE_e<n>[_ph|_real|_imaginary].nii[.gz]``.
+_DCM2NIIX = re.compile(r"_(MEGRE|T2starw)_e(\d+)(_ph|_real|_imaginary)?\.nii(\.gz)?$")
+_DCM2NIIX_PARTS = {None: "mag", "_ph": "phase", "_real": "real", "_imaginary": "imag"}
+
+
+def _read_sidecar(path, broken):
+    """The JSON sidecar of an image as a dict ({} when it has none or it is broken: the
+    loader refuses a broken one by name)."""
+    side = sidecar_path(path)
+    if side in broken or not side.exists():
+        return {}
+    try:
+        return json.loads(side.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        broken[side] = str(exc)
+        return {}
+
+
 def _echo_key(f):
     echo = f.entities.get("echo")
     try:
         return int(echo)
     except (TypeError, ValueError):
-        return 0
+        return echo_number_from_name(f.path) or 0
 
 
 def _first_anat(layout, suffix, subject, session):
@@ -178,6 +197,8 @@ def find_sessions(bids_dir, participant_labels=None, session_labels=None, layout
         When a requested participant does not exist or nothing MEGRE-like is found.
     """
     layout = layout or open_layout(bids_dir)
+    if not hasattr(layout, "broken"):
+        layout.broken = {}
     subjects = layout.get_subjects()
     if participant_labels:
         wanted = [p[4:] if p.startswith("sub-") else p for p in participant_labels]
@@ -190,24 +211,35 @@ def find_sessions(bids_dir, participant_labels=None, session_labels=None, layout
     if session_labels:
         sessions_wanted = {s[4:] if s.startswith("ses-") else s for s in session_labels}
 
-    files = layout.get(subject=subjects, suffix=list(MEGRE_SUFFIXES), datatype="anat",
-                       extension=list(NIFTI_EXTENSIONS), return_type="object")
+    files = layout.get(subject=subjects, datatype="anat", extension=list(NIFTI_EXTENSIONS),
+                       return_type="object")
     groups = defaultdict(list)
+    metadata = {}  # path -> sidecar read directly (dcm2niix names, which pybids mismatches)
     for f in files:
-        ent = f.entities
+        ent = dict(f.entities)
+        dcm = _DCM2NIIX.search(f.filename)
+        if dcm:  # *_MEGRE_e<n>[_ph|_real|_imaginary].nii[.gz] as dcm2niix writes them
+            ent["suffix"], ent["part"] = dcm.group(1), _DCM2NIIX_PARTS[dcm.group(3)]
+            metadata[f.path] = _read_sidecar(Path(f.path), layout.broken)
+        elif ent.get("suffix") not in MEGRE_SUFFIXES:
+            continue
         if sessions_wanted is not None and ent.get("session") not in sessions_wanted:
             continue
         key = (ent["subject"], ent.get("session"), ent.get("acquisition"), ent.get("run"),
                ent["suffix"])
-        groups[key].append(f)
+        groups[key].append((f, ent))
+
+    def meta(f):
+        return metadata[f.path] if f.path in metadata else layout.get_metadata(f.path)
 
     found = []
     for (sub, ses, acq, run, suffix), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
         by_part = defaultdict(list)
-        for f in group:
-            by_part[f.entities.get("part", "mag")].append(f)
+        for f, ent in group:
+            by_part[ent.get("part", "mag")].append(f)
         for part in by_part:
             by_part[part].sort(key=_echo_key)
+        group = [f for f, _ in group]
         mag = by_part.get("mag", [])
         if not mag:
             if by_part.get("real") and by_part.get("imag"):
@@ -223,19 +255,20 @@ def find_sessions(bids_dir, participant_labels=None, session_labels=None, layout
             phase=[Path(f.path) for f in by_part.get("phase", [])],
             real=[Path(f.path) for f in by_part.get("real", [])],
             imag=[Path(f.path) for f in by_part.get("imag", [])],
-            metadata=[layout.get_metadata(f.path) for f in (mag or by_part["real"])],
-            phase_metadata=[layout.get_metadata(f.path) for f in by_part.get("phase", [])],
-            imag_metadata=[layout.get_metadata(f.path) for f in by_part.get("imag", [])],
+            metadata=[meta(f) for f in (mag or by_part["real"])],
+            phase_metadata=[meta(f) for f in by_part.get("phase", [])],
+            imag_metadata=[meta(f) for f in by_part.get("imag", [])],
             t1w=_first_anat(layout, "T1w", sub, ses),
             flair=_first_anat(layout, "FLAIR", sub, ses),
         )
-        broken = getattr(layout, "broken", {})
+        broken = layout.broken
         item.broken = {sidecar: broken[sidecar] for sidecar in
                        (sidecar_path(f.path) for f in group) if sidecar in broken}
         found.append(item)
 
     if not found:
         where = f"participant(s) {', '.join(subjects)}" if participant_labels else "the dataset"
-        raise InputError(f"{bids_dir}: no multi-echo GRE data (*_echo-<n>[_part-mag]_MEGRE.nii[.gz] "
-                         f"or *_T2starw) in {where}; check the file names and --session-label")
+        raise InputError(f"{bids_dir}: no multi-echo GRE data (*_echo-<n>[_part-mag]_MEGRE.nii[.gz], "
+                         f"dcm2niix's *_MEGRE_e<n>[_ph].nii[.gz] or *_T2starw) in {where}; "
+                         "check the file names and --session-label")
     return found

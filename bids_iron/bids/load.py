@@ -52,6 +52,14 @@ def _read(path: Path):
     return img, data
 
 
+def _shape(path):
+    """An image's shape from its header (() when unreadable: `_read` says why later)."""
+    try:
+        return tuple(nib.load(str(path)).shape)
+    except Exception:
+        return ()
+
+
 def _check_volume(path: Path, data, img, reference=None):
     """Check one 3-D echo's values, and its grid against ``reference``."""
     name = path.name
@@ -121,6 +129,11 @@ def check_session_metadata(inputs, b0_override=None, load_phase=True):
         raise InputError(f"{path}: not valid JSON ({message}); fix the sidecar")
     (_, mag_paths, mag_meta), (part, other_paths, other_meta) = _parts(inputs)
     mag = echo_series(mag_paths, mag_meta)
+    shape = _shape(mag[0].path) if len(mag) == 1 else ()
+    if len(shape) == 4 and shape[3] > 1:
+        n = shape[3]
+        raise InputError(f"{mag[0].path}: {n} volumes but one EchoTime in its sidecar; for a "
+                         f"4-D file of all echoes give EchoTime as a list of the {n} echo times")
     if len(mag) < 2:
         raise InputError(f"{mag_paths[0]}: only 1 echo found; R2* needs at least 2 echoes "
                          "(files *_echo-<n>_part-mag_MEGRE.nii[.gz], or one 4-D file with "
