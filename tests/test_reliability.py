@@ -350,3 +350,36 @@ def test_four_d_and_dcm2niix_inputs(tmp_path):
     lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-02")]
     assert code == 1 and len(lines) == 1, err
     assert "sub-02_part-mag_MEGRE.nii.gz" in lines[0] and "EchoTime as a list" in lines[0], err
+
+
+def test_full_tmpdir(small, tmp_path):
+    """A full TMPDIR (a 1 MB tmpfs filled up) no longer fails the sessions: without
+    --work-dir nothing of a --no-anatomy run goes there. Needs permission to mount."""
+    import subprocess
+    import tempfile
+
+    tmp = tmp_path / "tmpfs"
+    tmp.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmp)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'no mount'})")
+    saved = os.environ.get("TMPDIR")
+    try:
+        with open(tmp / "filler", "wb") as fh:
+            with pytest.raises(OSError):
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+        os.environ["TMPDIR"] = str(tmp)
+        tempfile.tempdir = None
+        code, _, err = run_cli(small, tmp_path / "out", "participant", "--no-report")
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
+        tempfile.tempdir = None
+        subprocess.run(["umount", str(tmp)], capture_output=True)
+    assert code == 0, err
+    assert len(list((tmp_path / "out").rglob(".bids-iron-done_*.json"))) == 2
