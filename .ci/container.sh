@@ -48,13 +48,16 @@ PY
 step "run (docker-run-like)"
 bash "$PODMAN_CI" run "$IMAGE" "$WORK/ds" "$WORK/out" participant \
   --templateflow-home /data/code/templateflow ${BIDS_IRON_CONTAINER_ARGS:-}
-for f in R2starmap T2starmap S0map Chimap desc-lfs_fieldmap desc-total_fieldmap desc-brain_mask \
-         desc-iron_dseg; do
-  test -s "$WORK/out/sub-01/ses-1/anat/sub-01_ses-1_${f}.nii.gz" || { echo "missing $f"; exit 1; }
+for f in anat/sub-01_ses-1_{R2starmap,T2starmap,S0map,Chimap,desc-brain_mask,desc-iron_dseg} \
+         fmap/sub-01_ses-1_{desc-lfs_fieldmap,desc-total_fieldmap,magnitude}; do
+  test -s "$WORK/out/sub-01/ses-1/${f}.nii.gz" || { echo "missing $f"; exit 1; }
 done
 test -s "$WORK/out/sub-01/ses-1/anat/sub-01_ses-1_roistats.tsv"
 test -s "$WORK/out/sub-01.html"
 test -s "$WORK/out/dataset_description.json"
+step "the demo command is in the image"
+CONTAINERS_CONF="$PODMAN_CI_WORK/containers.conf" podman run --rm --network none \
+  --entrypoint bids-iron-demo "$IMAGE" --help | grep -q "n-participants"
 step "without templates: one clear line, exit 2"
 set +e
 bash "$PODMAN_CI" run "$IMAGE" "$WORK/ds" "$WORK/out2" participant > "$WORK/no-tf.log" 2>&1
