@@ -218,9 +218,9 @@ def _alive(pid):
     return state != "Z"
 
 
-def _start(root, out, tmp, *extra):
+def _start(root, out, tmp, *extra, stage="R2* fit"):
     """``python -m bids_iron`` with 2 workers on 4 sessions; returns the process once a
-    session's R2* stage has started in a worker (its progress line reached the parent)."""
+    session's ``stage`` has started in a worker (its progress line reached the parent)."""
     import subprocess
     import sys
     import time
@@ -234,9 +234,9 @@ def _start(root, out, tmp, *extra):
     deadline = time.monotonic() + 120
     for line in proc.stderr:
         lines.append(line)
-        if "R2* fit" in line or time.monotonic() > deadline:
+        if f"{stage} " in line or time.monotonic() > deadline:
             break
-    assert any("R2* fit" in l for l in lines), "".join(lines)
+    assert any(f"{stage} " in l for l in lines), "".join(lines)
     return proc, lines
 
 
@@ -269,14 +269,16 @@ def test_signal_stops_workers_and_queue(small, tmp_path, sig):
     assert len(list(out.rglob(".bids-iron-done_*.json"))) == 4
 
 
-def test_kill9_parent_takes_its_workers(small, tmp_path):
-    """kill -9 of the parent: the workers die with it (no orphans); the next run removes the
-    dead run's work folder and is not blocked by its lock."""
+@pytest.mark.parametrize("stage", ["R2* fit", "dipole inversion"])
+def test_kill9_parent_takes_its_workers(small, tmp_path, stage):
+    """kill -9 of the parent at a stage: the workers die with it (no orphans); the next run
+    removes the dead run's work folder, is not blocked by its lock, and every output of
+    every session reads back."""
     import signal
     import time
 
     root, out, tmp = _four_sessions(small, tmp_path), tmp_path / "out", tmp_path / "tmp"
-    proc, _ = _start(root, out, tmp)
+    proc, _ = _start(root, out, tmp, stage=stage)
     workers = _children(proc.pid)
     assert workers and list(tmp.glob("bids-iron-work-*"))
     os.kill(proc.pid, signal.SIGKILL)
@@ -300,6 +302,12 @@ def test_kill9_parent_takes_its_workers(small, tmp_path):
     assert "removed 1 work folder(s) of runs that were killed" in err
     assert not list(tmp.glob("bids-iron-work-*"))
     assert not list(out.rglob("*.tmp*"))
+    records = list(out.rglob(".bids-iron-done_*.json"))
+    assert len(records) == 4
+    for record in records:
+        for entry in json.loads(record.read_text())["outputs"]:
+            if entry["path"].endswith(".nii.gz"):
+                assert np.isfinite(np.asarray(nib.load(out / entry["path"]).dataobj)).all()
 
 
 def test_sources_of_annexed_inputs(tmp_path):
