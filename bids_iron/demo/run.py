@@ -34,14 +34,14 @@ TEMPLATE_MM = 2.0
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="bids-iron-demo",
-        description="Simulate a small MS cohort (8 participants x 2 sessions; T1w, FLAIR, "
+        description="Simulate a small MS cohort (6 participants x 2 sessions; T1w, FLAIR, "
                     "5-echo GRE) with a built-in group effect, run bids-iron's participant "
                     "and group levels on it, and print where the reports are. Offline; a few "
                     "minutes on 2 cores.")
     parser.add_argument("output_dir", type=Path,
                         help="new or empty folder for the dataset, templates and outputs")
-    parser.add_argument("--n-participants", type=int, default=8, choices=(4, 6, 8),
-                        help="participants, half controls and half MS patients (default: 8)")
+    parser.add_argument("--n-participants", type=int, default=6, choices=(4, 6, 8),
+                        help="participants, half controls and half MS patients (default: 6)")
     parser.add_argument("--n-procs", type=int, default=None, metavar="N",
                         help="sessions processed in parallel (default: one per core)")
     parser.add_argument("--version", action="version", version=f"bids-iron {__version__}")
