@@ -240,17 +240,18 @@ def _start(root, out, tmp, *extra, stage="R2* fit"):
     return proc, lines
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_signal_stops_workers_and_queue(small, tmp_path, sig):
-    """SIGINT/SIGTERM to the parent of a --n-procs 2 run: queued sessions cancelled, workers
-    gone within seconds, no work folder and no temporary left; a rerun finishes the rest."""
+@pytest.mark.parametrize("sig,n_procs", [("SIGINT", "2"), ("SIGTERM", "2"), ("SIGTERM", "1")])
+def test_signal_stops_workers_and_queue(small, tmp_path, sig, n_procs):
+    """SIGINT/SIGTERM to the parent of a --n-procs 2 (or 1) run: queued sessions cancelled,
+    workers gone within seconds, no work folder and no temporary left; a rerun finishes the
+    rest."""
     import signal
     import time
 
     root, out, tmp = _four_sessions(small, tmp_path), tmp_path / "out", tmp_path / "tmp"
-    proc, lines = _start(root, out, tmp)
+    proc, lines = _start(root, out, tmp, "--n-procs", n_procs)
     workers = _children(proc.pid)
-    assert workers
+    assert workers or n_procs == "1"
     t0 = time.monotonic()
     proc.send_signal(getattr(signal, sig))
     rest = proc.stderr.read()
