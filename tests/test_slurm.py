@@ -150,9 +150,40 @@ def _dataset(root, rois):
     (root / "participants.tsv").write_text("\n".join(rows) + "\n")
 
 
+def _submit_and_wait(env, root, out, sif):
+    """bash examples/slurm_array.sh BIDS OUT SIF, then wait until the queue is empty."""
+    submit = subprocess.run(["bash", str(SCRIPT), str(root), str(out), str(sif)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert submit.returncode == 0, submit.stderr
+    assert "4 participants" in submit.stdout, submit.stdout
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
+        if queue.returncode == 0 and not queue.stdout.strip():
+            break
+        time.sleep(2)
+
+
+def _runs(times):
+    """(starts, ends) of the shim's records: {(level, task): time} and {(level, task):
+    (time, exit code)}; a later run of the same task replaces an earlier one."""
+    records = [line.split() for line in times.read_text().splitlines()]
+    ends = {(r[1], r[2]): (float(r[3]), int(r[4])) for r in records if r[0] == "end"}
+    starts = {(r[1], r[2]): float(r[3]) for r in records if r[0] == "start"}
+    return starts, ends
+
+
 def test_slurm_array_then_group(slurm, tmp_path):
+    """The array and the group job; one participant fails (a sidecar without EchoTime), the
+    group job still runs after the array; after the fix, submitting the same command again
+    redoes only that participant (the others are skipped) and the group level."""
     root, out, rois = tmp_path / "ds", tmp_path / "out", tmp_path / "rois"
     _dataset(root, rois)
+    bad = root / "sub-03/anat/sub-03_echo-2_part-mag_MEGRE.json"
+    good = bad.read_text()
+    meta = json.loads(good)
+    del meta["EchoTime"]
+    bad.write_text(json.dumps(meta))
     shim = tmp_path / "bin" / "singularity"
     shim.parent.mkdir()
     shim.write_text(SHIM.format(python=sys.executable))
@@ -163,27 +194,34 @@ def test_slurm_array_then_group(slurm, tmp_path):
                TEST_PARTICIPANT_ARGS=f"--no-anatomy --no-report --roi-dseg {rois}",
                TEST_GROUP_ARGS="--no-report")
     env.pop("SLURM_JOB_ID", None)
-    submit = subprocess.run(["bash", str(SCRIPT), str(root), str(out),
-                             str(tmp_path / "bids-iron.sif")], env=env, capture_output=True,
-                            text=True, timeout=60)
-    assert submit.returncode == 0, submit.stderr
-    assert "4 participants" in submit.stdout, submit.stdout
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
-        if queue.returncode == 0 and not queue.stdout.strip():
-            break
-        time.sleep(2)
+    sif = tmp_path / "bids-iron.sif"
+    _submit_and_wait(env, root, out, sif)
     logs = "".join(p.read_text() for p in sorted((out / "logs" / "slurm").glob("*.out")))
-    records = [line.split() for line in times.read_text().splitlines()]
-    ends = {(r[1], r[2]): (float(r[3]), int(r[4])) for r in records if r[0] == "end"}
-    starts = {(r[1], r[2]): float(r[3]) for r in records if r[0] == "start"}
+    starts, ends = _runs(times)
     tasks = [k for k in ends if k[0] == "participant"]
-    assert len(tasks) == 4 and all(ends[k][1] == 0 for k in tasks), logs
+    assert len(tasks) == 4, logs
+    assert sorted(ends[k][1] for k in tasks) == [0, 0, 0, 1], logs  # sub-03 failed
+    assert "no EchoTime" in logs and "sub-03" in logs
+    for sub in ("01", "02", "04"):
+        assert (out / f"sub-{sub}" / f".bids-iron-done_sub-{sub}.json").exists(), logs
+    # the group level ran once, after every array task had ended (afterany)
+    assert ("group", "group") in starts, logs
+    assert starts[("group", "group")] >= max(ends[k][0] for k in tasks)
+
+    # fixed; the same command again: only sub-03 is processed, then the group level
+    bad.write_text(good)
+    first = {sub: (out / f"sub-{sub}/anat/sub-{sub}_R2starmap.nii.gz").stat().st_mtime_ns
+             for sub in ("01", "02", "04")}
+    _submit_and_wait(env, root, out, sif)
+    logs = "".join(p.read_text() for p in sorted((out / "logs" / "slurm").glob("*.out")))
+    starts, ends = _runs(times)
+    tasks = [k for k in ends if k[0] == "participant"]
+    assert all(ends[k][1] == 0 for k in tasks), logs
     for sub in ("01", "02", "03", "04"):
         assert (out / f"sub-{sub}" / f".bids-iron-done_sub-{sub}.json").exists(), logs
-    # the group level ran once, after every array task had ended, and wrote its tables
-    assert ("group", "group") in starts, logs
+    for sub, mtime in first.items():
+        assert (out / f"sub-{sub}/anat/sub-{sub}_R2starmap.nii.gz").stat().st_mtime_ns == mtime
+    assert logs.count("already finished with these options and inputs") >= 3
     assert starts[("group", "group")] >= max(ends[k][0] for k in tasks)
     assert ends[("group", "group")][1] == 0, logs
     assert (out / "group" / "group_roistats.tsv").exists(), logs
