@@ -106,8 +106,7 @@ def main(argv=None):
 
 def _run(args):
     from .bids.derivatives import ensure_outside, ensure_own_output
-    from .options import Options, Selection
-    from .workflow import run_participants
+    from .session import warnings_to_log
 
     if not args.bids_dir.is_dir():
         raise BidsIronError(f"{args.bids_dir}: BIDS_DIR does not exist or is not a folder")
@@ -124,8 +123,16 @@ def _run(args):
     log_path = _setup_logging(args.output_dir, args.verbose)
     LOGGER.info("bids-iron %s: %s -> %s (log: %s)", __version__, args.bids_dir,
                 args.output_dir, log_path)
-    if args.analysis_level == "group":
-        return _run_group(args)
+    with warnings_to_log():
+        if args.analysis_level == "group":
+            return _run_group(args)
+        return _run_participant(args)
+
+
+def _run_participant(args):
+    from .options import Options, Selection
+    from .workflow import run_participants
+
     options = Options.from_args(args)
     selection = Selection.from_args(args)
     results = run_participants(args.bids_dir, args.output_dir, selection.participant_label,

@@ -14,8 +14,10 @@ results are kept on the session (``session.r2star``, ``.anatomy``, ``.phase``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +80,21 @@ class LabelledFormatter(logging.Formatter):
     def formatMessage(self, record):
         record.message = with_label(record)
         return super().formatMessage(record)
+
+
+@contextlib.contextmanager
+def warnings_to_log(logger=None):
+    """Python warnings raised in the block (the package's ``warnings.warn``, numpy's, ...)
+    become WARNING records of ``logger`` (default the package's): on the console and in the
+    logs with the session label instead of bare lines on stderr."""
+    logger = logger or logging.getLogger("bids_iron")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        logger.warning("%s: %s", category.__name__, message)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 class _PackageRecords(logging.Filter):
@@ -151,11 +168,16 @@ class Session:
         if package.level == logging.NOTSET or package.level > logging.WARNING:
             package.setLevel(logging.WARNING)
         self._handlers = [(self.log, own), (package, extra)]
+        self._warnings = warnings_to_log()
+        self._warnings.__enter__()
         return self
 
     def __exit__(self, *exc):
         global _CURRENT_LABEL
         _CURRENT_LABEL = None
+        if getattr(self, "_warnings", None) is not None:
+            self._warnings.__exit__(None, None, None)
+            self._warnings = None
         for logger, handler in self._handlers:
             logger.removeHandler(handler)
             handler.close()

@@ -392,3 +392,22 @@ def test_full_tmpdir(small, tmp_path):
         subprocess.run(["umount", str(tmp)], capture_output=True)
     assert code == 0, err
     assert len(list((tmp_path / "out").rglob(".bids-iron-done_*.json"))) == 2
+
+
+def test_python_warnings_reach_the_session_log(tmp_path):
+    """A Python warning raised while a session runs (a library's, or the package's
+    warnings.warn) is a WARNING line with the session label in the session's log."""
+    import warnings
+
+    from bids_iron.bids.derivatives import Derivatives
+    from bids_iron.bids.discovery import SessionInputs
+    from bids_iron.options import Options
+    from bids_iron.session import Session
+
+    inputs = SessionInputs(subject="01", session="a", magnitude=[])
+    derivs = Derivatives(tmp_path / "out", tmp_path / "ds")
+    with Session(inputs, Options(), derivs, tmp_path / "work"):
+        warnings.warn("labels outside the vocabulary skipped: hippocampus")
+    text = (tmp_path / "out/logs/sub-01_ses-a.log").read_text()
+    assert ("WARNING sub-01_ses-a: UserWarning: labels outside the vocabulary skipped: "
+            "hippocampus") in text, text
