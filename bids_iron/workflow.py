@@ -476,7 +476,9 @@ def _run_sessions(sessions, derivs, options, work_root):
         options = dataclasses.replace(options, n_threads=max(1, (os.cpu_count() or 1) // n_procs))
 
     def report(i, res):
-        extra = f" ({res.message})" if res.message else ""
+        # a failure's message is printed once, in the summary at the end
+        extra = (f" (logs/{res.label}.log; the error is listed at the end)"
+                 if res.status == "failed" else f" ({res.message})" if res.message else "")
         LOGGER.info("[%d/%d] %s: %s in %.1f s%s", i, n, res.label, res.status, res.seconds, extra)
 
     args = (derivs.root, derivs.bids_dir, options, atlas_files, work_root)

@@ -310,4 +310,7 @@ def test_swapped_echo_times_on_the_command_line(broken):
     lines = [l for l in err.splitlines() if l.startswith("bids-iron: failed: sub-01_ses-a")]
     assert len(lines) == 1 and "echo-2_part-mag" in lines[0], err
     assert "fix the EchoTime" in lines[0]
+    assert err.count("fix the EchoTime") == 1, err  # each error printed once
+    assert "fix the EchoTime" in (out / "logs" / "sub-01_ses-a.log").read_text()
+    assert "fix the EchoTime" in next((out / "logs").glob("bids-iron_*.log")).read_text()
     assert not list((out / "sub-01").rglob("*.nii.gz"))
