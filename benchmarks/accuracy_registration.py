@@ -112,6 +112,15 @@ METHODS = {
     "t1w+iron+masked": (True, True, {"masked": True}),
     "t1w+iron2+masked": (True, True, {"masked": True, "iron_weight": 2.0}),
     "no-t1w+iron+masked": (False, True, {"masked": True}),
+    "t1w+iron+masked+refine": (True, True, {"masked": True, "refine": True}),
+    "t1w+iron+masked+refine+fast": (True, True, {"masked": True, "refine": True,
+                                                 "syn_iterations": (60, 40, 0)}),
+    "t1w+iron+masked+refine-deep": (True, True, {
+        "masked": True, "refine": True,
+        "refine_box": ((-40.0, 40.0), (-80.0, 30.0), (-50.0, 25.0))}),
+    "t1w+iron+masked+refine-deep+fast": (True, True, {
+        "masked": True, "refine": True, "syn_iterations": (60, 40, 0),
+        "refine_box": ((-40.0, 40.0), (-80.0, 30.0), (-50.0, 25.0))}),
 }
 
 

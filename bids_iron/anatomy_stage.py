@@ -95,11 +95,16 @@ def run_anatomy(session):
         "template->MEGRE magnitude directly (rigid, affine, SyN; mutual information)"
     t1w = session.image("T1w") if use_t1w else None
     rigid = session.rigid_to_megre("T1w") if use_t1w else None
+    iron = None
+    if options.registration_iron and session.r2star is not None:
+        iron = nib.Nifti1Image(np.asarray(session.r2star.fit.r2star, np.float32), data.affine)
+        how += "; plus the session's R2* map against the template's iron contrast (SyN " \
+               "channel, local refinement of brainstem and cerebellar nuclei)"
     with session.stage(f"registration {atlas_files.template} -> MEGRE, {how}"):
         reg = reg_mod.register_to_session(data, atlas_files, t1w_img=t1w, work_dir=work,
                                           cache_dir=session.work.parent / "templateflow_cache",
                                           n_threads=options.n_threads, t1w_rigid=rigid,
-                                          native=session.native)
+                                          native=session.native, iron_img=iron)
     facts["Registration"] = how
     with session.stage("atlas labels to native space"):
         native = reg_mod.warp_labels_to_native(reg, atlas_files)
