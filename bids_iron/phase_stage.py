@@ -74,10 +74,13 @@ def phase_to_radians(data, phase_range, source):
         return scale_phase_to_radians(data.phase, value_range=phase_range)
     except ValueError:
         lo, hi = float(np.nanmin(data.phase)), float(np.nanmax(data.phase))
-        hint = " (degrees: --phase-range -180 180)" if 90 < max(-lo, hi) <= 360 else ""
-        raise InputError(f"{source}: phase values span {lo:.4g}..{hi:.4g}, not a range read as "
-                         f"one cycle; give the stored values of -pi and +pi with --phase-range "
-                         f"LO HI{hint}") from None
+        degrees = ((-180.5 <= lo < -90 and 90 < hi <= 180.5)
+                   or (0 <= lo < 90 and 270 < hi <= 360.5))
+        hint = (f" (degrees? --phase-range {-180 if lo < 0 else 0} {180 if lo < 0 else 360})"
+                if degrees else "")
+        raise InputError(f"{source}: phase range not understood (values {lo:.4g}..{hi:.4g}); "
+                         f"give the stored values of -pi and +pi with --phase-range LO "
+                         f"HI{hint}") from None
 
 
 def load_mask(path, data):

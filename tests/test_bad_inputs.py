@@ -278,7 +278,7 @@ def test_phase_in_degrees(broken):
         nib.save(nib.Nifti1Image(np.degrees(img.get_fdata()).astype(np.float32), img.affine),
                  path)
         set_sidecar(_echo(root, "a", n, "phase", ".json"), Units=None)
-    _assert_input_refused(root, "echo-1_part-phase", "--phase-range -180 180")
+    _assert_input_refused(root, "echo-1_part-phase", "degrees? --phase-range -180 180")
     with pytest.raises(BidsIronError) as info:
         _load(root, "sub-01_ses-a")
     assert len(str(info.value)) < 300 and "value_range" not in str(info.value)
