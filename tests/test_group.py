@@ -472,3 +472,72 @@ def test_compare_groups_without_rows_keeps_its_columns():
     empty = pd.DataFrame(columns=["group", "roi", "hemisphere", "metric", "source", "mean"])
     table = compare_groups(empty)
     assert table.empty and {"mean_a", "ci_low", "q_welch", "note"} <= set(table.columns)
+
+
+# -- brain volumes (issue 14 item 2) ----------------------------------------------------------
+
+def _write_volumes(out, slope, seed=0):
+    """A ``desc-volumes_morph.tsv`` per session (as the participant level writes with a T1w;
+    GM fraction of ICV ~ N(0.45, 0.03)) and R2* raised by ``slope`` per unit GM fraction;
+    returns {(participant, session): gm_fraction_icv}."""
+    from bids_iron.anatomy.volumes import STRUCTURES, volumes_table
+
+    rng = np.random.default_rng(seed)
+    written = {}
+    for path in sorted(out.glob("sub-*/ses-*/anat/*_roistats.tsv")):
+        icv = rng.normal(1.4e6, 1e5)
+        gm = rng.normal(0.45, 0.03)
+        share = {"icv": 1.0, "gm": gm, "cortical_gm": gm - 0.06, "deep_gm": 0.04,
+                 "cerebellar_gm": 0.02, "wm": 0.40, "csf": 0.6 - gm}
+        table = volumes_table({k: (share[k] * icv, share[k]) for k in STRUCTURES})
+        label = path.name.replace("_roistats.tsv", "")
+        table.to_csv(path.with_name(f"{label}_desc-volumes_morph.tsv"), sep="\t", index=False)
+        rois = pd.read_csv(path, sep="\t")
+        rois.loc[rois.metric == "r2star", "mean"] += slope * (gm - 0.45)
+        rois.to_csv(path, sep="\t", index=False, float_format="%.8g")
+        written[(path.parents[2].name, path.parents[1].name)] = (gm, gm * icv, icv)
+    return written
+
+
+def test_brain_volumes_joined_and_association_recovered(tmp_path):
+    """R2* rises 40/s per unit GM fraction of ICV: the per-session volumes tables join the
+    group table (mm3 and fractions, n/a without a table), the GM fraction is offered to the
+    regressions and the stepwise selection, and the slope comes back; a covariate can name
+    a volume column."""
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(30, 30), rois=ROIS[:2],
+                               metrics=("r2star",), seed=11)
+    written = _write_volumes(out, slope=40.0)
+    missing = next(iter(out.glob("sub-060/ses-02/anat/*_desc-volumes_morph.tsv")))
+    missing.unlink()
+    run_group(bids, out, GroupOptions(figures=False, covariates=["age", "icv_volume_mm3"]))
+    data = read(out, "group_roistats.tsv")
+    first = data.drop_duplicates(["participant_id", "session_id"]).set_index(
+        ["participant_id", "session_id"])
+    gm, gm_mm3, icv = written[("sub-001", "ses-01")]
+    row = first.loc[("sub-001", "ses-01")]
+    assert row.gm_fraction_icv == pytest.approx(gm, rel=1e-5)
+    assert row.gm_volume_mm3 == pytest.approx(gm_mm3, rel=1e-5)
+    assert row.icv_volume_mm3 == pytest.approx(icv, rel=1e-5)
+    assert row.wm_fraction_icv == pytest.approx(0.40, rel=1e-5)
+    assert "icv_fraction_icv" not in data.columns
+    assert np.isnan(first.loc[("sub-060", "ses-02")].gm_volume_mm3)
+    reg = read(out, "group_regressions.tsv")
+    beta = reg[(reg.subset == "all") & (reg.measure == "raw")
+               & (reg.clinical == "gm_fraction_icv") & (reg.term == "gm_fraction_icv")]
+    assert len(beta) == 2 and (abs(beta.beta - 40.0) < 3 * beta.se).all()
+    step = read(out, "group_stepwise.tsv")
+    assert "gm_fraction_icv" in set(step[step.subset == "all"].term)
+    meta = json.loads((out / "group" / "group_roistats.json").read_text())
+    assert meta["gm_volume_mm3"]["Units"] == "mm^3"
+    assert "head-size" in meta["cortical_gm_fraction_icv"]["Description"]
+
+
+def test_broken_volumes_table_is_one_clear_line(tmp_path):
+    bids, out, _ = make_cohort(tmp_path, n_per_group=(3, 3), rois=ROIS[:1],
+                               metrics=("r2star",), seed=12)
+    anat = out / "sub-002" / "ses-01" / "anat"
+    bad = anat / "sub-002_ses-01_desc-volumes_morph.tsv"
+    bad.write_text("structure\tvolume_mm3\nicv\t1400000\n")
+    with pytest.raises(InputError, match="sub-002_ses-01_desc-volumes_morph.tsv.*"
+                                         "fraction_icv.*rerun the participant level"):
+        run_group(bids, out, GroupOptions(figures=False))

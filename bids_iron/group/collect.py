@@ -175,6 +175,35 @@ def read_lesion_load(output_dir, visits):
                                                          *LESION_LOAD])
 
 
+#: Brain-volume columns offered to the correlations and the stepwise selection when the
+#: clinical columns are found automatically (head-size normalised, as SIENAX reports them).
+VOLUME_CANDIDATES = ("gm_fraction_icv", "cortical_gm_fraction_icv", "wm_fraction_icv")
+
+
+def read_brain_volumes(output_dir, visits):
+    """Per-session brain volumes from the participant level's volumes tables.
+
+    For each session with ``anat/*_desc-volumes_morph.tsv`` (written when the session has a
+    T1w, `bids_iron.volumes_stage`): ``<structure>_volume_mm3`` and
+    ``<structure>_fraction_icv`` of every structure of
+    `bids_iron.anatomy.volumes.STRUCTURES` (``icv_volume_mm3`` without a fraction). Sessions
+    without the table are absent (n/a in the group table).
+
+    Returns
+    -------
+    DataFrame: participant_id, session_id and the volume columns.
+    """
+    from ..anatomy.volumes import read_volumes
+
+    root = Path(output_dir)
+    rows = []
+    for sub, ses in zip(visits["participant_id"], visits["session_id"]):
+        anat = root / sub / ("" if ses == "n/a" else ses) / "anat"
+        for path in sorted(anat.glob("*_desc-volumes_morph.tsv"))[:1]:
+            rows.append({"participant_id": sub, "session_id": ses, **read_volumes(path)})
+    return pd.DataFrame(rows, columns=None if rows else ["participant_id", "session_id"])
+
+
 #: Sidecar fields that name a scanner site, in the order they enter the site label.
 SITE_FIELDS = ("InstitutionName", "Manufacturer", "ManufacturersModelName",
                "MagneticFieldStrength")
@@ -525,6 +554,19 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
             data[column] = merged[column].astype(float)
         log.info("group: lesion load of %d sessions (lesion masks in OUTPUT_DIR)", len(load))
 
+    # brain volumes per session (participant level, sessions with a T1w)
+    volumes = read_brain_volumes(output_dir, present)
+    volume_columns = []
+    if len(volumes):
+        merged = data[["participant_id", "session_id"]].merge(
+            volumes, how="left", on=["participant_id", "session_id"]).set_axis(data.index)
+        volume_columns = [c for c in volumes.columns if c not in ("participant_id", "session_id")]
+        for column in volume_columns:
+            data[column] = merged[column].astype(float)
+        log.info("group: brain volumes of %d sessions (volumes tables in OUTPUT_DIR)",
+                 len(volumes))
+    joined = set(lesion_columns) | set(volume_columns)
+
     # clinical columns: named, or found (numeric and described in JSON, or a clinical name)
     if clinical_columns is None:
         skip = {group_column, age_name, site_name, *covariates}
@@ -534,6 +576,10 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
             if column in lesion_columns and data[column].nunique() > 1:
                 clinical.append({"column": column, "file": "OUTPUT_DIR lesion tables",
                                  "why": "lesion load (--lesion-masks)"})
+        for column in VOLUME_CANDIDATES:
+            if column in volume_columns and data[column].nunique() > 1:
+                clinical.append({"column": column, "file": "OUTPUT_DIR volumes tables",
+                                 "why": "brain volume (T1w)"})
         if data["roi_volume_mm3"].nunique() > 1:
             clinical.append({"column": "roi_volume_mm3", "file": "roistats.tsv",
                              "why": "the ROI's own label volume (label_volume_mm3)"})
@@ -545,13 +591,14 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
         def origin(c):
             return ("sessions.tsv" if c in sessions.columns else "participants.tsv"
                     if c in participants.columns else "OUTPUT_DIR lesion tables"
-                    if c in lesion_columns else "roistats.tsv")
+                    if c in lesion_columns else "OUTPUT_DIR volumes tables"
+                    if c in volume_columns else "roistats.tsv")
         clinical = [{"column": c, "file": origin(c), "why": "--clinical-columns"}
                     for c in clinical_columns]
     for column in clinical_columns:
-        if (column in lesion_columns or column == "roi_volume_mm3") and \
+        if (column in joined or column == "roi_volume_mm3") and \
                 column not in sessions.columns and column not in participants.columns:
-            continue  # joined above from the lesion tables / the ROI tables
+            continue  # joined above from the lesion/volumes tables / the ROI tables
         data[column] = _lookup(column, sessions, participants, data, ppath, spaths, True, True,
                                "--clinical-columns")
     for entry in clinical:
@@ -559,9 +606,9 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
                                                "participant_id"].nunique())
     for column in covariates:
         if column in (age_name, group_column) or (
-                column in lesion_columns and column not in sessions.columns
+                column in joined and column not in sessions.columns
                 and column not in participants.columns):
-            continue  # the per-session age and lesion load above; the group column as read
+            continue  # the per-session age, lesion load and volumes above; the group column
         values = _lookup(column, sessions, participants, data, ppath, spaths, True, False,
                          "--covariates")
         as_num = pd.to_numeric(values, errors="coerce")
@@ -576,7 +623,7 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
             "missing_sessions": missing[["participant_id", "session_id", "session_order"]],
             "files": [str(p) for p in paths] + [str(ppath)] + [str(p) for p in spaths.values()],
             "clinical_columns": list(clinical_columns), "clinical": clinical,
-            "lesion_columns": lesion_columns,
+            "lesion_columns": lesion_columns, "volume_columns": volume_columns,
             "site_source": (f"column '{site_name}'" if (data["site_source"] != "sidecars").any()
                             else "sidecars") if data["site"].notna().any() else None,
             "covariates": [("age" if c == age_name else "group" if c == group_column else c)

@@ -225,6 +225,25 @@ COLUMNS.update({
                    None),
 })
 
+
+
+def _volume_columns():
+    """Entries of the brain-volume columns (`bids_iron.anatomy.volumes.STRUCTURES`)."""
+    from ..anatomy.volumes import STRUCTURE_DESCRIPTIONS
+
+    out = {}
+    for name, text in STRUCTURE_DESCRIPTIONS.items():
+        out[f"{name}_volume_mm3"] = (
+            f"Volume of the session's {text} (T1w, *_desc-volumes_morph.tsv; n/a without a "
+            "T1w)", "mm^3", None)
+        if name != "icv":
+            out[f"{name}_fraction_icv"] = (f"{name}_volume_mm3 / icv_volume_mm3 (head-size "
+                                           "normalised)", None, None)
+    return out
+
+
+COLUMNS.update(_volume_columns())
+
 #: Overrides for columns whose meaning depends on the table.
 TABLE_OVERRIDES = {
     "group_mixedmodels.tsv": {
