@@ -451,9 +451,9 @@ def run_participants(bids_dir, output_dir, participant_labels=None, session_labe
              else work_folder()) as work_root:
         derivs.write_dataset_description()
         results = _run_sessions(sessions, derivs, options, work_root)
-    if options.report:
-        for path in assemble_reports(output_dir, [s.subject for s in sessions]):
-            LOGGER.info("report: %s", path)
+        if options.report:
+            for path in assemble_reports(output_dir, [s.subject for s in sessions]):
+                LOGGER.info("report: %s", path)
     if options.clean_work_dir and options.work_dir is not None:
         for res in results:  # intermediates of finished sessions; failed ones stay for debugging
             if res.status == "done":
