@@ -123,7 +123,8 @@ def ensure_own_output(output_dir):
 #: Outputs the BIDS specification has no names for, listed in the derivatives' .bidsignore
 #: (the official validator then reports them as ignored, not as errors).
 BIDSIGNORE = ("*.html", "**/figures", "logs", "group", "work", "*_roistats.tsv",
-              "*_roistats.json", "*_morph.tsv", "*_morph.json", "*_xfm.nii.gz", "*_xfm.json", "*_xfm.h5", "*_xfm.mat")
+              "*_roistats.json", "*_morph.tsv", "*_morph.json", "*_xfm.nii.gz", "*_xfm.json",
+              "*_xfm.h5", "*_xfm.mat")
 
 DERIVATIVES_README = """# {name}
 
