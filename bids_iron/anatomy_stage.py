@@ -127,6 +127,8 @@ def run_anatomy(session):
         with atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
         outputs.append(target)
+    from .volumes_stage import run_volumes  # brain volumes from the T1w (a note without)
+    outputs += run_volumes(session, reg, atlas_files)
     result = AnatomyResult(labels=labels, template_mask=native.brain_mask, facts=facts)
     try:
         result.template_in_native = reg.to_native(nib.load(str(atlas_files.t1w_coarse
