@@ -315,6 +315,12 @@ def assemble_reports(output_dir, subjects):
 
     written = []
     for subject in sorted(set(subjects)):
+        # a report a killed run was writing (atomic_path's temporary); a minute old, so not
+        # one another run on this subject's other sessions is writing right now
+        for stale in Path(output_dir).glob(f".sub-{subject}.html.*.tmp*"):
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > 60:
+                    stale.unlink()
         folder = Path(output_dir) / f"sub-{subject}" / "figures"
         sections = [(p.name[: -len("_report.html")], p.read_text(encoding="utf-8"))
                     for p in sorted(folder.glob("*_report.html"))]

@@ -411,3 +411,18 @@ def test_python_warnings_reach_the_session_log(tmp_path):
     text = (tmp_path / "out/logs/sub-01_ses-a.log").read_text()
     assert ("WARNING sub-01_ses-a: UserWarning: labels outside the vocabulary skipped: "
             "hippocampus") in text, text
+
+
+def test_stale_report_temporaries_removed(copy):
+    """A subject report's temporary left by a killed run goes at the next assembly; a fresh
+    one (another run may be writing it) stays."""
+    root, out = copy
+    out.mkdir()
+    old = out / ".sub-01.html.abc123.tmp.html"
+    old.write_text("<html>half")
+    os.utime(old, (1, 1))
+    fresh = out / ".sub-01.html.def456.tmp.html"
+    fresh.write_text("<html>half")
+    code, _, err = run_cli(root, out, "participant", "--participant-label", "01")
+    assert code == 0, err
+    assert not old.exists() and fresh.exists() and (out / "sub-01.html").exists()
