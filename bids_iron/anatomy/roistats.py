@@ -465,10 +465,6 @@ def lesion_table(maps, lesion_mask, voxel_size, affine=None, masks=None, connect
         Smallest lesion kept (voxels); default 1.
     zero_is_missing : bool, optional
         Without a support mask, treat exact zeros as undefined (default True).
-    roi_quality : dict of (roi, hemisphere) -> (float, float, str), optional
-        Per-ROI registration quality (similarity, brain fraction, qc_flag), e.g. from
-        `bids_iron.anatomy.quality.roi_registration_quality`: adds the `QC_COLUMNS` (NaN /
-        ``"n/a"`` for ROIs it lacks).
 
     Returns
     -------
@@ -717,12 +713,6 @@ def mask_statistics(maps, roi_masks, voxel_size, erode=1, masks=None, source="us
             rows.append((str(roi), hemi, metric, mean, median, sd, n, n * vox, str(source),
                          int(mask.sum()) * vox, 0))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    if roi_quality is not None:
-        nan = (np.nan, np.nan, "n/a")
-        qc = [roi_quality.get((r, h), nan) for r, h in zip(table["roi"], table["hemisphere"])]
-        table["registration_similarity"] = [float(q[0]) for q in qc]
-        table["brain_fraction"] = [float(q[1]) for q in qc]
-        table["qc_flag"] = [str(q[2]) for q in qc]
     return table.astype({"n_voxels": "int64", "n_excluded": "int64", "mean": "float64",
                          "median": "float64", "sd": "float64", "volume_mm3": "float64",
                          "label_volume_mm3": "float64"})
