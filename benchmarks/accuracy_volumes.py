@@ -30,19 +30,11 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bids_iron.demo import dataset as D  # noqa: E402
-from bids_iron.demo.head import BRAIN_LABELS, NUCLEI, TISSUES  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
 
-INDEX = {v[0]: k for k, v in TISSUES.items()}
-TRUTH = {
-    "icv": list(BRAIN_LABELS),
-    "gm": [INDEX[n] for n in ("gray_matter", "cerebellum_gray_matter") + NUCLEI],
-    "cortical_gm": [INDEX["gray_matter"]],
-    "deep_gm": [INDEX[n] for n in NUCLEI],
-    "cerebellar_gm": [INDEX["cerebellum_gray_matter"]],
-    "wm": [INDEX[n] for n in ("white_matter", "brainstem", "cerebellum_white_matter")],
-    "csf": [INDEX["csf"]],
-}
+from bids_iron.demo import dataset as D  # noqa: E402
+from bids_iron.demo.head import TISSUES  # noqa: E402
+from test_volumes import TRUTH  # noqa: E402  (the truth classes of the phantom)
 
 
 def true_volumes(head, subject_index, step=0.5):

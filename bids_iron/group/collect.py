@@ -204,6 +204,19 @@ def read_brain_volumes(output_dir, visits):
     return pd.DataFrame(rows, columns=None if rows else ["participant_id", "session_id"])
 
 
+def _join_sessions(data, table):
+    """Add the columns of a per-session ``table`` (participant_id, session_id, numbers) to
+    the long ``data`` in place (n/a for sessions it lacks); returns the columns added."""
+    if not len(table):
+        return []
+    merged = data[["participant_id", "session_id"]].merge(
+        table, how="left", on=["participant_id", "session_id"]).set_axis(data.index)
+    columns = [c for c in table.columns if c not in ("participant_id", "session_id")]
+    for column in columns:
+        data[column] = merged[column].astype(float)
+    return columns
+
+
 #: Sidecar fields that name a scanner site, in the order they enter the site label.
 SITE_FIELDS = ("InstitutionName", "Manufacturer", "ManufacturersModelName",
                "MagneticFieldStrength")
@@ -545,24 +558,14 @@ def collect_cohort(bids_dir, output_dir, group_column="group", age_column=None,
 
     # lesion load per session (participant level with --lesion-masks)
     load = read_lesion_load(output_dir, present)
-    lesion_columns = []
-    if len(load):
-        merged = data[["participant_id", "session_id"]].merge(
-            load, how="left", on=["participant_id", "session_id"]).set_axis(data.index)
-        lesion_columns = [c for c in load.columns if c not in ("participant_id", "session_id")]
-        for column in lesion_columns:
-            data[column] = merged[column].astype(float)
+    lesion_columns = _join_sessions(data, load)
+    if lesion_columns:
         log.info("group: lesion load of %d sessions (lesion masks in OUTPUT_DIR)", len(load))
 
     # brain volumes per session (participant level, sessions with a T1w)
     volumes = read_brain_volumes(output_dir, present)
-    volume_columns = []
-    if len(volumes):
-        merged = data[["participant_id", "session_id"]].merge(
-            volumes, how="left", on=["participant_id", "session_id"]).set_axis(data.index)
-        volume_columns = [c for c in volumes.columns if c not in ("participant_id", "session_id")]
-        for column in volume_columns:
-            data[column] = merged[column].astype(float)
+    volume_columns = _join_sessions(data, volumes)
+    if volume_columns:
         log.info("group: brain volumes of %d sessions (volumes tables in OUTPUT_DIR)",
                  len(volumes))
     joined = set(lesion_columns) | set(volume_columns)
