@@ -25,16 +25,15 @@ def _t1w_transforms(reg):
     return warp + [reg.files[f"{stem}.mat"]]
 
 
-def _deep_and_cerebellum(atlas_files, reg, grid, to_t1w):
+def _deep_and_cerebellum(atlas_files, reg, grid, to_t1w, cache_dir=None):
     """Deep gray matter nuclei (atlas labels) and the cerebellum (SUIT atlas, None without
     it) on the segmentation grid."""
     from .anatomy import registration as reg_mod
     from .anatomy.rois import NATIVE_LABELS, NUCLEI
-    from .anatomy.templates import build_template_labels
 
     nuclei = [i for i, (roi, _h) in NATIVE_LABELS.items() if roi in NUCLEI]
     deep = np.zeros(grid.shape[:3], bool)
-    for space, img in build_template_labels(atlas_files).items():
+    for space, img in reg_mod.cached_template_labels(atlas_files, cache_dir).items():
         if space == "SUIT" and not reg.suit_transforms:
             continue
         chain = to_t1w + (list(reg.suit_transforms) if space == "SUIT" else [])
@@ -53,7 +52,7 @@ def _deep_and_cerebellum(atlas_files, reg, grid, to_t1w):
     return deep, cerebellum
 
 
-def t1w_volumes(t1w_img, reg, atlas_files, to_t1w=None):
+def t1w_volumes(t1w_img, reg, atlas_files, to_t1w=None, cache_dir=None):
     """Volumes (`volumes.tissue_volumes`) of a T1w image registered to the template.
 
     Parameters
@@ -65,6 +64,9 @@ def t1w_volumes(t1w_img, reg, atlas_files, to_t1w=None):
     atlas_files : bids_iron.anatomy.templates.AtlasFiles
     to_t1w : list of str, optional
         Template -> T1w transforms (default: from ``reg``).
+    cache_dir : path-like, optional
+        The run's template cache (`registration.cached_template_labels`): the atlas labels
+        the registration built are read from it, not built again.
 
     Returns
     -------
@@ -79,7 +81,7 @@ def t1w_volumes(t1w_img, reg, atlas_files, to_t1w=None):
     grid = reg_mod._downsample(reg_mod._as_img3d(t1w_img, "T1w"), volumes.SEGMENT_MM)
     voxel = tuple(float(v) for v in np.sqrt((grid.affine[:3, :3] ** 2).sum(0)))
     mask = reg_mod.mask_to_native(atlas_files.brain_mask, grid, to_t1w)
-    deep, cerebellum = _deep_and_cerebellum(atlas_files, reg, grid, to_t1w)
+    deep, cerebellum = _deep_and_cerebellum(atlas_files, reg, grid, to_t1w, cache_dir)
     post = volumes.segment_tissues(np.asarray(grid.dataobj, np.float32), mask, voxel)
     result = volumes.tissue_volumes(post, voxel, deep_gm=deep & mask,
                                     cerebellum=None if cerebellum is None
@@ -119,7 +121,8 @@ def run_volumes(session, reg, atlas_files):
         return []
     derivs, inputs = session.derivs, session.inputs
     with session.stage("brain volumes (T1w, Atropos GM/WM/CSF)"):
-        result, method = t1w_volumes(session.image("T1w"), reg, atlas_files, to_t1w)
+        result, method = t1w_volumes(session.image("T1w"), reg, atlas_files, to_t1w,
+                                     cache_dir=session.work.parent / "templateflow_cache")
     table = volumes.volumes_table(result)
     path = derivs.path(inputs, "morph", desc="volumes", ext=".tsv")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,7 @@ def test_stage_on_the_template_itself(tmp_path):
         has_image=lambda space: True, image=lambda space: nib.load(str(atlas.t1w)),
         image_path=lambda space: atlas.t1w, note=lambda text, warn=False: notes.append(text),
         stage=lambda name: __import__("contextlib").nullcontext(), log=log, label="sub-01",
-        inputs=None, derivs=types.SimpleNamespace(
+        inputs=None, work=tmp_path / "work" / "sub-01", derivs=types.SimpleNamespace(
             path=lambda inputs, suffix, desc=None, ext="": out / f"sub-01_desc-{desc}_{suffix}{ext}",
             bids_uri=lambda p: f"bids:raw:{p.name}"))
     written = run_volumes(session, reg, atlas)
