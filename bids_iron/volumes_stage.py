@@ -112,7 +112,7 @@ def run_volumes(session, reg, atlas_files):
     to_t1w = _t1w_transforms(reg)
     if to_t1w is None:
         session.note("brain volumes not computed: the template was registered to the MEGRE "
-                     "magnitude, not to the T1w (drop --no-use-t1w)")
+                     "magnitude, not to the T1w (drop --no-t1w)")
         return []
     if atlas_files.brain_mask is None:
         session.note("brain volumes not computed: the template has no brain mask "

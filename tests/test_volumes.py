@@ -171,7 +171,7 @@ def test_stage_without_t1w_writes_nothing(tmp_path):
     registered_to_megre = types.SimpleNamespace(template="MNI152NLin2009cAsym", files={})
     session.has_image = lambda space: True
     assert run_volumes(session, registered_to_megre, None) == []
-    assert "--no-use-t1w" in notes[1]
+    assert "--no-t1w" in notes[1]
 
 
 def test_stage_on_the_template_itself(tmp_path):
