@@ -41,14 +41,9 @@ def _deep_and_cerebellum(atlas_files, reg, grid, to_t1w, cache_dir=None):
         deep |= np.isin(np.rint(warped).astype(int), nuclei)
     cerebellum = None
     suit = atlas_files.sources("SUIT")
-    if suit and reg.suit_transforms:
-        import nibabel as nib
-
-        raw = nib.load(str(suit[0].dseg))
-        data = (np.asanyarray(raw.dataobj) > 0).astype(np.float32)
-        cerebellum = reg_mod.resample_to_native(
-            nib.Nifti1Image(data, raw.affine), grid,
-            to_t1w + list(reg.suit_transforms), "linear") >= 0.5
+    if suit and reg.suit_transforms:  # every SUIT label: the cerebellum
+        cerebellum = reg_mod.mask_to_native(suit[0].dseg, grid,
+                                            to_t1w + list(reg.suit_transforms))
     return deep, cerebellum
 
 
