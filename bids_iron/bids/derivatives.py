@@ -143,6 +143,8 @@ and in `fmap/` (BIDS names for a directly measured field map, "case 3"):
 - `*_desc-lfs_fieldmap` (ppm of B0): the local field shift (background removed).
 - `*_magnitude`: the first-echo magnitude the two field maps belong to.
 - `*_desc-iron_dseg` and `*_roistats.tsv`: the regions and their statistics.
+- `anat/*_desc-volumes_morph.tsv` (sessions with a T1w): total, cortical, deep and cerebellar
+  gray matter, white matter, CSF and intracranial volume, in mm^3 and as a fraction of it.
 
 Every image has a JSON sidecar with its units, method, reference and parameters; the HTML
 reports (`sub-<label>.html`, `group/`) show the maps, the checks and a methods paragraph.
