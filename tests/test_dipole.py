@@ -11,13 +11,15 @@ import doctest
 import numpy as np
 import pytest
 import qsm_forward
+from scipy import ndimage
 
 from bids_iron.maps import dipole
 from bids_iron.maps.dipole import (DEFAULT_DIPOLE_METHOD, DIPOLE_METHODS, DipoleInversionResult,
                                    invert_dipole, invert_dipole_medi, invert_dipole_tkd,
                                    invert_dipole_tikhonov_cg, invert_dipole_tv_admm,
-                                   magnitude_edge_mask, reference_chi)
-from bids_iron.maps.kernels import b0_direction_from_affine
+                                   magnitude_edge_mask, mask_rim_weights,
+                                   reference_chi)
+from bids_iron.maps.kernels import b0_direction_from_affine, dipole_kernel
 from phantom import NUCLEI, make_phantom, oblique_affine
 
 NOISE_PPM = 0.002
@@ -171,6 +173,43 @@ def test_nonlinear_data_term(sim):
         invert_dipole(fld, m, ph.voxel_size, method="nltv")
 
 
+def test_free_rim_recovers_the_partial_volume_shell():
+    """A brain mask's outer voxels hold the partial volume of the skull and CSF (-0.5 ppm
+    on the realistic head): TV shrinks that one-voxel shell, and its error dominated the
+    whole-brain NRMSE there (25.3 -> 13.7 % with the rim free). Here a 40^3 sphere with a
+    -0.5 ppm outer layer and two sources inside: NRMSE 0.25 -> 0.14 measured, the sources'
+    contrast unchanged."""
+    n = 40
+    x, y, z = np.mgrid[:n, :n, :n] - (n - 1) / 2
+    mask = x**2 + y**2 + z**2 < 15**2
+    shell = mask & ~ndimage.binary_erosion(mask)
+    t = mask_rim_weights(mask)
+    assert t.shape == (3,) + mask.shape and t.dtype == np.float32
+    assert np.all(t[:, shell] == 0) and np.all(t[:, ndimage.binary_erosion(mask, iterations=2)]
+                                               == 1)
+    blob = (x - 4) ** 2 + y**2 + z**2 < 16
+    chi = (np.where(shell, -0.5, 0.0) + np.where(blob, 0.1, 0.0)
+           + np.where((x + 5) ** 2 + (y - 3) ** 2 + z**2 < 9, 0.15, 0.0)) * mask
+    big = np.zeros((3 * n,) * 3)
+    big[:n, :n, :n] = chi
+    fld = np.fft.ifftn(dipole_kernel(big.shape, (1, 1, 1)) * np.fft.fftn(big)).real
+    fld = fld[:n, :n, :n] * mask
+    exact = chi - chi[mask].mean()
+
+    def nrmse(c):
+        return np.linalg.norm((c - c[mask].mean() - exact)[mask]) / np.linalg.norm(exact[mask])
+
+    off = invert_dipole_tv_admm(fld, mask, (1, 1, 1), free_rim=0)
+    on = invert_dipole_tv_admm(fld, mask, (1, 1, 1))
+    assert on.parameters["free_rim"] == dipole.TV_FREE_RIM == 1
+    assert off.parameters["free_rim"] == 0
+    assert nrmse(on.chi) < 0.7 * nrmse(off.chi), (nrmse(on.chi), nrmse(off.chi))
+    core = mask & ~shell & ~blob
+    for res in (on, off):
+        assert abs(res.chi[(x - 4) ** 2 + y**2 + z**2 < 9].mean()
+                   - res.chi[core].mean() - 0.1) < 0.015
+
+
 def test_tkd_scale_correction_increases_estimate(sim):
     ph, fld, _, truth = sim
     plain = invert_dipole_tkd(fld, ph.brain_mask, ph.voxel_size, correct_scale=False)
@@ -311,6 +350,7 @@ def _small():
     (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tv_admm", weights=-np.ones(f.shape)),
      "weights"),
     (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="l1_tv", alpha=-1), "alpha"),
+    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tv_admm", free_rim=-1), "free_rim"),
     (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="l1_tv", mu_data=0), "mu_data"),
     (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tikhonov_cg", regularizer="l1"),
      "regularizer"),
