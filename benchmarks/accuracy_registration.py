@@ -2,7 +2,11 @@
 
 Run by hand (1 mm is the target; 2 cores):
 
-    python benchmarks/accuracy_registration.py [--voxel 1.0] [--method default] [--work DIR]
+    python benchmarks/accuracy_registration.py [--voxel 1.0] [--method NAME ...] [--work DIR]
+
+(default: ``t1w-only``, the T1w registration without the R2* channel as it was before issue
+11, and ``default``, the app's default: T1w + the session's R2* map, masked, local
+refinement; ``--method`` names a variant of `METHODS`, repeat it to compare several).
 
 The template (a TEMPLATEFLOW_HOME: real MNI ICBM152 2009a T1w from nilearn; aseg, Brainstem
 Navigator, MIAL67 and ellipsoid-dentate labels) and the subject (realistic head with CIT168,
@@ -105,8 +109,10 @@ def _in_process(job):
 #: Methods compared: name -> (uses the T1w, uses the R2* map, keyword arguments of
 #: register_to_session).
 METHODS = {
-    "default": (True, False, {}),
-    "no-t1w": (False, False, {}),
+    "default": (True, True, {}),
+    "t1w-only": (True, False, {}),
+    "no-t1w": (False, True, {}),
+    "no-t1w-only": (False, False, {}),
     "t1w+masked": (True, False, {"masked": True, "iron_weight": 0}),
     "t1w+iron": (True, True, {"masked": False}),
     "t1w+iron+masked": (True, True, {"masked": True}),
@@ -115,6 +121,8 @@ METHODS = {
     "t1w+iron+masked+refine": (True, True, {"masked": True, "refine": True}),
     "t1w+iron+masked+refine+fast": (True, True, {"masked": True, "refine": True,
                                                  "syn_iterations": (60, 40, 0)}),
+    "default+refine40x20x0": (True, True, {"refine_iterations": (40, 20, 0)}),
+    "default+refine30x20x4": (True, True, {"refine_iterations": (30, 20, 4)}),
     "t1w+iron+masked+refine-deep": (True, True, {
         "masked": True, "refine": True,
         "refine_box": ((-40.0, 40.0), (-80.0, 30.0), (-50.0, 25.0))}),
@@ -199,7 +207,7 @@ def main():
     suit = _in_process(dict(base, suit_only=True, t1w_path=False, work=str(work)))
     print(f"SUIT -> template (once per run of the app): {suit['seconds']:.1f} s")
     rows = {}
-    for name in args.method or ["default"]:
+    for name in args.method or ["t1w-only", "default"]:
         use_t1w, use_iron, kwargs = METHODS[name]
         job = dict(base, t1w_path=use_t1w, kwargs=kwargs, work=str(work / f"reg_{name}_{tag}"),
                    iron=str(iron_p) if use_iron else None)

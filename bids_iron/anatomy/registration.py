@@ -740,7 +740,7 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
                         n_threads=None, reg_resolution=REG_RESOLUTION,
                         syn_iterations=None, seed=SEED, compose=True, use_t2w=True,
                         t1w_rigid=None, native=None, iron_img=None, iron_weight=None,
-                        masked=None, refine=None, refine_box=None):
+                        masked=None, refine=None, refine_box=None, refine_iterations=None):
     """Register a template (and SUIT) to one session's native MEGRE space.
 
     Parameters
@@ -795,6 +795,9 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
         (`_refine_local`); default `REFINE`.
     refine_box : tuple of 3 (low, high) pairs, optional
         Template-space box (world mm) of the refinement; default `REFINE_BOX_MM`.
+    refine_iterations : tuple of 3 int, optional
+        Refinement SyN iterations at 4, 2, 1 x `REFINE_SPACING_MM`; default
+        `REFINE_ITERATIONS`.
 
     Returns
     -------
@@ -880,7 +883,9 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
         t0 = time.perf_counter()
         local = _refine_local(native, _as_img3d(iron_img, "R2* map"), tpl_files["iron"],
                               transforms, work, n_threads, seed,
-                              box=REFINE_BOX_MM if refine_box is None else refine_box)
+                              box=REFINE_BOX_MM if refine_box is None else refine_box,
+                              iterations=REFINE_ITERATIONS if refine_iterations is None
+                              else tuple(refine_iterations))
         if local:
             transforms = [local] + list(transforms)
         timings["refine_local"] = time.perf_counter() - t0
