@@ -101,7 +101,8 @@ SYN_METRIC = "MI"
 #: anatomy perfectly and nothing else. Mean surface distance (mm), before -> default: CN 1.58
 #: -> 1.54, PUT 0.74 -> 0.71, GP 1.22 -> 0.86, TH 1.06 -> 0.93, PUL 3.60 -> 2.81, SN 1.17 ->
 #: 1.08, RN 0.87 -> 0.66, DN 1.97 -> 0.50. Dropping the 2 mm SyN level when the refinement
-#: runs costs at most 0.02 Dice and saves 41 % of the CPU time (369 -> 217 s).
+#: runs costs at most 0.02 Dice and saves 41 % of the CPU time (369 -> 217 s). Only the
+#: weight 1 was measured (other weights are a benchmark variant, ``t1w+iron2+masked``).
 IRON_WEIGHT = 1.0
 #: Restrict the metrics to the template brain dilated by MASK_MARGIN_MM (with ``iron_img``;
 #: measured together with the iron channel, see `IRON_WEIGHT`).
@@ -662,14 +663,14 @@ def _atomic_save(img, path):
     os.replace(tmp, path)
 
 
-def _iron_on_grid(iron, grid_path, transforms, path, n_threads):
+def _iron_on_grid(iron, grid_path, transforms, path, n_threads, reg_resolution=REG_RESOLUTION):
     """The session's R2* map resampled onto the registration grid ``grid_path``; through the
     inverse of the T1w -> MEGRE rigid ``transforms`` when the grid is the T1w's. Values are
     clipped to 0..100 1/s (bone and air give wild fits)."""
     ants = _ants(n_threads)
     data = np.clip(np.nan_to_num(np.asarray(iron.dataobj, np.float32)), 0, 100)
     fixed = ants.image_read(str(grid_path))
-    moving = _to_ants(_downsample(nib.Nifti1Image(data, iron.affine), REG_RESOLUTION), ants)
+    moving = _to_ants(_downsample(nib.Nifti1Image(data, iron.affine), reg_resolution), ants)
     tx = list(transforms) or [_identity_file()]
     out = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=tx,
                                 interpolator="linear", whichtoinvert=[bool(transforms)] * len(tx))
@@ -863,7 +864,7 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
             grid = t1w_reg if t1w_img is not None else fixed
             iron_fixed = _iron_on_grid(_as_img3d(iron_img, "R2* map"), grid,
                                        [rigid.path] if rigid is not None else [],
-                                       work / "iron_reg.nii", n_threads)
+                                       work / "iron_reg.nii", n_threads, reg_resolution)
             syn_extra = [(iron_fixed, tpl_files["iron"], "CC", iron_weight)]
             extra = list(extra) + syn_extra
         timings["template_channels"] = time.perf_counter() - t0
