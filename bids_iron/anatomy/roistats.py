@@ -621,8 +621,9 @@ def _qc_dictionary(qc):
                            "the maps; n/a for ROIs not from the atlas.", "Units": "1"},
         "qc_flag": {
             "Description": "ok, or why the ROI's values should be checked before statistics "
-                           f"(joined by +): low_similarity (registration_similarity < {sim:g}: "
-                           "the atlas ROI probably does not sit on this brain's nucleus), "
+                           f"(joined by +): low_similarity (nuclei only: "
+                           f"registration_similarity < {sim:g}, the atlas ROI probably does not "
+                           "sit on this brain's nucleus), "
                            f"outside_mask (brain_fraction < {frac:g}: cut by the field of view "
                            "or the mask); n/a when not measured.",
             "Levels": {"ok": "both checks passed", "low_similarity": "registration doubtful",
