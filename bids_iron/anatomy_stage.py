@@ -167,7 +167,7 @@ def run_anatomy(session):
                 result.lesions = reg_mod.mask_to_native(lesion_img, session.native, transforms)
             side = {"Description": f"lesion mask carried from {space} to the MEGRE grid "
                                    "(rigid, linear interpolation, >= 0.5)",
-                    "Sources": [str(path)], "Type": "Lesion"}
+                    "Sources": [str(path)], "Type": "Lesion", "SpatialReference": "MEGRE grid"}
             outputs.append(derivs.save_map(inputs, result.lesions.astype(np.uint8), data.affine,
                                            "mask", side, desc="lesion", header=data.header,
                                            dtype=np.uint8, space="MEGRE"))

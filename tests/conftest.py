@@ -20,7 +20,8 @@ REAL_SMALL = SHARED / "data" / "real" / "mrt-small"
 #: follow in pytest-xdist's own order (most tests first). Only the order changes.
 LONG_FILES = ("test_anatomy_via_t1w.py", "test_whole_head.py", "test_cli_anatomy.py",
               "test_registration.py", "test_user_rois.py", "test_cli_participant.py",
-              "test_resume.py", "test_cli_inputs_options.py")
+              "test_resume.py", "test_cli_inputs_options.py", "test_demo.py",
+              "test_reliability.py", "test_slurm.py")
 
 
 def _by_file(config):

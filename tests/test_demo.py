@@ -77,3 +77,47 @@ def test_scan_is_scanner_like(tmp_path, head):
                           timeout=300)
     issues = json.loads(proc.stdout)["issues"]["issues"]
     assert not [i for i in issues if i["severity"] == "error"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The real command on the smallest cohort (2 controls, 2 patients, 2 sessions each)."""
+    import contextlib
+    import io
+
+    from bids_iron.demo.run import main
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main([str(out), "--n-participants", "4", "--n-procs", "2"])
+    return code, stdout.getvalue(), out
+
+
+def test_demo_runs_both_levels(demo_run):
+    code, text, out = demo_run
+    assert code == 0, text
+    derivs = out / "derivatives" / "bids-iron"
+    assert str(derivs / "group" / "report.html") in text
+    assert len(list(derivs.glob("sub-*.html"))) == 4
+    tables = [p for p in derivs.glob("sub-*/ses-*/anat/*_roistats.tsv")
+              if "_desc-lesions_" not in p.name]  # per-lesion tables: patients only
+    assert len(tables) == 8
+    # the built-in group effect comes back through registration, atlas ROIs and statistics
+    cohort = pd.read_csv(derivs / "group" / "group_roistats.tsv", sep="\t")
+    chi = cohort[(cohort.metric == "chi") & (cohort.hemisphere == "bilateral")
+                 & (cohort.roi == "globus_pallidus")]
+    means = chi.groupby("group")["mean"].mean()
+    assert means["MS"] > 1.05 * means["HC"], means
+    for name in ("group_comparisons", "group_mixedmodels", "group_longitudinal"):
+        assert (derivs / "group" / f"{name}.tsv").exists(), name
+
+
+def test_demo_derivatives_pass_the_bids_validator(demo_run):
+    _, _, out = demo_run
+    exe = shutil.which("bids-validator-deno")
+    proc = subprocess.run([exe, str(out / "derivatives" / "bids-iron"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    issues = json.loads(proc.stdout)["issues"]["issues"]
+    errors = [(i["code"], i.get("location")) for i in issues if i["severity"] == "error"]
+    assert not errors, errors[:5]

@@ -200,9 +200,9 @@ def test_free_rim_recovers_the_partial_volume_shell():
         return np.linalg.norm((c - c[mask].mean() - exact)[mask]) / np.linalg.norm(exact[mask])
 
     off = invert_dipole_tv_admm(fld, mask, (1, 1, 1), free_rim=0)
-    on = invert_dipole_tv_admm(fld, mask, (1, 1, 1))
-    assert on.parameters["free_rim"] == dipole.TV_FREE_RIM == 1
-    assert off.parameters["free_rim"] == 0
+    on = invert_dipole_tv_admm(fld, mask, (1, 1, 1), free_rim=1)
+    assert on.parameters["free_rim"] == 1
+    assert off.parameters["free_rim"] == 0 == dipole.TV_FREE_RIM  # the default: see TV_FREE_RIM
     assert nrmse(on.chi) < 0.7 * nrmse(off.chi), (nrmse(on.chi), nrmse(off.chi))
     core = mask & ~shell & ~blob
     for res in (on, off):
