@@ -109,18 +109,24 @@ def _save(img, path, meta=None):
         path.with_name(path.name.split(".")[0] + ".json").write_text(json.dumps(meta, indent=1))
 
 
-def write_megre(root, data, affine, subject="01", session=None, with_phase=True,
-                manufacturer="Siemens", extra_meta=None, suffix="MEGRE"):
-    """Write ``data`` (a `GreData`) as BIDS ``*_echo-<n>_part-{mag,phase}_<suffix>``.
-
-    Returns the anat directory. Creates dataset_description.json if missing.
-    """
+def _raw_dataset(root):
+    """``root`` as a Path, created with a raw dataset_description.json if it has none."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     dd = root / "dataset_description.json"
     if not dd.exists():
         dd.write_text(json.dumps({"Name": "bids-iron simulation", "BIDSVersion": "1.9.0",
                                   "DatasetType": "raw"}))
+    return root
+
+
+def write_megre(root, data, affine, subject="01", session=None, with_phase=True,
+                manufacturer="Siemens", extra_meta=None, suffix="MEGRE"):
+    """Write ``data`` (a `GreData`) as BIDS ``*_echo-<n>_part-{mag,phase}_<suffix>``.
+
+    Returns the anat directory. Creates dataset_description.json if missing.
+    """
+    root = _raw_dataset(root)
     anat = root / f"sub-{subject}"
     stem = f"sub-{subject}"
     if session:
@@ -189,12 +195,7 @@ def write_megre_layout(root, data, affine, subject="01", session=None, layout="4
 
     Returns the anat directory (dataset_description.json created if missing).
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    dd = root / "dataset_description.json"
-    if not dd.exists():
-        dd.write_text(json.dumps({"Name": "bids-iron simulation", "BIDSVersion": "1.9.0",
-                                  "DatasetType": "raw"}))
+    root = _raw_dataset(root)
     anat = root / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
     stem = f"sub-{subject}" + (f"_ses-{session}" if session else "")
     base = {"MagneticFieldStrength": float(data.b0), "Manufacturer": "Siemens"}

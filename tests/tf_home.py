@@ -3,27 +3,9 @@
 The home is built by `bids_iron.demo.templates` (re-exported here; ``bids-iron-demo`` uses
 the same builder with an adult-sized head); the subjects below are the tests' own.
 
-TemplateFlow cannot download here, so tests build their own home from the head phantom of
-`phantom.make_phantom` (same geometry, in mm about the grid centre): a T1w-like template
-(white matter bright, gray matter and nuclei darker, CSF dark), its brain mask and white matter
-probability map, MASSP20 and MIAL67ThalamicNuclei label maps with the phantom's nuclei at
-the indices of the REAL label tables (copied from the skeleton that the templateflow package
-bundles), and a SUIT template: a crop of the posterior fossa in its own space (scaled and
-shifted against MNI, so that it needs its own registration) with Diedrichsen2009 dentate
-labels.
-
-Files written (``<home>/tpl-MNI152NLin2009cAsym/`` and ``<home>/tpl-SUIT/``)::
-
-    template_description.json                         (real, from the skeleton)
-    tpl-MNI152NLin2009cAsym_res-01_T1w.nii.gz         (res-01 is `fine` mm, default 1 mm)
-    tpl-MNI152NLin2009cAsym_res-02_T1w.nii.gz         (2 mm)
-    tpl-MNI152NLin2009cAsym_res-02_T2w.nii.gz         (2 mm, iron-rich nuclei dark)
-    tpl-MNI152NLin2009cAsym_res-0{1,2}_desc-brain_mask.nii.gz
-    tpl-MNI152NLin2009cAsym_res-01_label-WM_probseg.nii.gz
-    tpl-MNI152NLin2009cAsym_res-01_atlas-MASSP20_dseg.nii.gz + .tsv (real)
-    tpl-MNI152NLin2009cAsym_res-01_atlas-MIAL67ThalamicNuclei_dseg.nii.gz
-    tpl-MNI152NLin2009cAsym_atlas-MIAL67ThalamicNuclei_dseg.tsv (real)
-    tpl-SUIT_T1w.nii.gz, tpl-SUIT_atlas-Diedrichsen2009_dseg.nii.gz + .tsv (real)
+TemplateFlow cannot download here, so tests build that home from the head phantom of
+`phantom.make_phantom` (same geometry, in mm about the grid centre); the files it writes
+are listed in `bids_iron.demo.templates`.
 
 `make_subject` renders a subject whose anatomy is the template deformed by a known smooth warp
 plus a rigid motion, with MEGRE-like magnitude contrast (multi-echo, T2*-weighted) and the true
