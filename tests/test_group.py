@@ -227,6 +227,34 @@ def test_correlation_and_ols_pvalues_match(cohort):
         np.testing.assert_allclose(terms.p, res.pvalues, rtol=1e-6)
 
 
+def test_small_samples_get_exact_or_no_correlation():
+    """n = 3 or 4 pairs: no correlation (rho = 1 with n = 3 used to read p < 0.001); n = 5-9:
+    Spearman's p is the exact one of every pairing (here rho = 1 with n = 5: 2/120)."""
+    import itertools
+
+    from bids_iron.group.correlations import MIN_N_CORR, correlate
+
+    rows = []
+    for n, roi in ((3, "caudate"), (4, "putamen"), (5, "thalamus"), (7, "pulvinar")):
+        edss = np.arange(n, dtype=float) + (np.arange(n) % 2) * 0.25  # unequal, no ties
+        value = 20 + edss if roi != "pulvinar" else 20 + np.array([2, 1, 4, 3, 7, 5, 6.])
+        rows += [dict(group="MS", roi=roi, hemisphere="left", metric="r2star", source="atlas",
+                      mean=float(v), EDSS=float(e)) for v, e in zip(value, edss)]
+    corr, _ = correlate(pd.DataFrame(rows), "mean", ["EDSS"], subsets=[])
+    corr = corr.set_index("roi")
+    assert MIN_N_CORR == 5
+    for roi in ("caudate", "putamen"):
+        assert np.isnan(corr.loc[roi, "p_spearman"]) and "no correlation" in corr.loc[roi, "note"]
+    assert corr.loc["thalamus", "spearman_rho"] == pytest.approx(1.0)
+    assert corr.loc["thalamus", "p_spearman"] == pytest.approx(2 / 120)
+    x = np.array([r["EDSS"] for r in rows if r["roi"] == "pulvinar"])
+    y = np.array([r["mean"] for r in rows if r["roi"] == "pulvinar"])
+    rho = stats.spearmanr(x, y).statistic
+    null = [stats.spearmanr(x, y[list(p)]).statistic for p in itertools.permutations(range(7))]
+    assert corr.loc["pulvinar", "p_spearman"] == pytest.approx(
+        np.mean(np.abs(null) >= abs(rho) - 1e-12))
+
+
 def test_longitudinal_pvalues_match(cohort):
     _, out, _, _ = cohort
     long = read(out, "group_longitudinal.tsv")

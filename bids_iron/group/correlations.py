@@ -5,17 +5,23 @@ For each subset of participants (``all`` with values, and each group), analysis 
 change_per_year from `longitudinal`) and clinical column:
 
 * Pearson r (scipy.stats.pearsonr) and Spearman rho (scipy.stats.spearmanr), two-sided;
+  Spearman's p is exact (all n! pairings, ties kept as mid-ranks, `spearman_exact_p`) up
+  to `EXACT_SPEARMAN_MAX_N` pairs, where scipy's t approximation is far off (rho = 1 with
+  n = 3 gives p = 0 there, the exact p is 1/3);
 * OLS (statsmodels) ``value ~ clinical + covariates``: the clinical term's beta, its SE,
   standardized beta ``beta * SD(x) / SD(y)`` (SDs ddof=1, over the rows in the model), p,
   and the model's R2, adjusted R2 and n. Categorical covariates enter as 0/1 indicator
   columns (first level left out); covariates constant within the subset are dropped (noted).
 
 Benjamini-Hochberg q per p column within each family: subset x measure x clinical column
-(across every unit). Needs n >= 3 pairs (and n >= number of model terms + 2 for OLS) and
-variance in both variables; otherwise n/a with a note.
+(across every unit). Needs n >= `MIN_N_CORR` pairs (and n >= number of model terms + 2
+for OLS) and variance in both variables; otherwise n/a with a note.
 """
 
 from __future__ import annotations
+
+import functools
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -24,9 +30,59 @@ from scipy import stats
 
 from ._common import UNIT_KEYS, add_fdr, join_notes
 
+#: Fewest pairs for a correlation. With 4 pairs the smallest exact two-sided Spearman p is
+#: 2/24 = 0.083 and Pearson's p rests wholly on normality, so no correlation of fewer than 5
+#: pairs can be evidence; the demo's 3 patients per group were reported "significant"
+#: (rho = 1, scipy's p < 0.001) before this limit.
+MIN_N_CORR = 5
+#: Spearman's p is exact (every pairing enumerated) up to this many pairs (9! = 362880).
+EXACT_SPEARMAN_MAX_N = 9
+
 CORR_COLUMNS = ["n", "pearson_r", "p_pearson", "spearman_rho", "p_spearman", "ols_beta",
                 "ols_beta_se", "ols_beta_std", "p_ols", "ols_r2", "ols_r2_adj", "ols_n",
                 "ols_covariates", "note"]
+
+
+@functools.lru_cache(maxsize=32)
+def _spearman_null(rx, ry):
+    """Sorted ``|sum(rx * ry[perm])|`` over every permutation (rx, ry: sorted centred
+    ranks as tuples; the null distribution depends only on these multisets)."""
+    perms = np.array(list(itertools.permutations(range(len(ry)))), dtype=np.int8)
+    return np.sort(np.abs(np.asarray(ry)[perms] @ np.asarray(rx)))
+
+
+def spearman_exact_p(x, y):
+    """Two-sided exact p of Spearman's rho by enumerating every pairing of x with y.
+
+    Parameters
+    ----------
+    x, y : array_like, shape (n,)
+        Paired values, 2 <= n <= `EXACT_SPEARMAN_MAX_N`; ties are ranked by their mid-rank,
+        so the null distribution is the one of these very ranks.
+
+    Returns
+    -------
+    float
+        The share of the n! pairings whose ``|rho|`` is at least the observed one.
+
+    Examples
+    --------
+    >>> round(spearman_exact_p([1, 2, 3], [1, 2, 3]), 4)  # 2 of 6 pairings give |rho| = 1
+    0.3333
+    >>> round(spearman_exact_p([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]), 4)  # 2 of 120
+    0.0167
+    >>> round(spearman_exact_p([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]), 4)  # rho = 0.8
+    0.1333
+    """
+    rx = stats.rankdata(x) - (len(x) + 1) / 2.0
+    ry = stats.rankdata(y) - (len(y) + 1) / 2.0
+    n = len(rx)
+    if n > EXACT_SPEARMAN_MAX_N or n < 2:
+        raise ValueError(f"exact Spearman p needs 2..{EXACT_SPEARMAN_MAX_N} pairs, got {n}")
+    observed = abs(float(rx @ ry))
+    null = _spearman_null(tuple(np.sort(rx)), tuple(np.sort(ry)))
+    below = np.searchsorted(null, observed - 1e-9 * max(observed, 1.0), side="left")
+    return float(len(null) - below) / len(null)
 
 
 def encode_covariates(table, covariates):
@@ -124,16 +180,18 @@ def correlate(table, value, clinical, covariates=(), measure="raw", keys=UNIT_KE
                        **{c: np.nan for c in CORR_COLUMNS}, "n": int(ok.sum()),
                        "ols_covariates": " + ".join(covariates)}
                 notes = []
-                if len(x) < 3:
-                    notes.append(f"n = {len(x)} pairs < 3: no correlation")
+                if len(x) < MIN_N_CORR:
+                    notes.append(f"n = {len(x)} pairs < {MIN_N_CORR}: no correlation")
                 elif np.ptp(x) == 0 or np.ptp(y) == 0:
                     notes.append(f"{'clinical' if np.ptp(x) == 0 else 'ROI'} values constant: "
                                  "no correlation")
                 else:
                     pr = stats.pearsonr(x, y)
                     sr = stats.spearmanr(x, y)
+                    p_sr = (spearman_exact_p(x, y) if len(x) <= EXACT_SPEARMAN_MAX_N
+                            else float(sr.pvalue))
                     row.update(pearson_r=float(pr.statistic), p_pearson=float(pr.pvalue),
-                               spearman_rho=float(sr.statistic), p_spearman=float(sr.pvalue))
+                               spearman_rho=float(sr.statistic), p_spearman=p_sr)
                 full = ok & zok_u
                 if full.sum() >= 3:
                     terms, model, note = ols_terms(y_u[full], x_u[full], z_u[full], clin, z_names)

@@ -150,7 +150,8 @@ COLUMNS = {
     "pearson_r": ("Pearson correlation (scipy.stats.pearsonr)", None, None),
     "p_pearson": ("Two-sided p of Pearson r", None, None),
     "spearman_rho": ("Spearman rank correlation (scipy.stats.spearmanr)", None, None),
-    "p_spearman": ("Two-sided p of Spearman rho", None, None),
+    "p_spearman": ("Two-sided p of Spearman rho: exact (every pairing) for n <= 9, scipy's t "
+                   "approximation above", None, None),
     "ols_beta": ("OLS coefficient of the clinical column in value ~ clinical + covariates "
                  "(statsmodels)", "value unit per clinical unit", None),
     "ols_beta_se": ("Standard error of ols_beta", "value unit per clinical unit", None),
