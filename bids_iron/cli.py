@@ -61,9 +61,10 @@ def _setup_logging(output_dir, verbose):
     log_path = logs / f"bids-iron_{stamp}_{os.getpid()}.log"
     LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)
     LOGGER.handlers[:] = []
+    from .progress import ConsoleHandler
     from .session import LabelledFormatter
 
-    console = logging.StreamHandler(sys.stderr)
+    console = ConsoleHandler(sys.stderr)  # a progress bar too, on a terminal
     console.setFormatter(LabelledFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
     console.addFilter(lambda record: getattr(record, "console", True))  # FILES_ONLY records
     to_file = logging.FileHandler(log_path)

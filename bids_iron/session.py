@@ -35,7 +35,7 @@ class Stage:
 
     def __enter__(self):
         self.t0 = time.perf_counter()
-        self.log.info("%s: %s ...", self.label, self.name)
+        self.log.info("%s: %s ...", self.label, self.name, extra={"stage": self.name})
         return self
 
     def __exit__(self, exc_type, exc, tb):

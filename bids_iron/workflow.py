@@ -469,7 +469,8 @@ def run_participants(bids_dir, output_dir, participant_labels=None, session_labe
 
 def _run_sessions(sessions, derivs, options, work_root):
     n = len(sessions)
-    LOGGER.info("found %d session(s) with multi-echo GRE data", n)
+    # the console's progress bar (bids_iron.progress) counts these sessions
+    LOGGER.info("found %d session(s) with multi-echo GRE data", n, extra={"progress_total": n})
     atlas_files = None
     if options.anatomy:  # once per run: missing templates stop here, before any work
         atlas_files = prepare_atlases(options)
@@ -483,9 +484,10 @@ def _run_sessions(sessions, derivs, options, work_root):
 
     def report(i, res):
         # a failure's message is printed once, in the summary at the end
-        extra = (f" (logs/{res.label}.log; the error is listed at the end)"
-                 if res.status == "failed" else f" ({res.message})" if res.message else "")
-        LOGGER.info("[%d/%d] %s: %s in %.1f s%s", i, n, res.label, res.status, res.seconds, extra)
+        detail = (f" (logs/{res.label}.log; the error is listed at the end)"
+                  if res.status == "failed" else f" ({res.message})" if res.message else "")
+        LOGGER.info("[%d/%d] %s: %s in %.1f s%s", i, n, res.label, res.status, res.seconds, detail,
+                    extra={"progress_done": res.label})
 
     args = (derivs.root, derivs.bids_dir, options, atlas_files, work_root)
     if n_procs == 1:
@@ -495,6 +497,8 @@ def _run_sessions(sessions, derivs, options, work_root):
                 res = process_session(inputs, *args)
             except KeyboardInterrupt:
                 derivs.remove_temporaries(inputs)
+                LOGGER.info("stopped: %d session(s) finished", len(results),
+                            extra={"progress_end": True})
                 raise
             results.append(res)
             report(i, res)
@@ -526,7 +530,7 @@ def _run_sessions(sessions, derivs, options, work_root):
         running = [s for f, s in futures.items() if not f.done()]
         _stop_pool(pool, running, derivs)
         LOGGER.info("stopped: %d session(s) finished, %d cancelled or stopped", len(results),
-                    len(running))
+                    len(running), extra={"progress_end": True})
         raise
     else:
         pool.shutdown(wait=True)
