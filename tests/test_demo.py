@@ -43,7 +43,10 @@ def test_built_in_effects(head):
 
 def test_cohort_selection():
     assert [r["group"] for r in D.cohort(4)] == ["HC", "HC", "MS", "MS"]
-    with pytest.raises(ValueError, match="4, 6 or 8"):
+    ten = D.cohort(10)
+    assert len({r["participant_id"] for r in ten}) == 10
+    assert sum(r["group"] == "MS" and r["EDSS"] > 0 for r in ten) == 5  # an EDSS correlation
+    with pytest.raises(ValueError, match="4, 6, 8 or 10"):
         D.cohort(5)
 
 

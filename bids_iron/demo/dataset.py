@@ -75,6 +75,11 @@ COHORT = (
      "disease_duration": 12.0},
     {"participant_id": "sub-08", "group": "MS", "age": 56.0, "sex": "F", "EDSS": 5.0,
      "disease_duration": 16.0},
+    # the fifth of each group (``--n-participants 10``): correlations need 5 pairs
+    # (bids_iron.group.correlations.MIN_N_CORR)
+    {"participant_id": "sub-09", "group": "HC", "age": 62.0, "sex": "M"},
+    {"participant_id": "sub-10", "group": "MS", "age": 60.0, "sex": "M", "EDSS": 6.0,
+     "disease_duration": 20.0},
 )
 SESSIONS = ("1", "2")
 YEARS_BETWEEN = 2.0
@@ -321,10 +326,10 @@ PARTICIPANTS_JSON = {
 
 def cohort(n_participants=len(COHORT)):
     """The first ``n_participants / 2`` controls and patients of `COHORT` (an even number
-    from 4 to 8: the group level needs two of each)."""
+    from 4 to 10: the group level needs two of each, an EDSS correlation five patients)."""
     n = int(n_participants)
     if n % 2 or not 4 <= n <= len(COHORT):
-        raise ValueError(f"the demo cohort has 4, 6 or 8 participants, not {n_participants}")
+        raise ValueError(f"the demo cohort has 4, 6, 8 or 10 participants, not {n_participants}")
     return tuple([r for r in COHORT if r["group"] == "HC"][:n // 2]
                  + [r for r in COHORT if r["group"] == "MS"][:n // 2])
 

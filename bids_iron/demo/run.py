@@ -40,8 +40,9 @@ def parse_args(argv=None):
                     "minutes on 2 cores.")
     parser.add_argument("output_dir", type=Path,
                         help="new or empty folder for the dataset, templates and outputs")
-    parser.add_argument("--n-participants", type=int, default=6, choices=(4, 6, 8),
-                        help="participants, half controls and half MS patients (default: 6)")
+    parser.add_argument("--n-participants", type=int, default=6, choices=(4, 6, 8, 10),
+                        help="participants, half controls and half MS patients (default: 6; "
+                             "10 for EDSS correlations, which need 5 patients)")
     parser.add_argument("--n-procs", type=int, default=None, metavar="N",
                         help="sessions processed in parallel (default: one per core)")
     parser.add_argument("--version", action="version", version=f"bids-iron {__version__}")
