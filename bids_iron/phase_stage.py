@@ -302,7 +302,16 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
                 "DataTerm": [round(v, 6) for v in curve.data_term],
                 "TotalVariation": [round(v, 3) for v in curve.regularizer],
                 "Curvature": [round(v, 5) for v in curve.curvature], "Chosen": curve.alpha}
-        result = method.function(local_ppm, mask_local, voxel_size, b0_dir, **extra)
+        if method.field == "total":
+            # total field inversion (tfi): the total field in the whole brain mask, its own
+            # background sources; the background removal above still gives the LFS, and chi
+            # is reported in its mask like every other output
+            total_ppm = hz_to_ppm(field_hz, data.b0).astype(np.float32)
+            result = method.function(total_ppm, mask, voxel_size, b0_dir, **extra)
+            del total_ppm
+            result.chi = np.where(mask_local, result.chi, np.float32(0))
+        else:
+            result = method.function(local_ppm, mask_local, voxel_size, b0_dir, **extra)
         reference = {"none": None, "mean": "mean"}.get(options.chi_reference)
         chi_reference_text = {
             "mean": "whole-brain mean of the (eroded) mask",

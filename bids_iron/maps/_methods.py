@@ -6,7 +6,7 @@ sit next to the constant in the family's module (``DEFAULT_*_METHOD``).
 
 from functools import partial
 
-from . import background, dipole, r2star, unwrap
+from . import background, dipole, r2star, tfi, unwrap
 from .registry import Method, register
 
 
@@ -16,9 +16,9 @@ _DEFAULTS = {"r2star": r2star.DEFAULT_R2STAR_METHOD, "unwrap": unwrap.DEFAULT_UN
              "dipole": dipole.DEFAULT_DIPOLE_METHOD}
 
 
-def _add(family, name, function, summary, algorithm, reference, needs=()):
-    register(Method(family, name, function, summary, algorithm, reference, tuple(needs)),
-             default=name == _DEFAULTS[family])
+def _add(family, name, function, summary, algorithm, reference, needs=(), field="local"):
+    register(Method(family, name, function, summary, algorithm, reference, tuple(needs),
+                    field), default=name == _DEFAULTS[family])
 
 
 def _r2star(name, summary, algorithm, reference):
@@ -109,3 +109,12 @@ _add("dipole", "medi", dipole.invert_dipole_medi, "MEDI-like magnitude-weighted 
      "Magnitude-weighted total variation (MEDI-like morphology-enabled inversion)",
      "Liu T, Liu J, de Rochefort L, et al. Morphology enabled dipole inversion (MEDI) from "
      "a single-angle acquisition. Magn Reson Med 2011;66:777-783", needs=("magnitude",))
+_add("dipole", "tfi", tfi.invert_total_field_tfi,
+     "total field inversion: no background removal; the LFS still from "
+     "--background-method",
+     "Preconditioned total field inversion (TFI): one susceptibility map inside and around "
+     "the brain mask fitted to the total field in the mask, preconditioner 1 inside and 30 "
+     "outside, total variation inside the mask, Gauss-Newton with conjugate gradients",
+     "Liu Z, Kee Y, Zhou D, Wang Y, Spincemaille P. Preconditioned total field inversion "
+     "(TFI) method for quantitative susceptibility mapping. Magn Reson Med "
+     "2017;78:303-315", field="total")

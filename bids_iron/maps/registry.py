@@ -32,7 +32,8 @@ FAMILIES = {
     "r2star": "fit_r2star(magnitude, te, method=...) -> R2starFit",
     "unwrap": "(wrapped, mask, te, magnitude, voxel_size) -> unwrapped first echo (radians)",
     "background": "(field, mask, voxel_size, **needs) -> BackgroundResult (local field, mask)",
-    "dipole": "(local_field_ppm, mask, voxel_size, b0_dir, **needs) -> DipoleInversionResult",
+    "dipole": "(local_field_ppm, mask, voxel_size, b0_dir, **needs) -> DipoleInversionResult "
+              "(a method with field='total' takes the total field instead)",
 }
 
 #: Extra inputs a method may need, with their meaning (what the stage must supply).
@@ -60,6 +61,10 @@ class Method:
         paragraph).
     needs : tuple of str
         Extra keyword inputs (keys of `NEEDS`) the function takes.
+    field : str
+        Dipole family only: ``"local"`` (default) if the function inverts the local field
+        in the background-removal mask, ``"total"`` if it takes the TOTAL field (ppm) in
+        the brain mask and does its own background removal (total field inversion, ``tfi``).
     """
 
     family: str
@@ -69,6 +74,7 @@ class Method:
     algorithm: str
     reference: str
     needs: tuple = ()
+    field: str = "local"
 
 
 _REGISTRY: dict = {family: {} for family in FAMILIES}
@@ -79,6 +85,10 @@ def register(method, default=False):
     """Add ``method`` (a `Method`) to its family; ``default=True`` makes it the default."""
     if method.family not in _REGISTRY:
         raise ValueError(f"unknown method family {method.family!r}; one of {list(FAMILIES)}")
+    if method.field not in ("local", "total") or (method.field == "total"
+                                                  and method.family != "dipole"):
+        raise ValueError(f"{method.name}: field must be 'local' (or 'total' for a dipole "
+                         f"method), got {method.field!r}")
     unknown = set(method.needs) - set(NEEDS)
     if unknown:
         raise ValueError(f"{method.name}: unknown needs {sorted(unknown)}; one of {list(NEEDS)}")
