@@ -17,6 +17,13 @@ referenced to the R2* CSF and LFS to the whole-brain mean). Prints, per variant:
 
     python benchmarks/accuracy_whole_head.py [--voxel 1 1 1] [--variants full oblique ...]
         [--set brain_mask=threshold --set background_method=pdf ...]
+        [--set qsm_method=tfi --qsm-param preconditioner=10 --qsm-param max_iter=20 ...]
+
+``--qsm-param key=value`` passes a keyword argument to the chosen dipole method's function
+(e.g. TFI's ``preconditioner``, ``alpha``, ``max_iter``; tv_admm's ``free_rim``). Each stage
+prints its time and the process's peak resident memory during it (the high-water mark is
+reset before each stage through ``/proc/self/clear_refs``, so the number is the stage's own
+peak, including the arrays already held); the chain's peak is the largest.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import contextlib
 import dataclasses
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 
@@ -35,6 +43,7 @@ sys.path.insert(0, str(HERE))
 
 import realistic_head as H  # noqa: E402
 
+from bids_iron.maps import registry  # noqa: E402
 from bids_iron.maps.r2star import fit_r2star  # noqa: E402
 from bids_iron.phase_stage import run_phase_stage  # noqa: E402
 from bids_iron.workflow import Options  # noqa: E402
@@ -57,17 +66,66 @@ def simulate_variant(name, voxel, seed=0):
     return H.simulate(voxel_size=tuple(vs), seed=seed, **kw)
 
 
-def run(acq, options):
+def _reset_peak_rss():
+    """Reset this process's VmHWM (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_gib():
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0 ** 2
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run(acq, options, peaks=None):
     r2 = fit_r2star(acq.magnitude, acq.te)
     r2star = getattr(r2, "r2star", r2[0] if isinstance(r2, tuple) else r2)
+    peaks = [] if peaks is None else peaks
 
     @contextlib.contextmanager
     def stage(name):
+        _reset_peak_rss()
         t = time.perf_counter()
         yield
-        print(f"    {name}: {time.perf_counter() - t:.1f} s", flush=True)
+        peak = _peak_rss_gib()
+        peaks.append(peak)
+        print(f"    {name}: {time.perf_counter() - t:.1f} s, peak RSS {peak:.2f} GiB",
+              flush=True)
 
     return run_phase_stage(H.as_megre(acq), options, stage, r2star=r2star)
+
+
+def parse_params(items):
+    """``key=value`` items as keyword arguments (int, float, bool or str values)."""
+    out = {}
+    for item in items or []:
+        key, value = item.split("=", 1)
+        for kind in (int, float):
+            try:
+                out[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def with_qsm_params(name, params):
+    """Register the dipole method ``name`` again with ``params`` bound (for this run)."""
+    if params:
+        record = registry.get("dipole", name)
+        registry.register(dataclasses.replace(record, function=partial(record.function,
+                                                                       **params)),
+                          default=registry.default("dipole").name == name)
 
 
 def parse_set(items):
@@ -83,21 +141,33 @@ def main():
     ap.add_argument("--voxel", type=float, nargs=3, default=(2.0, 2.0, 2.0))
     ap.add_argument("--variants", nargs="+", default=["full"], choices=sorted(VARIANTS))
     ap.add_argument("--set", action="append", help="option=value for Options (repeatable)")
+    ap.add_argument("--qsm-param", action="append",
+                    help="key=value for the dipole method's function (repeatable)")
     args = ap.parse_args()
     options = dataclasses.replace(Options(anatomy=False, report=False), **parse_set(args.set))
+    qsm_params = parse_params(args.qsm_param)
+    with_qsm_params(options.qsm_method, qsm_params)
     print(f"options: brain_mask={options.brain_mask} background={options.background_method} "
-          f"qsm={options.qsm_method} refine_mask={options.refine_mask}")
+          f"qsm={options.qsm_method} refine_mask={options.refine_mask} "
+          f"qsm params={qsm_params}")
     for name in args.variants:
         t = time.perf_counter()
         acq = simulate_variant(name, args.voxel)
         print(f"{name}: simulated {acq.magnitude.shape} in {time.perf_counter() - t:.1f} s")
         t = time.perf_counter()
-        res = run(acq, options)
+        peaks = []
+        res = run(acq, options, peaks)
         dt = time.perf_counter() - t
         m = H.evaluate(acq, res)
         bias = m.pop("bias")
         print(f"  {name}: " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in m.items()) + f"  ({dt:.1f} s)", flush=True)
+                                        for k, v in m.items())
+              + f"  ({dt:.1f} s, peak RSS {max(peaks, default=float('nan')):.2f} GiB)",
+              flush=True)
+        inv = res.facts.get("DipoleInversion", {})
+        print(f"    inversion: n_iter={inv.get('n_iter')} n_fft={inv.get('n_fft')} "
+              f"converged={inv.get('converged')}"
+              + (f" gn_steps={inv['gn_steps']}" if "gn_steps" in inv else ""))
         print("    nucleus bias %: " + "  ".join(f"{k}={v:+.0f}" for k, v in bias.items()))
 
 
