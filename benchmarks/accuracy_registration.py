@@ -70,6 +70,11 @@ def _run(job):
 
     import resource
 
+    for name, value in (job.get("module") or {}).items():  # a variant's module constants
+        if not hasattr(R, name):
+            raise AttributeError(f"bids_iron.anatomy.registration has no {name}")
+        setattr(R, name, value)
+
     def cpu():
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
@@ -106,8 +111,12 @@ def _in_process(job):
         return pool.submit(_run, job).result()
 
 
+#: Module constants of the default before the speed measurements (issue 11/12; with SyN
+#: 60x40x0): a rigid stage before the affine one, linear stages 500x250x100 iterations.
+_ISSUE11 = {"RIGID_BEFORE_AFFINE": True, "LINEAR_ITERATIONS": (500, 250, 100)}
 #: Methods compared: name -> (uses the T1w, uses the R2* map, keyword arguments of
-#: register_to_session).
+#: register_to_session[, module constants of bids_iron.anatomy.registration set in the
+#: method's process, e.g. ``{"LINEAR_ITERATIONS": (100, 50, 25)}``]).
 METHODS = {
     "default": (True, True, {}),
     "t1w-only": (True, False, {}),
@@ -126,6 +135,26 @@ METHODS = {
     "t1w+iron+masked+refine-deep": (True, True, {
         "masked": True, "refine": True,
         "refine_box": ((-40.0, 40.0), (-80.0, 30.0), (-50.0, 25.0))}),
+    # speed (issue 11/12): linear stages, SyN and refinement iterations, convergence
+    # (`registration.LINEAR_ITERATIONS`); "default-issue11" is the default before
+    "default-issue11": (True, True, {"syn_iterations": (60, 40, 0)}, _ISSUE11),
+    "issue11+no-rigid": (True, True, {"syn_iterations": (60, 40, 0)},
+                         dict(_ISSUE11, RIGID_BEFORE_AFFINE=False)),
+    "issue11+linear100x50x25": (True, True, {"syn_iterations": (60, 40, 0)},
+                                dict(_ISSUE11, LINEAR_ITERATIONS=(100, 50, 25))),
+    "issue11+no-rigid+linear100x50x25": (True, True, {"syn_iterations": (60, 40, 0)}),
+    "issue11+linear-conv1e-5": (True, True, {"syn_iterations": (60, 40, 0)},
+                                dict(_ISSUE11, LINEAR_CONVERGENCE=1e-5)),
+    "issue11+syn60x30x0": (True, True, {"syn_iterations": (60, 30, 0)}, _ISSUE11),
+    "issue11+syn-conv1e-5": (True, True, {"syn_iterations": (60, 40, 0)},
+                             dict(_ISSUE11, SYN_CONVERGENCE=1e-5)),
+    "default+syn60x10x0": (True, True, {"syn_iterations": (60, 10, 0)}),
+    "default+refine30x20x2": (True, True, {"refine_iterations": (30, 20, 2)}),
+    "default+refine-greedy": (True, True, {},
+                              {"REFINE_TRANSFORM": "GaussianDisplacementField"}),
+    "default+refine-greedy0.2": (True, True, {}, {
+        "REFINE_TRANSFORM": "GaussianDisplacementField", "REFINE_STEP": 0.2}),
+    "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {
         "masked": True, "refine": True, "syn_iterations": (60, 40, 0),
         "refine_box": ((-40.0, 40.0), (-80.0, 30.0), (-50.0, 25.0))}),
@@ -208,9 +237,10 @@ def main():
     print(f"SUIT -> template (once per run of the app): {suit['seconds']:.1f} s")
     rows = {}
     for name in args.method or ["t1w-only", "default"]:
-        use_t1w, use_iron, kwargs = METHODS[name]
+        use_t1w, use_iron, kwargs = METHODS[name][:3]
+        module = METHODS[name][3] if len(METHODS[name]) > 3 else {}
         job = dict(base, t1w_path=use_t1w, kwargs=kwargs, work=str(work / f"reg_{name}_{tag}"),
-                   iron=str(iron_p) if use_iron else None)
+                   iron=str(iron_p) if use_iron else None, module=module)
         res = _in_process(job)
         labels = np.asarray(nib.load(res["labels_path"]).dataobj)
         dice, msd = {}, {}

@@ -27,8 +27,10 @@ cerebellar nuclei (`REFINE_BOX_MM`), tapered to identity at the box edges. Measu
 independent-anatomy benchmark (benchmarks/accuracy_registration.py): see `IRON_WEIGHT`.
 
 Speed: registration runs on 2 mm copies of both images (``reg_resolution``), three levels
-(8, 4, 2 mm), SyN 60x40x10 iterations; transforms live in world space, so they are applied to
-the 1 mm atlases and the native grid afterwards. Deterministic: fixed ``--random-seed`` and
+(8, 4, 2 mm), SyN 60x40x10 iterations (60x20x0 when the local refinement runs), the
+template's affine stage without a rigid one before it (`LINEAR_ITERATIONS`: measured choices
+and where the time goes); transforms live in world space, so they are applied to the 1 mm
+atlases and the native grid afterwards. Deterministic: fixed ``--random-seed`` and
 regular (not random) metric sampling. The number of ITK threads follows ``n_threads`` (set
 before ANTs is first used) or ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS.
 
@@ -45,6 +47,8 @@ thresholded at 0.5.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -95,7 +99,8 @@ SYN_METRIC = "MI"
 #: **... refinement 30x20x4**     0.81  0.87  0.78  0.88  0.47  0.62  0.79  0.90  0.77  174
 #: =============================  ====  ====  ====  ====  ====  ====  ====  ====  ====  =====
 #:
-#: (the default is the last row; peak memory of the refined runs 0.87-1.15 GB)
+#: (the default was the last row until the speed measurements of `LINEAR_ITERATIONS`: SyN
+#: 60x20x0 and no rigid stage now, same Dice; peak memory of the refined runs 0.87-1.15 GB)
 #:
 #: [1] template against subject labels in MNI space: a registration that follows the visible
 #: anatomy perfectly and nothing else. Mean surface distance (mm), before -> default: CN 1.58
@@ -122,11 +127,69 @@ REFINE_BOX_MM = ((-32.0, 32.0), (-80.0, 0.0), (-50.0, 2.0))
 REFINE_SPACING_MM = 1.0
 REFINE_ITERATIONS = (30, 20, 4)
 REFINE_TAPER_MM = 6.0
+#: Transform of the refinement: "SyN" (symmetric) or "GaussianDisplacementField" (greedy:
+#: one metric evaluation per iteration and no field inversion).
+REFINE_TRANSFORM = "SyN"
+#: Gradient step of the refinement.
+REFINE_STEP = 0.1
 #: Apply the local refinement by default (with ``iron_img``).
 REFINE = True
-#: SyN iterations at 8, 4 and 2 mm without and with the local refinement.
+#: SyN iterations at 8, 4 and 2 mm without and with the local refinement (with: measured at
+#: `LINEAR_ITERATIONS`; without: not re-measured, the value of `IRON_WEIGHT`'s table).
 SYN_ITERATIONS = (60, 40, 10)
-SYN_ITERATIONS_REFINED = (60, 40, 0)
+SYN_ITERATIONS_REFINED = (60, 20, 0)
+#: Linear stages (rigid, affine; also `register_rigid`): iterations at 8, 4 and 2 mm and the
+#: convergence threshold (ANTs: slope of the metric over the last 10 iterations).
+#:
+#: Where the time went (default before, 1 mm, 2 ITK threads, antsRegistration --verbose, wall
+#: s on shared cores): T1w -> MEGRE rigid 8; template -> T1w rigid 11, affine 16, SyN 113
+#: (8 mm 11, 4 mm 100: about 2.5 s per iteration, two local-correlation channels evaluated
+#: twice per symmetric iteration; the 2 mm level with 0 iterations < 1); refinement 62 (4 mm
+#: 3, 2 mm 15, the four 1 mm iterations 40-45); iron channel resampling 0.5, cached template
+#: channels 0.5, composed fields 2-3, label transfer 4-11. The linear stages converged after
+#: 15-42 iterations per level (of 500/250/100), so smaller caps only trim the slow 2 mm level.
+#:
+#: Measured on benchmarks/accuracy_registration.py (see `IRON_WEIGHT`; 1 mm, seed 3, 2 ITK
+#: threads; methods ``default-issue11``, ``issue11+...``, ``default+...``): Dice (left/right
+#: mean; 3 decimals, a method's rerun moved the mean by 0.001) and CPU s of one session
+#: (T1w -> MEGRE rigid, template -> T1w, refinement, labels). The cores were shared with
+#: other jobs (load 3-4.5 on 2 cores), so times vary by up to 30 % between runs; the last
+#: two rows ran back to back:
+#:
+#: ================================  =====  =====  =====  =====  =====  =====  =====  =====  ======  =====
+#: variant                           CN     PUT    GP     TH     PUL    SN     RN     DN     mean    CPU s
+#: ================================  =====  =====  =====  =====  =====  =====  =====  =====  ======  =====
+#: before: rigid + affine 500x250x   0.813  0.874  0.784  0.880  0.469  0.623  0.793  0.896  0.7668  249
+#: 100, SyN 60x40x0, refine 30x20x4
+#: no rigid stage, affine 100x50x25  0.813  0.874  0.784  0.879  0.469  0.622  0.795  0.895  0.7662  190
+#: SyN 60x30x0 (linear as before)    0.813  0.873  0.781  0.878  0.471  0.620  0.791  0.896  0.7654  177
+#: **both, SyN 60x20x0**             0.812  0.873  0.783  0.877  0.477  0.618  0.793  0.898  0.7664  149
+#: ... SyN 60x10x0                   0.806  0.873  0.786  0.872  0.481  0.624  0.804  0.895  0.7677  121
+#: ... refinement 30x20x2            0.811  0.872  0.780  0.876  0.475  0.611  0.785  0.893  0.7630  131
+#: ... greedy refinement [1]         0.812  0.888  0.810  0.888  0.560  0.740  0.839  0.940  0.8098  216
+#: ... greedy refinement, step 0.2   0.812  0.896  0.826  0.891  0.569  0.778  0.857  0.946  0.8219  216
+#: back to back: before              0.813  0.874  0.783  0.879  0.469  0.622  0.792  0.895  0.7659  200
+#: back to back: **default**         0.812  0.873  0.782  0.877  0.477  0.618  0.794  0.898  0.7664  147
+#: ================================  =====  =====  =====  =====  =====  =====  =====  =====  ======  =====
+#:
+#: SyN 60x10x0 costs caudate and thalamus 0.007-0.008 and the shorter refinement the nigra
+#: 0.012, so neither is the default. Wall s of the back-to-back pair: 207 before, 108 now
+#: (an earlier pair: 164 and 147, CPU 200 and 151). The T1w-only registration (no R2* map,
+#: SyN 60x40x10; ``t1w-only-issue11``, ``t1w-only``): 0.801 0.870 0.730 0.862 0.341 0.562
+#: 0.709 0.543 before, 0.800 0.870 0.730 0.862 0.341 0.563 0.710 0.544 with the new linear
+#: stages (mean 0.677 both; CPU 201 and 190 s).
+#: [1] ``REFINE_TRANSFORM`` "GaussianDisplacementField" (greedy, no symmetric half-way
+#: fields) is slower here and changes the result far beyond this measurement's scope (nigra
+#: +0.12-0.16, pulvinar +0.09): a candidate of its own, not checked on other subjects or for
+#: folding; not the default.
+LINEAR_ITERATIONS = (100, 50, 25)
+LINEAR_CONVERGENCE = 1e-6
+#: A rigid stage before the affine one of the template registration (the affine stage finds
+#: the rotation itself; measured in `LINEAR_ITERATIONS`' table).
+RIGID_BEFORE_AFFINE = False
+#: Convergence threshold of the SyN stages (not varied: the 4 mm level does not reach 1e-6 in
+#: 20-40 iterations, the 8 mm level converges at ~34 of 60).
+SYN_CONVERGENCE = 1e-6
 #: Version of the cached template channels (iron template, moving mask).
 CHANNELS_VERSION = "1"
 
@@ -226,8 +289,25 @@ def _resample_grid(img, spacing):
     return shape, new
 
 
+#: The last few `_downsample` results, ``(source image, spacing, result)``: a session passes
+#: the same native reference and T1w objects to `register_rigid` and `register_to_session`.
+_DOWNSAMPLED = []
+
+
 def _downsample(img, spacing):
-    """``img`` resampled (linear, after an anti-alias Gaussian) to ``spacing`` mm voxels."""
+    """``img`` resampled (linear, after an anti-alias Gaussian) to ``spacing`` mm voxels
+    (the same image object at the same spacing is resampled once; treat the result as read
+    only)."""
+    for src, sp, out in _DOWNSAMPLED:
+        if src is img and sp == spacing:
+            return out
+    out = _downsample_new(img, spacing)
+    _DOWNSAMPLED.append((img, spacing, out))
+    del _DOWNSAMPLED[:-4]
+    return out
+
+
+def _downsample_new(img, spacing):
     from scipy import ndimage
     shape, affine = _resample_grid(img, spacing)
     if shape == img.shape[:3] and np.allclose(affine, img.affine):
@@ -266,7 +346,7 @@ def _bbox_world(img):
 # ----------------------------------------------------------------------------- ANTs calls
 
 def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI", bins=32,
-           extra=(), masks=None):
+           extra=(), masks=None, convergence=1e-6):
     """antsRegistration arguments of one stage.
 
     ``extra`` adds channels: ``(fixed, moving)`` pairs compared by mutual information, or
@@ -274,25 +354,26 @@ def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI
     ``metric`` is given: linear stages keep the first, anatomical, channel). ``masks`` is
     ``(fixed_mask, moving_mask)`` (either may be None) restricting every metric of the stage.
     """
-    pairs = [(fixed, moving, metric if kind == "SyN" else "MI", 1.0)]
+    deformable = kind in ("SyN", "GaussianDisplacementField")
+    pairs = [(fixed, moving, metric if deformable else "MI", 1.0)]
     for e in extra:
         if len(e) == 2:
             pairs.append((e[0], e[1], "MI", 1.0))
-        elif kind == "SyN":
+        elif deformable:
             pairs.append(tuple(e))
     metrics = []
     for f, m, kind_metric, weight in pairs:
-        if kind == "SyN":
+        if deformable:
             metrics.append(f"CC[{f},{m},{weight:g},2]" if kind_metric == "CC"
                            else f"MI[{f},{m},{weight:g},{bins}]")
         else:
             metrics.append(f"MI[{f},{m},{weight:g},{bins},Regular,0.25]")
-    transform = f"SyN[{step},3,0]" if kind == "SyN" else f"{kind}[{step}]"
+    transform = f"{kind}[{step},3,0]" if deformable else f"{kind}[{step}]"
     args = []
     for m in metrics:
         args += ["--metric", m]
     args += ["--transform", transform,
-             "--convergence", f"[{'x'.join(map(str, iterations))},1e-6,10]",
+             "--convergence", f"[{'x'.join(map(str, iterations))},{convergence:g},10]",
              "--shrink-factors", "x".join(map(str, shrink)),
              "--smoothing-sigmas", "x".join(map(str, smooth)) + "vox"]
     if masks is not None and any(x is not None for x in masks):
@@ -341,18 +422,27 @@ def _levels(syn_iterations):
     return dict(shrink=(4, 2, 1), smooth=(2, 1, 0), syn=tuple(syn_iterations))
 
 
-def _affine_syn(fixed, moving, prefix, syn_metric, syn_iterations, n_threads, seed, rigid=True,
-                init="com", extra=(), masks=None):
+def _affine_syn(fixed, moving, prefix, syn_metric, syn_iterations, n_threads, seed, rigid=None,
+                init="com", extra=(), masks=None, linear_iterations=None,
+                linear_convergence=None, syn_convergence=None):
+    """Rigid (``rigid``, default `RIGID_BEFORE_AFFINE`), affine and SyN stages in one
+    antsRegistration run; linear iterations and convergence thresholds default to
+    `LINEAR_ITERATIONS`, `LINEAR_CONVERGENCE` and `SYN_CONVERGENCE`."""
     lv = _levels(syn_iterations)
+    rigid = RIGID_BEFORE_AFFINE if rigid is None else rigid
+    lin = tuple(LINEAR_ITERATIONS if linear_iterations is None else linear_iterations)
+    lin_conv = LINEAR_CONVERGENCE if linear_convergence is None else linear_convergence
+    syn_conv = SYN_CONVERGENCE if syn_convergence is None else syn_convergence
     stages = []
     if rigid:
-        stages.append(_stage("Rigid", fixed, moving, (500, 250, 100), lv["shrink"], lv["smooth"],
-                             extra=extra, masks=masks))
-    stages.append(_stage("Affine", fixed, moving, (500, 250, 100), lv["shrink"], lv["smooth"],
-                         extra=extra, masks=masks))
+        stages.append(_stage("Rigid", fixed, moving, lin, lv["shrink"], lv["smooth"],
+                             extra=extra, masks=masks, convergence=lin_conv))
+    stages.append(_stage("Affine", fixed, moving, lin, lv["shrink"], lv["smooth"],
+                         extra=extra, masks=masks, convergence=lin_conv))
     if any(lv["syn"]):
         stages.append(_stage("SyN", fixed, moving, lv["syn"], lv["shrink"], lv["smooth"],
-                             step=0.1, metric=syn_metric, extra=extra, masks=masks))
+                             step=0.1, metric=syn_metric, extra=extra, masks=masks,
+                             convergence=syn_conv))
     return _run_ants(fixed, moving, stages, prefix, init=init, n_threads=n_threads, seed=seed)
 
 
@@ -542,7 +632,8 @@ def register_rigid(moving_img, fixed_img, work_dir=None, prefix="rigid_", n_thre
     moving = _downsample(_as_img3d(moving_img, "moving image"), reg_resolution)
     f = _save(fixed, work / f"{prefix}fixed.nii")
     m = _save(moving, work / f"{prefix}moving.nii")
-    stages = [_stage("Rigid", f, m, (500, 250, 100), (4, 2, 1), (2, 1, 0))]
+    stages = [_stage("Rigid", f, m, LINEAR_ITERATIONS, (4, 2, 1), (2, 1, 0),
+                     convergence=LINEAR_CONVERGENCE)]
     affine, _, _ = _run_ants(f, m, stages, work / prefix, init="com", n_threads=n_threads, seed=seed)
     return RigidTransform(path=affine, matrix=_ants_mat_to_ras(affine))
 
@@ -572,6 +663,36 @@ def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterati
     affine, warp = str(prefix) + "0GenericAffine.mat", str(prefix) + "1Warp.nii.gz"
     if os.path.exists(affine) and os.path.exists(warp):
         return [warp, affine]
+    with _cache_lock(cache):  # a parallel session registering SUIT: wait for its files
+        if os.path.exists(affine) and os.path.exists(warp):
+            return [warp, affine]
+        return _register_suit(atlas_files, tpl_path, cache, affine=affine,
+                              warp=warp, n_threads=n_threads, seed=seed,
+                              syn_iterations=syn_iterations)
+
+
+@contextlib.contextmanager
+def _cache_lock(folder):
+    """Exclusive lock of a cache folder shared by the sessions of a run (flock of the folder
+    itself, so no lock file is left behind); no lock where the file system refuses it (the
+    caches stay safe without: files are moved into place whole, and the seed makes them
+    identical, only the work is duplicated)."""
+    fd = None
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _register_suit(atlas_files, tpl_path, cache, affine, warp, n_threads, seed,
+                   syn_iterations):
+    """`register_suit`'s registration, written to ``affine`` and ``warp`` in ``cache``."""
     suit = _downsample(_as_img3d(atlas_files.suit_t1w, "SUIT T1w"), REG_RESOLUTION)
     lo, hi = _bbox_world(suit)
     tpl = _crop_to_box(_downsample(_as_img3d(tpl_path, "template T1w"), REG_RESOLUTION),
@@ -584,7 +705,8 @@ def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterati
         f = _save(tpl, private / "fixed.nii")
         m = _save(suit, private / "moving.nii")
         a, w, _ = _affine_syn(f, m, private / "out_", "CC", syn_iterations, n_threads, seed,
-                              rigid=False, init="identity")
+                              rigid=False, init="identity", linear_iterations=(500, 250, 100),
+                              linear_convergence=1e-6, syn_convergence=1e-6)
         if w:
             os.replace(w, warp)
         os.replace(a, affine)
@@ -611,34 +733,41 @@ def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, 
         [p for p in (suit_transforms or []) if os.path.exists(p)]
     key = _file_key(srcs, {"v": CHANNELS_VERSION, "res": reg_resolution,
                            "margin": MASK_MARGIN_MM})
+    mask_path = cache / f"tpl-{atlas_files.template}-{key}_mask.nii"
+    iron_path = cache / f"tpl-{atlas_files.template}-{key}_iron.nii"
+    build = (atlas_files.brain_mask is not None and not mask_path.exists()) or \
+        (iron and not iron_path.exists())
     out = {}
-    grid = _downsample(_as_img3d(tpl_path, "template T1w"), reg_resolution)
-    if atlas_files.brain_mask is not None:
-        path = cache / f"tpl-{atlas_files.template}-{key}_mask.nii"
-        if not path.exists():
-            b = _as_img3d(atlas_files.brain_mask, "template brain mask")
-            m = _downsample(nib.Nifti1Image((np.asarray(b.dataobj) > 0).astype(np.float32),
-                                            b.affine), reg_resolution)
-            m = _resample_like(m, grid) > 0.5
-            vs = np.sqrt((grid.affine[:3, :3] ** 2).sum(0))
-            m = ndimage.distance_transform_edt(~m, sampling=vs) <= MASK_MARGIN_MM
-            _atomic_save(nib.Nifti1Image(m.astype(np.float32), grid.affine), path)
-        out["mask"] = str(path)
-    if iron:
-        path = cache / f"tpl-{atlas_files.template}-{key}_iron.nii"
-        if not path.exists():
-            labels = cached_template_labels(atlas_files, cache)
-            tl = labels[atlas_files.template]
-            lab = np.asarray(tl.dataobj).astype(np.int16)
-            if "SUIT" in labels and suit_transforms:
-                dent = np.rint(resample_to_native(labels["SUIT"], tl, suit_transforms,
-                                                  "genericLabel")).astype(np.int16)
-                lab = np.where(dent > 0, dent, lab)
-            img = TP.iron_template(atlas_files, {atlas_files.template:
-                                                 nib.Nifti1Image(lab, tl.affine)})
-            _atomic_save(nib.Nifti1Image(_resample_like(_downsample(img, reg_resolution), grid),
-                                         grid.affine), path)
-        out["iron"] = str(path)
+    # parallel sessions of a run: one builds, the others wait for its files
+    with _cache_lock(cache) if build else contextlib.nullcontext():
+        grid = _downsample(_as_img3d(tpl_path, "template T1w"), reg_resolution) if build \
+            else None
+        if atlas_files.brain_mask is not None:
+            path = mask_path
+            if not path.exists():
+                b = _as_img3d(atlas_files.brain_mask, "template brain mask")
+                m = _downsample(nib.Nifti1Image((np.asarray(b.dataobj) > 0).astype(np.float32),
+                                                b.affine), reg_resolution)
+                m = _resample_like(m, grid) > 0.5
+                vs = np.sqrt((grid.affine[:3, :3] ** 2).sum(0))
+                m = ndimage.distance_transform_edt(~m, sampling=vs) <= MASK_MARGIN_MM
+                _atomic_save(nib.Nifti1Image(m.astype(np.float32), grid.affine), path)
+            out["mask"] = str(path)
+        if iron:
+            path = iron_path
+            if not path.exists():
+                labels = cached_template_labels(atlas_files, cache)
+                tl = labels[atlas_files.template]
+                lab = np.asarray(tl.dataobj).astype(np.int16)
+                if "SUIT" in labels and suit_transforms:
+                    dent = np.rint(resample_to_native(labels["SUIT"], tl, suit_transforms,
+                                                      "genericLabel")).astype(np.int16)
+                    lab = np.where(dent > 0, dent, lab)
+                img = TP.iron_template(atlas_files, {atlas_files.template:
+                                                     nib.Nifti1Image(lab, tl.affine)})
+                data = _resample_like(_downsample(img, reg_resolution), grid)
+                _atomic_save(nib.Nifti1Image(data, grid.affine), path)
+            out["iron"] = str(path)
     _CHANNEL_FILES.update(out.values())
     return out
 
@@ -721,7 +850,8 @@ def _refine_local(native, iron_img, iron_template_path, transforms, work, n_thre
     moving_data = resample_to_native(tpl_iron, crop, transforms, "linear", n_threads=n_threads)
     f = _save(nib.Nifti1Image(fixed_data, crop.affine), work / "refine_fixed.nii")
     m = _save(nib.Nifti1Image(moving_data, crop.affine), work / "refine_moving.nii")
-    stage = _stage("SyN", f, m, iterations, (4, 2, 1), (2, 1, 0), step=0.1, metric="CC")
+    stage = _stage(REFINE_TRANSFORM, f, m, iterations, (4, 2, 1), (2, 1, 0), step=REFINE_STEP,
+                   metric="CC")
     prefix = str(work / "refine_")
     _run_ants(f, m, [stage], prefix, init="identity", n_threads=n_threads, seed=seed)
     warp = prefix + "0Warp.nii.gz"
