@@ -70,7 +70,14 @@ from .kernels import check_voxel_size, dipole_kernel
 #: P 20                             42.5 / 30.8, 0.622     0.950   +14 -1 0 +11 +1 +2 0 -9
 #: P 15                             40.4 / 29.6, 0.620     0.940   +14 0 0 +12 0 +1 -1 -10
 #: P 30, 3 x 150 (376 CG iter.)     56.7 / 43.8, 0.565     0.949   +7 -10 -5 +11 +2 +3 +2 -6
+#: P 15, alpha 5e-5                 42.3 / 31.8, 0.634     0.948   +17 +1 +1 +16 +3 +3 +1 -8
+#: P 30, pad_mm 10                  47.5 / 34.1, 0.615     0.963   as the default, 10 % faster
 #: ===============================  =====================  ======  ==========================
+#:
+#: From the TRUE total field in the true mask, no noise (``benchmarks/accuracy_inversion.py
+#: --part total``): tfi 63.6 / 29.0, XSIM 0.638, slope 0.970, 344 s; PDF + tv_admm 89.8 /
+#: 49.2, 0.502, 0.968, 29 s (the true mask keeps the whole rim the chain's refined mask
+#: partly drops, hence the larger whole-brain errors).
 #:
 #: The CG is stopped early, so P and the iteration counts act as regularisation: a smaller P
 #: lets the brain's sources carry more of the field near the mask edge (lower error in the
