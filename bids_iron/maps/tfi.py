@@ -72,6 +72,10 @@ from .kernels import check_voxel_size, dipole_kernel
 #: P 30, 3 x 150 (376 CG iter.)     56.7 / 43.8, 0.565     0.949   +7 -10 -5 +11 +2 +3 +2 -6
 #: P 15, alpha 5e-5                 42.3 / 31.8, 0.634     0.948   +17 +1 +1 +16 +3 +3 +1 -8
 #: P 30, pad_mm 10                  47.5 / 34.1, 0.615     0.963   as the default, 10 % faster
+#: SNR 50: PDF + tv_admm            66.5 / 41.2, 0.557     0.951   +6 +3 +1 +6 -1 -2 -4 -8,
+#:                                                                 12 s
+#: SNR 50: tfi (defaults)           52.0 / 34.5, 0.612     0.964   +8 -5 -2 +5 +1 +2 0 -6,
+#:                                                                 346 s, 2.5 GiB
 #: ===============================  =====================  ======  ==========================
 #:
 #: From the TRUE total field in the true mask, no noise (``benchmarks/accuracy_inversion.py
