@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 import realistic_head as H  # noqa: E402
+from _timing import peak_rss_gib  # noqa: E402
 
 from bids_iron.maps import registry  # noqa: E402
 from bids_iron.maps.r2star import fit_r2star  # noqa: E402
@@ -75,16 +76,6 @@ def _reset_peak_rss():
         return False
 
 
-def _peak_rss_gib():
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0 ** 2
-    except OSError:
-        pass
-    return float("nan")
-
-
 def run(acq, options, peaks=None):
     r2 = fit_r2star(acq.magnitude, acq.te)
     r2star = getattr(r2, "r2star", r2[0] if isinstance(r2, tuple) else r2)
@@ -95,7 +86,7 @@ def run(acq, options, peaks=None):
         _reset_peak_rss()
         t = time.perf_counter()
         yield
-        peak = _peak_rss_gib()
+        peak = peak_rss_gib()
         peaks.append(peak)
         print(f"    {name}: {time.perf_counter() - t:.1f} s, peak RSS {peak:.2f} GiB",
               flush=True)
