@@ -149,6 +149,7 @@ METHODS = {
     "issue11+syn-conv1e-5": (True, True, {"syn_iterations": (60, 40, 0)},
                              dict(_ISSUE11, SYN_CONVERGENCE=1e-5)),
     "default+syn60x10x0": (True, True, {"syn_iterations": (60, 10, 0)}),
+    "default+syn60x30x0": (True, True, {"syn_iterations": (60, 30, 0)}),
     "default+refine30x20x2": (True, True, {"refine_iterations": (30, 20, 2)}),
     "default+refine-greedy": (True, True, {},
                               {"REFINE_TRANSFORM": "GaussianDisplacementField"}),

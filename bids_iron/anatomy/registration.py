@@ -168,16 +168,25 @@ SYN_ITERATIONS_REFINED = (60, 20, 0)
 #: ... refinement 30x20x2            0.811  0.872  0.780  0.876  0.475  0.611  0.785  0.893  0.7630  131
 #: ... greedy refinement [1]         0.812  0.888  0.810  0.888  0.560  0.740  0.839  0.940  0.8098  216
 #: ... greedy refinement, step 0.2   0.812  0.896  0.826  0.891  0.569  0.778  0.857  0.946  0.8219  216
-#: back to back: before              0.813  0.874  0.783  0.879  0.469  0.622  0.792  0.895  0.7659  200
-#: back to back: **default**         0.812  0.873  0.782  0.877  0.477  0.618  0.794  0.898  0.7664  147
+#: back to back [2]: before          0.813  0.874  0.784  0.880  0.469  0.622  0.794  0.896  0.7664  200
+#: back to back [2]: **default**     0.811  0.874  0.783  0.877  0.477  0.618  0.793  0.898  0.7664  151
 #: ================================  =====  =====  =====  =====  =====  =====  =====  =====  ======  =====
 #:
 #: SyN 60x10x0 costs caudate and thalamus 0.007-0.008 and the shorter refinement the nigra
-#: 0.012, so neither is the default. Wall s of the back-to-back pair: 207 before, 108 now
-#: (an earlier pair: 164 and 147, CPU 200 and 151). The T1w-only registration (no R2* map,
-#: SyN 60x40x10; ``t1w-only-issue11``, ``t1w-only``): 0.801 0.870 0.730 0.862 0.341 0.562
-#: 0.709 0.543 before, 0.800 0.870 0.730 0.862 0.341 0.563 0.710 0.544 with the new linear
-#: stages (mean 0.677 both; CPU 201 and 190 s).
+#: 0.012, so neither is the default. [2] On nearly quiet cores (load 1-2): wall 111 s
+#: before, 84 s now (registration 106 -> 79: template -> T1w 62 -> 34, refinement 31 -> 33,
+#: T1w -> MEGRE rigid 8 -> 8; labels 4.3 -> 4.5), peak RSS 0.91 GiB both; two earlier pairs
+#: under load 3-4: CPU 200 / 147 and 200 / 151 s, wall 207 / 108 and 164 / 147 s. The
+#: T1w-only registration (no R2* map, SyN 60x40x10; ``t1w-only-issue11``, ``t1w-only``):
+#: 0.801 0.870 0.730 0.862 0.341 0.562 0.709 0.543 before, 0.800 0.870 0.730 0.862 0.341
+#: 0.563 0.710 0.544 with the new linear stages (mean 0.677 both; CPU 201 and 190 s).
+#: At 2 mm MEGRE voxels (the demo's; T1w 1 mm; 1 ITK thread, as with 2 sessions on 2
+#: cores; ``--voxel 2.0 --threads 1``): before 0.818 0.863 0.774 0.875 0.432 0.556 0.767
+#: 0.883 (mean 0.746), 137 s; new linear stages only 0.817 0.864 0.776 0.876 0.430 0.552
+#: 0.767 0.883 (0.746), 128 s; **default** 0.814 0.864 0.773 0.873 0.430 0.543 0.762 0.876
+#: (0.742), 85 s; with SyN 60x30x0 0.816 0.864 0.770 0.875 0.429 0.549 0.767 0.878
+#: (0.743), 109 s. At 2 mm the refinement is coarse (7 s) and the nigra leans on the global
+#: SyN: 60x20x0 loses it 0.013 there (60x30x0: 0.007), within 0.01 at 1 mm.
 #: [1] ``REFINE_TRANSFORM`` "GaussianDisplacementField" (greedy, no symmetric half-way
 #: fields) is slower here and changes the result far beyond this measurement's scope (nigra
 #: +0.12-0.16, pulvinar +0.09): a candidate of its own, not checked on other subjects or for
