@@ -227,6 +227,24 @@ def test_correlation_and_ols_pvalues_match(cohort):
         np.testing.assert_allclose(terms.p, res.pvalues, rtol=1e-6)
 
 
+def test_failed_age_fits_are_one_warning_not_one_per_unit(caplog):
+    """3 controls: every unit falls back to the linear fit; the log says so once, with the
+    count (the demo's group level printed 150 such lines)."""
+    import logging
+
+    from bids_iron.group.agecorr import fit_age_curves
+
+    rows = [dict(participant_id=f"sub-{i}", group="HC", age=30.0 + 10 * i, is_baseline=True,
+                 roi=roi, hemisphere="left", metric="r2star", source="atlas", mean=20.0 + i)
+            for i in range(3) for roi in ("caudate", "putamen", "thalamus", "pulvinar")]
+    log = logging.getLogger("bids_iron.test_agefit")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        fits = fit_age_curves(pd.DataFrame(rows), log=log)
+    assert (fits.model == "linear").all()
+    assert len(caplog.records) == 1
+    assert "for 4 of 4 units (caudate/left/r2star/atlas" in caplog.records[0].getMessage()
+
+
 def test_small_samples_get_exact_or_no_correlation():
     """n = 3 or 4 pairs: no correlation (rho = 1 with n = 3 used to read p < 0.001); n = 5-9:
     Spearman's p is the exact one of every pairing (here rho = 1 with n = 5: 2/120)."""

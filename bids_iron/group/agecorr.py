@@ -168,7 +168,7 @@ def fit_age_curves(data, value="mean", control_label="HC", reference_age=None, k
     if reference_age is None:
         ages = ctrl.drop_duplicates("participant_id")["age"]
         reference_age = float(ages.mean()) if ages.notna().any() else np.nan
-    rows = []
+    rows, failed = [], {}
     ctrl_units = dict(list(ctrl.groupby(keys, sort=False)))
     for unit, chunk in data.groupby(keys, sort=False):
         sub = ctrl_units.get(unit)
@@ -178,8 +178,8 @@ def fit_age_curves(data, value="mean", control_label="HC", reference_age=None, k
                        note=f"no control ('{control_label}') values: no age fit")
         else:
             fit = fit_age_curve(sub["age"], sub[value])
-        if fit.get("warning") and log is not None:
-            log.warning("age fit %s: %s", "/".join(map(str, unit)), fit["warning"])
+        if fit.get("warning"):
+            failed.setdefault(fit["warning"], []).append("/".join(map(str, unit)))
         fit.pop("warning", None)
         fit["reference_age"] = reference_age
         fit["value_at_reference"] = float(predict(fit, reference_age)) if np.isfinite(
@@ -190,6 +190,11 @@ def fit_age_curves(data, value="mean", control_label="HC", reference_age=None, k
             fit["note"] = join_notes(fit["note"], f"{int(outside.sum())} sessions outside the "
                                      "controls' age range (extrapolated)")
         rows.append({**dict(zip(keys, unit)), **fit})
+    if log is not None:  # one line per reason, not one per unit (a small cohort has hundreds)
+        for reason, units in failed.items():
+            log.warning("age fit: %s for %d of %d units (%s%s; each unit's note in "
+                        "group_agefit.tsv)", reason, len(units), len(rows),
+                        ", ".join(units[:3]), ", ..." if len(units) > 3 else "")
     table = pd.DataFrame(rows, columns=list(keys) + FIT_COLUMNS)
     return table
 
