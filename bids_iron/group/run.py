@@ -261,19 +261,21 @@ def run_group(bids_dir, output_dir, options=None, log=None):
         metrics = [m for m in ("r2star", "t2star", "lfs", "chi") if m in set(data["metric"])]
         metrics += sorted(set(data["metric"]) - set(metrics))
         base = data[data["is_baseline"]]
+        jobs = []  # (plot function, args, kwargs, caption), drawn below
         for metric in metrics:
             label = METRIC_LABELS.get(metric, metric).split(" (")[0]
-            p = plots.box_strip(base, metric, out / f"group_desc-boxplot_{metric}", "mean",
-                                control_label, title=f"{label} at baseline by group")
-            figs.append((p, f"{label} at baseline by group"))
+            jobs.append((plots.box_strip, (base, metric, out / f"group_desc-boxplot_{metric}",
+                                           "mean", control_label),
+                         dict(title=f"{label} at baseline by group"),
+                         f"{label} at baseline by group"))
             if data["mean_agecorrected"].notna().any():
                 text = f"{label} at baseline, age-corrected to {ref_age:.1f} years"
-                p = plots.box_strip(base, metric, out / f"group_desc-boxplotagecorrected_{metric}",
-                                    "mean_agecorrected", control_label, title=text)
-                figs.append((p, text))
+                jobs.append((plots.box_strip, (
+                    base, metric, out / f"group_desc-boxplotagecorrected_{metric}",
+                    "mean_agecorrected", control_label), dict(title=text), text))
             if sites is not None:
-                p = plots.site_panel(base, metric, out / f"group_desc-sites_{metric}")
-                figs.append((p, f"{label} by site before and after harmonisation"))
+                jobs.append((plots.site_panel, (base, metric, out / f"group_desc-sites_{metric}"),
+                             {}, f"{label} by site before and after harmonisation"))
             for clin in [c for c in clinical_columns if c != "lesion_count"]:
                 safe = "".join(ch for ch in clin if ch.isalnum())
                 fits_u = {}
@@ -282,14 +284,15 @@ def run_group(bids_dir, output_dir, options=None, log=None):
                                 & (corr.clinical == clin) & (corr.metric == metric)]
                     fits_u = {tuple(r[k] for k in UNIT_KEYS): (r["pearson_r"], r["q_pearson"])
                               for r in rows.to_dict("records")}
-                p = plots.scatter_clinical(base, metric, clin, out / f"group_desc-{safe}_{metric}",
-                                           "mean", control_label,
-                                           title=f"{label} at baseline against {clin}",
-                                           fits=fits_u)
-                figs.append((p, f"{label} at baseline against {clin}"))
-            p = plots.spaghetti(data, metric, out / f"group_desc-spaghetti_{metric}", "mean",
-                                control_label)
-            figs.append((p, f"{label} over sessions"))
+                jobs.append((plots.scatter_clinical, (
+                    base, metric, clin, out / f"group_desc-{safe}_{metric}", "mean",
+                    control_label), dict(title=f"{label} at baseline against {clin}",
+                                         fits=fits_u),
+                    f"{label} at baseline against {clin}"))
+            jobs.append((plots.spaghetti, (data, metric, out / f"group_desc-spaghetti_{metric}",
+                                           "mean", control_label), {},
+                         f"{label} over sessions"))
+        figs = list(zip(plots.draw_all([j[:3] for j in jobs]), [j[3] for j in jobs]))
         figs = [(p, c) for p, c in figs if p]
         for p, _ in figs:
             written += p
