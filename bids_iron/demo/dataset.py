@@ -24,13 +24,14 @@ values, the nuclei's chi in ppm relative to CSF):
 * two-year change: MS basal ganglia chi +2 % per year and R2* +1 % per year (controls only
   their age effect).
 
-The cohort (`COHORT`): 4 controls and 4 patients aged 29-56, EDSS 1.5-5.0, disease duration
-3-16 years, two sessions 730 days apart (``sessions.tsv`` ``acq_time``).
+The cohort (`COHORT`): 5 controls and 5 patients aged 29-62, EDSS 1.5-6.0, disease duration
+3-20 years, two sessions 730 days apart (``sessions.tsv`` ``acq_time``); `cohort` takes the
+first 2-5 of each.
 
 Examples
 --------
 >>> [row["group"] for row in COHORT].count("MS")
-4
+5
 >>> round(age_factor(40.0), 3)
 1.0
 """
