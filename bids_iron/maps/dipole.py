@@ -177,13 +177,26 @@ class DipoleInversionResult:
 # shared helpers
 # --------------------------------------------------------------------------------------
 
-def _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad):
-    f, m = check_field(local_field_ppm, mask, "local_field_ppm")
-    vs = check_voxel_size(voxel_size)
+def _unit_b0(b0_dir):
+    """``b0_dir`` checked (a finite non-zero 3-vector) and normalised, float64."""
     b = np.asarray(b0_dir, dtype=np.float64)
     if b.shape != (3,) or not np.all(np.isfinite(b)) or not np.linalg.norm(b) > 0:
         raise ValueError(f"b0_dir must be a non-zero 3-vector, got {b0_dir!r}")
-    b = b / np.linalg.norm(b)
+    return b / np.linalg.norm(b)
+
+
+def _check_free_rim(free_rim):
+    """``free_rim`` checked: an integer >= 0 (not a bool)."""
+    if isinstance(free_rim, bool) or not isinstance(free_rim, (int, np.integer)) \
+            or free_rim < 0:
+        raise ValueError(f"free_rim must be an integer >= 0, got {free_rim!r}")
+    return int(free_rim)
+
+
+def _check_common(local_field_ppm, mask, voxel_size, b0_dir, pad):
+    f, m = check_field(local_field_ppm, mask, "local_field_ppm")
+    vs = check_voxel_size(voxel_size)
+    b = _unit_b0(b0_dir)
     check_positive("pad", pad, allow_zero=True)
     return f, m, vs, b
 
@@ -262,10 +275,8 @@ def _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b, **
 
 def _rim_weights(m, free_rim):
     """(checked free_rim, TV weights or None): `mask_rim_weights` when ``free_rim >= 1``."""
-    if isinstance(free_rim, bool) or not isinstance(free_rim, (int, np.integer)) \
-            or free_rim < 0:
-        raise ValueError(f"free_rim must be an integer >= 0, got {free_rim!r}")
-    return int(free_rim), (mask_rim_weights(m, int(free_rim)) if free_rim else None)
+    free_rim = _check_free_rim(free_rim)
+    return free_rim, (mask_rim_weights(m, free_rim) if free_rim else None)
 
 
 def _unit_rms(f, m):

@@ -25,7 +25,8 @@ import scipy.fft
 
 from ._numerics import (blas_dot, check_array, check_field, check_max_iter, check_positive,
                         check_weights, check_workers, fft_box, pcg)
-from .dipole import DipoleInversionResult, _grad, _grad_adjoint, mask_rim_weights
+from .dipole import (DipoleInversionResult, _check_free_rim, _grad, _grad_adjoint,
+                     _unit_b0, mask_rim_weights)
 from .kernels import check_voxel_size, dipole_kernel
 
 #: Settings of `invert_total_field_tfi`, chosen on the realistic whole-head phantom through
@@ -229,10 +230,7 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     """
     f, m = check_field(total_field_ppm, mask, "total_field_ppm")
     vs = check_voxel_size(voxel_size)
-    b = np.asarray(b0_dir, dtype=np.float64)
-    if b.shape != (3,) or not np.all(np.isfinite(b)) or not np.linalg.norm(b) > 0:
-        raise ValueError(f"b0_dir must be a non-zero 3-vector, got {b0_dir!r}")
-    b = b / np.linalg.norm(b)
+    b = _unit_b0(b0_dir)
     alpha = check_positive("alpha", alpha)
     preconditioner = check_positive("preconditioner", preconditioner)
     if preconditioner < 1:
@@ -244,10 +242,7 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     tv_eps = check_positive("tv_eps", tv_eps)
     pad_mm = check_positive("pad_mm", pad_mm, allow_zero=True)
     workers = check_workers(workers)
-    if isinstance(free_rim, bool) or not isinstance(free_rim, (int, np.integer)) \
-            or free_rim < 0:
-        raise ValueError(f"free_rim must be an integer >= 0, got {free_rim!r}")
-    free_rim = int(free_rim)
+    free_rim = _check_free_rim(free_rim)
     like = "shape of total_field_ppm"
     if field_sd is not None:
         sd = check_array(field_sd, "field_sd", shape=f.shape, like=like, where=m)
