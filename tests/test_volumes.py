@@ -147,6 +147,49 @@ def test_table_and_reading_it(tmp_path):
         V.read_volumes(bad)
 
 
+def _small_t1w(seed=0):
+    rng = np.random.default_rng(seed)
+    img = np.full((24, 24, 24), 1.0, np.float32)
+    img[:8], img[8:16] = 0.1, 0.6
+    return img + rng.normal(0, 0.03, img.shape).astype(np.float32)
+
+
+def test_atropos_leaves_no_files(tmp_path, monkeypatch):
+    """ants.atropos writes its probability images (antsr*prob0N.nii.gz) in the temporary
+    folder and never removes them; segment_tissues must leave that folder as it found it,
+    also with sessions in parallel threads (k-means and priors), with the same results."""
+    import concurrent.futures
+    import tempfile
+
+    from scipy import ndimage
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    images = [_small_t1w(seed) for seed in range(4)]
+    mask = np.ones(images[0].shape, bool)
+    classes = np.repeat(np.arange(3), 8)[:, None, None] * np.ones((1, 24, 24), int)
+    priors = {k: ndimage.gaussian_filter((classes == i).astype(np.float32), 1.5)
+              for i, k in enumerate(V.TISSUES)}
+
+    def run(i):
+        return V.segment_tissues(images[i], mask, (2, 2, 2), n4=False,
+                                 priors=priors if i % 2 else None)
+
+    serial = [run(i) for i in range(4)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(run, range(4)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    for a, b in zip(serial, threaded):
+        for k in V.TISSUES:
+            np.testing.assert_array_equal(a[k], b[k])
+    # without the private folder ants.atropos leaves its files (what the test guards)
+    ants = __import__("bids_iron.anatomy.registration", fromlist=["_ants"])._ants()
+    img = ants.from_numpy(images[0], spacing=(2.0, 2.0, 2.0))
+    ants.atropos(a=img, x=ants.from_numpy(mask.astype(np.float32), spacing=(2.0, 2.0, 2.0)),
+                 i="Kmeans[3]", m="[0.1,1x1x1]", c="[2,0]")
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("antsr")]) == 3
+
+
 def test_bad_input():
     t1w = np.ones((8, 8, 8), np.float32)
     with pytest.raises(ValueError, match="same 3-D shape"):

@@ -41,6 +41,12 @@ framework for n-tissue segmentation with evaluation on public data. Neuroinforma
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import shutil
+import tempfile
+import threading
+
 import numpy as np
 
 #: Tissue classes of the segmentation, darkest to brightest on a T1w.
@@ -66,6 +72,46 @@ SEGMENT_MM = 1.5
 MRF_WEIGHT = 0.1
 #: Weight of the template priors against the intensities (Atropos ``priorweight``).
 PRIOR_WEIGHT = 0.25
+
+
+#: The temporary folder of the calling thread's `ants.atropos` (`_atropos_private_tmp`).
+_ATROPOS_TMP = threading.local()
+_PATCH_LOCK = threading.Lock()
+
+
+def _atropos_mktemp(*args, **kwargs):
+    """``tempfile.mktemp`` in the calling thread's private folder when it has one (the name
+    `ants.atropos` gives its prior and posterior probability images)."""
+    folder = getattr(_ATROPOS_TMP, "folder", None)
+    if folder is not None and kwargs.get("dir") is None:
+        kwargs["dir"] = folder
+    return tempfile.mktemp(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _atropos_private_tmp(ants):
+    """Run `ants.atropos` with its files in a private folder, removed afterwards.
+
+    ``ants.atropos`` writes its probability images as ``antsr*prob0N.nii.gz`` under
+    ``tempfile.gettempdir()`` (a ``tempfile.mktemp`` name) and never removes them: ~0.4 MB
+    per demo session left in /tmp. Its module's ``mktemp`` is replaced (once) by one that
+    uses the calling thread's folder, so concurrent threads and processes (sessions run in
+    parallel) each get their own folder and ``tempfile.tempdir`` (process-wide) is left
+    alone."""
+    module = importlib.import_module(ants.atropos.__module__)
+    if not hasattr(module, "mktemp"):
+        raise RuntimeError(f"{module.__name__} has no mktemp: this ANTsPy's atropos names its "
+                           "files differently; update bids_iron.anatomy.volumes")
+    with _PATCH_LOCK:
+        if module.mktemp is not _atropos_mktemp:
+            module.mktemp = _atropos_mktemp
+    folder = tempfile.mkdtemp(prefix="bids_iron_atropos_")
+    _ATROPOS_TMP.folder = folder
+    try:
+        yield folder
+    finally:
+        _ATROPOS_TMP.folder = None
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _ants_image(array, voxel_size, ants):
@@ -147,8 +193,9 @@ def segment_tissues(t1w, mask, voxel_size, priors=None, prior_weight=PRIOR_WEIGH
         init = [_ants_image(np.clip(priors[k], 0, 1), voxel_size, ants) for k in TISSUES]
     else:
         init = "Kmeans[3]"
-    out = ants.atropos(a=img, x=mimg, i=init, m=f"[{float(mrf)},1x1x1]",
-                       c=f"[{int(iterations)},0]", priorweight=float(prior_weight))
+    with _atropos_private_tmp(ants):
+        out = ants.atropos(a=img, x=mimg, i=init, m=f"[{float(mrf)},1x1x1]",
+                           c=f"[{int(iterations)},0]", priorweight=float(prior_weight))
     post = np.stack([p.numpy() for p in out["probabilityimages"]]).astype(np.float32)
     post[:, ~mask] = 0.0
     total = post.sum(0)
