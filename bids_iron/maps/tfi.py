@@ -25,8 +25,7 @@ import scipy.fft
 
 from ._numerics import (blas_dot, check_array, check_field, check_max_iter, check_positive,
                         check_weights, check_workers, fft_box, pcg)
-from .dipole import (DipoleInversionResult, _check_free_rim, _grad, _grad_adjoint,
-                     _unit_b0, mask_rim_weights)
+from .dipole import DipoleInversionResult, _check_free_rim, _unit_b0, mask_rim_weights
 from .kernels import check_voxel_size, dipole_kernel
 
 #: Settings of `invert_total_field_tfi`, chosen on the realistic whole-head phantom through
@@ -263,56 +262,88 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     mean = float(np.sum(w2 * box.to_grid(f), dtype=np.float64) / np.sum(w2, dtype=np.float64))
     fg = box.to_grid(np.where(m, f - np.float32(mean), np.float32(0)))
     p = np.where(mg, np.float32(1), np.float32(preconditioner)).astype(np.float32)
-    tv = _tv_mask(mg, free_rim) * np.float32(alpha)
     kernel = dipole_kernel(shape, vs, b, rfft=True)
-    inv_d = (1.0 / vs).astype(np.float32)
     n_fft = 0
 
     def conv_d(x):
         nonlocal n_fft
         n_fft += 2
-        return scipy.fft.irfftn(scipy.fft.rfftn(x, workers=workers) * kernel, s=shape,
-                                workers=workers).astype(np.float32, copy=False)
+        spec = scipy.fft.rfftn(x, workers=workers)
+        spec *= kernel
+        return scipy.fft.irfftn(spec, s=shape, workers=workers).astype(np.float32, copy=False)
 
-    gbuf = np.empty((3,) + shape, np.float32)
-    scratch = np.empty(shape, np.float32)
+    # The TV term lives on the mask's bounding box only (its weights are zero elsewhere):
+    # unscaled forward differences there, the per-axis 1 / voxel size squared folded into
+    # the IRLS weights (G^T V G = Delta^T (V / d^2) Delta).
+    sub = tuple(slice(d.start, d.stop) for d in box.dst)
+    tv = _tv_mask(mg[sub], free_rim) * np.float32(alpha)
+    inv_d2 = (1.0 / vs ** 2).astype(np.float32)
+    lo = [tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
+          for axis in range(3)]
+    hi = [tuple(slice(1, None) if a == axis else slice(None) for a in range(3))
+          for axis in range(3)]
+    diff = [np.empty(tv.shape[1:], np.float32) for _ in range(3)]
 
-    def tv_op(chi, vw):
-        """``G^T (vw * G chi)``: the reweighted TV term's Hessian applied to ``chi``."""
-        _grad(chi, inv_d, gbuf)
-        np.multiply(gbuf, vw, out=gbuf)
-        out = np.empty(shape, np.float32)
-        return _grad_adjoint(gbuf, inv_d, out, scratch)
+    def differences(x):
+        """Forward differences of ``x`` on the box, per axis (the last plane unused)."""
+        xs = x[sub]
+        for axis in range(3):
+            np.subtract(xs[hi[axis]], xs[lo[axis]], out=diff[axis][lo[axis]])
+            diff[axis][hi[axis][:axis] + (slice(-1, None),)] = 0
+        return diff
+
+    def tv_weights(chi):
+        """IRLS weights ``alpha T / sqrt((G chi)^2 + tv_eps^2) / d^2`` per axis."""
+        vw = np.empty_like(tv)
+        for axis, g in enumerate(differences(chi)):
+            g *= np.float32(np.sqrt(inv_d2[axis]))
+            np.square(g, out=g)
+            g += np.float32(tv_eps * tv_eps)
+            np.sqrt(g, out=g)
+            np.divide(tv[axis], g, out=vw[axis])
+            vw[axis] *= inv_d2[axis]
+        return vw
+
+    def add_tv(chi, vw, out):
+        """``out += G^T (vw G chi)`` (the reweighted TV term's Hessian times ``chi``)."""
+        acc = out[sub]
+        for axis, g in enumerate(differences(chi)):
+            g *= vw[axis]
+            acc[lo[axis]] -= g[lo[axis]]
+            acc[hi[axis]] += g[lo[axis]]
+        return out
 
     wf = w2 * fg
     chi = np.zeros(shape, np.float32)
     model = np.zeros(shape, np.float32)  # D chi
     cg_total, steps, converged = 0, 0, False
+    cg_steps, changes = [], []
     for steps in range(1, max_iter + 1):
         # IRLS weights of the TV term at the current chi (alpha and T folded in)
-        _grad(chi, inv_d, gbuf)
-        vw = tv / np.sqrt(gbuf * gbuf + np.float32(tv_eps * tv_eps))
+        vw = tv_weights(chi)
         # gradient of the reweighted objective with respect to chi, then to y (times P)
         resid = w2 * model
         resid -= wf
-        grad = conv_d(resid)
-        grad += tv_op(chi, vw)
+        grad = add_tv(chi, vw, conv_d(resid))
         grad *= p
 
         def hessian(dy):
             x = dy * p
-            hx = conv_d(w2 * conv_d(x))
-            hx += tv_op(x, vw)
+            d = conv_d(x)
+            d *= w2
+            hx = add_tv(x, vw, conv_d(d))
             hx *= p
             return hx
 
         cg = pcg(hessian, -grad, tol=cg_tol, max_iter=cg_max_iter, dot=blas_dot)
         cg_total += cg.n_iter
+        cg_steps.append(cg.n_iter)
         dchi = cg.x * p
         chi += dchi
         model += conv_d(dchi)
         change = float(np.linalg.norm(dchi.ravel()))
         norm = float(np.linalg.norm(chi.ravel()))
+        changes.append(round(change / norm, 4) if norm > 0 else 0.0)
         if norm > 0 and change < tol * norm:
             converged = True
             break
@@ -324,7 +355,8 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
               "preconditioner": preconditioner, "max_iter": max_iter,
               "cg_max_iter": cg_max_iter, "cg_tol": cg_tol, "tol": tol, "tv_eps": tv_eps,
               "free_rim": free_rim, "pad_mm": pad_mm, "data_weights": source,
-              "gn_steps": steps, "padded_shape": list(shape), "voxel_size": vs.tolist(),
+              "gn_steps": steps, "cg_iter_per_step": cg_steps, "step_change": changes,
+              "padded_shape": list(shape), "voxel_size": vs.tolist(),
               "b0_dir": b.tolist(), "background_field_rms_ppm": round(bg_rms, 6)}
     return DipoleInversionResult(chi=out, n_fft=n_fft, n_iter=cg_total, method="tfi",
                                  parameters=params, converged=converged)

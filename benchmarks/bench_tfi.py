@@ -1,0 +1,158 @@
+"""Time and accuracy of total field inversion (TFI) on the chain's own input (run by hand).
+
+The whole-head phantom (``tests/realistic_head.py``, SNR 100) is run once through the phase
+stage from raw phase with ``--qsm-method tfi`` exactly as ``accuracy_whole_head.py`` does;
+the total field, brain mask and output mask the chain hands TFI are cached (``--cache``),
+so that each variant of `bids_iron.maps.tfi.invert_total_field_tfi` is timed alone, back to
+back on the same arrays. Per variant: CPU time (user + sys of this process, all threads),
+wall time, peak resident memory of the call (VmHWM reset before it), CG iterations and
+Gauss-Newton steps, and the scores of ``accuracy_whole_head.py`` (chi NRMSE % over the
+output mask and without its outer 2 mm, XSIM, deep-GM slope, nucleus bias %).
+
+    python benchmarks/bench_tfi.py [--voxel 1 1 1] [--run default]
+        [--run "fast:max_iter=3,cg_tol=0.01"] [--run "ref:<the previous defaults>"] ...
+
+``--run label:key=value,...`` passes keyword arguments to the function (repeatable; the
+label alone runs the defaults). ``--save label`` keeps a variant's chi map in the cache
+directory so that later variants are also compared with it (``--against label``: NRMSE %
+of the difference over the output mask).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+
+import realistic_head as H  # noqa: E402
+from _timing import peak_rss_gib  # noqa: E402
+from accuracy_whole_head import _reset_peak_rss, parse_params  # noqa: E402
+from qsm_metrics import metrics  # noqa: E402
+
+from bids_iron.maps import registry  # noqa: E402
+from bids_iron.maps.dipole import DipoleInversionResult  # noqa: E402
+from bids_iron.maps.tfi import invert_total_field_tfi  # noqa: E402
+
+
+class Truth(dict):
+    """Cached arrays with the phantom's ``label_mask`` (for `H.roi_means`)."""
+
+    label_mask = H.Acquisition.label_mask
+
+    def __getattr__(self, name):
+        return self[name]
+
+
+def prepare(voxel, cache):
+    """The chain's TFI input on the phantom (simulated and run once, then cached)."""
+    path = Path(cache) / f"tfi_input_{'x'.join(f'{v:g}' for v in voxel)}.npz"
+    if path.exists():
+        return Truth(np.load(path))
+    from accuracy_whole_head import run
+    from bids_iron.workflow import Options
+
+    acq = H.simulate(voxel_size=tuple(voxel), seed=0)
+    seen = {}
+    record = registry.get("dipole", "tfi")
+
+    def spy(field, mask, voxel_size, b0_dir, **kw):  # keep the input, skip the inversion
+        seen.update(total=field, mask=mask, b0_dir=np.asarray(b0_dir), extra=sorted(kw))
+        return DipoleInversionResult(chi=np.zeros(mask.shape, np.float32), n_fft=0, n_iter=0,
+                                     method="tfi", parameters={})
+
+    registry.register(dataclasses.replace(record, function=spy))
+    try:
+        res = run(acq, dataclasses.replace(Options(anatomy=False, report=False),
+                                           qsm_method="tfi"))
+    finally:
+        registry.register(record)
+    if seen["extra"]:
+        print(f"note: the chain also passes {seen['extra']} (not cached)")
+    data = {"total": seen["total"], "mask": seen["mask"], "mask_local": res.mask_local,
+            "b0_dir": seen["b0_dir"], "voxel_size": np.asarray(acq.voxel_size),
+            "chi": acq.chi, "labels": acq.labels, "hemisphere": acq.hemisphere,
+            "brain_mask": acq.brain_mask}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    return Truth(data)
+
+
+def score(chi, d):
+    """``accuracy_whole_head``'s chi scores (`realistic_head.evaluate`) of a TFI map."""
+    ev = d["mask_local"] & d["brain_mask"]
+    met = metrics(chi, d["chi"], ev)
+    inner = metrics(chi, d["chi"], H.without_rim(ev, tuple(d["voxel_size"])))["nrmse"]
+    e, t = chi - chi[ev].mean(), d["chi"] - d["chi"][ev].mean()
+    t16, e16 = H.roi_means(t, d, ev), H.roi_means(e, d, ev)
+    ok = np.isfinite(t16) & np.isfinite(e16)
+    slope = float(np.polyfit(t16[ok], e16[ok], 1)[0])
+    return met["nrmse"], inner, met["xsim"], slope, H.nucleus_bias(e, t, d, ev)
+
+
+def run_variant(d, kw):
+    _reset_peak_rss()
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = invert_total_field_tfi(d["total"], d["mask"], tuple(d["voxel_size"]),
+                                 tuple(d["b0_dir"]), **kw)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    chi = np.where(d["mask_local"], res.chi, np.float32(0))
+    return res, chi, cpu, wall, peak_rss_gib()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--voxel", type=float, nargs=3, default=(2.0, 2.0, 2.0))
+    ap.add_argument("--run", action="append", help="label[:key=value,...] (repeatable)")
+    ap.add_argument("--save", action="append", default=[], help="label whose chi to keep")
+    ap.add_argument("--against", help="label of a saved chi to compare with")
+    ap.add_argument("--cache", default="/tmp/bids_iron_bench")
+    args = ap.parse_args()
+    d = prepare(args.voxel, args.cache)
+    vs = tuple(float(v) for v in d["voxel_size"])
+    print(f"TFI input at {vs} mm: grid {d['mask'].shape}, mask {int(d['mask'].sum())} voxels, "
+          f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
+    ref = None
+    tag = "x".join(f"{v:g}" for v in args.voxel)
+    if args.against:
+        ref = np.load(Path(args.cache) / f"tfi_chi_{tag}_{args.against}.npy")
+    short = {"caudate": "CN", "putamen": "PUT", "globus_pallidus": "GP", "thalamus": "TH",
+             "pulvinar": "PUL", "substantia_nigra": "SN", "red_nucleus": "RN",
+             "dentate_nucleus": "DN"}
+    print(f"{'variant':<24}{'NRMSE':>7}{'inner':>7}{'XSIM':>7}{'slope':>7}{'CPU s':>8}"
+          f"{'wall s':>8}{'GiB':>6}{'CG':>6}{'GN':>4}" + ("  vs ref %" if ref is not None
+                                                        else "")
+          + "  bias % " + " ".join(short[n] for n in H.NUCLEI))
+    for item in args.run or ["default"]:
+        label, _, rest = item.partition(":")
+        kw = parse_params([p for p in rest.split(",") if p])
+        res, chi, cpu, wall, rss = run_variant(d, kw)
+        nrmse, inner, xsim, slope, bias = score(chi, d)
+        diff = ""
+        if ref is not None:
+            ev = d["mask_local"] & d["brain_mask"]
+            a, b = chi[ev] - chi[ev].mean(), ref[ev] - ref[ev].mean()
+            diff = f"{100 * np.linalg.norm(a - b) / np.linalg.norm(b):10.1f}"
+        print(f"{label:<24}{nrmse:7.1f}{inner:7.1f}{xsim:7.3f}{slope:7.3f}{cpu:8.1f}{wall:8.1f}"
+              f"{rss:6.2f}{res.n_iter:6d}{res.parameters.get('gn_steps', 0):4d}{diff}  "
+              + " ".join(f"{bias.get(n, np.nan):+.0f}" for n in H.NUCLEI), flush=True)
+        print(f"{'':<24}CG per step {res.parameters.get('cg_iter_per_step')}, relative step "
+              f"{res.parameters.get('step_change')}, grid {res.parameters.get('padded_shape')}",
+              flush=True)
+        if label in args.save:
+            np.save(Path(args.cache) / f"tfi_chi_{tag}_{label}.npy", chi)
+    with contextlib.suppress(Exception):
+        print(f"load {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
