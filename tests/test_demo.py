@@ -80,6 +80,17 @@ def test_scan_is_scanner_like(tmp_path, head):
                           timeout=300)
     issues = json.loads(proc.stdout)["issues"]["issues"]
     assert not [i for i in issues if i["severity"] == "error"]
+    # build_dataset in 2 processes writes the same bytes (each session has its own seeds)
+    par = tmp_path / "parallel"
+    lines = []
+    D.build_dataset(par / "bids", par / "lesions", rows, progress=lines.append, n_procs=2)
+    assert lines == [f"simulated {r['participant_id']} ses-{s} ({r['group']})"
+                     for r in rows for s in D.SESSIONS]
+    for serial in [p for p in (root / "sub-05" / "ses-2" / "anat").iterdir()] + [
+            p for p in (lesions / "sub-05").rglob("*.nii.gz")] + [root / "participants.tsv"]:
+        other = (par / "bids" / serial.relative_to(root) if serial.is_relative_to(root)
+                 else par / "lesions" / serial.relative_to(lesions))
+        assert other.read_bytes() == serial.read_bytes(), serial.name
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -365,20 +366,60 @@ def write_cohort_tables(root, rows=COHORT):
         (sub / f"{row['participant_id']}_sessions.tsv").write_text("\n".join(rows) + "\n")
 
 
-def build_dataset(root, lesion_root, rows=COHORT, progress=print):
+def available_cpus():
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+#: The worker's master head (`_simulate_session`): built once per process.
+_HEAD = None
+
+
+def _simulate_session(job, head=None):
+    """Simulate and write one participant-session ``(root, lesion_root, row, index)`` of
+    ``head`` (default: the worker process's, built on its first session); the text of its
+    progress line."""
+    global _HEAD
+    root, lesion_root, row, k = job
+    if head is None:
+        if _HEAD is None:
+            _HEAD = Head()
+        head = _HEAD
+    number = int(row["participant_id"][4:])  # the anatomy depends on the participant only
+    scan = simulate_scan(head, row, number, k)
+    write_scan(root, lesion_root, scan, row["participant_id"], SESSIONS[k])
+    return f"simulated {row['participant_id']} ses-{SESSIONS[k]} ({row['group']})"
+
+
+def build_dataset(root, lesion_root, rows=COHORT, progress=print, n_procs=None):
     """Write the demo cohort ``rows`` (default all of `COHORT`) under ``root`` (raw BIDS) and
-    its lesion masks under ``lesion_root`` (a derivative dataset); returns ``root``."""
+    its lesion masks under ``lesion_root`` (a derivative dataset); returns ``root``.
+
+    Sessions are simulated in ``n_procs`` processes (default: the CPUs this process may
+    use); each session's random numbers come from its own seeds, so the files are the same
+    whatever ``n_procs``. ``progress`` gets one line per session written, in cohort order.
+    """
     root, lesion_root = Path(root), Path(lesion_root)
     write_cohort_tables(root, rows)
     lesion_root.mkdir(parents=True, exist_ok=True)
     _json(lesion_root / "dataset_description.json", {
         "Name": "bids-iron demo lesion masks", "BIDSVersion": "1.10.0",
         "DatasetType": "derivative", "GeneratedBy": [{"Name": "bids-iron-demo"}]})
-    head = Head()
-    for row in rows:
-        number = int(row["participant_id"][4:])  # the anatomy depends on the participant only
-        for k, ses in enumerate(SESSIONS):
-            progress(f"simulating {row['participant_id']} ses-{ses} ({row['group']})")
-            scan = simulate_scan(head, row, number, k)
-            write_scan(root, lesion_root, scan, row["participant_id"], ses)
+    jobs = [(root, lesion_root, row, k) for row in rows for k in range(len(SESSIONS))]
+    n_procs = max(1, min(available_cpus() if n_procs is None else int(n_procs), len(jobs)))
+    if n_procs == 1:
+        head = Head()
+        for job in jobs:
+            progress(_simulate_session(job, head))
+        return root
+    import concurrent.futures
+    import multiprocessing
+
+    # spawn, not fork (as the participant level): the parent may already run threads
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=context) as pool:
+        for text in pool.map(_simulate_session, jobs):
+            progress(text)
     return root

@@ -44,7 +44,8 @@ def parse_args(argv=None):
                         help="participants, half controls and half MS patients (default: 6; "
                              "10 for EDSS correlations, which need 5 patients)")
     parser.add_argument("--n-procs", type=int, default=None, metavar="N",
-                        help="sessions processed in parallel (default: one per core)")
+                        help="sessions simulated and processed in parallel (default: one per "
+                             "core)")
     parser.add_argument("--version", action="version", version=f"bids-iron {__version__}")
     return parser.parse_args(argv)
 
@@ -67,7 +68,7 @@ def main(argv=None):
     build_tf_home(tf_home, fine=TEMPLATE_MM, scale=DEMO_SCALE)
     print(f"bids-iron-demo: simulating the cohort in {bids}", flush=True)
     build_dataset(bids, lesions, cohort(args.n_participants),
-                  progress=lambda text: print(f"  {text}", flush=True))
+                  progress=lambda text: print(f"  {text}", flush=True), n_procs=args.n_procs)
     procs = [] if args.n_procs is None else ["--n-procs", str(args.n_procs)]
     steps = (
         ("participant", [str(bids), str(derivs), "participant", "--templateflow-home",
