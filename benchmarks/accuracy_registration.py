@@ -102,7 +102,7 @@ def _run(job):
                  str(Path(job["work"]) / "iron_template.nii.gz"))
     return {"registration": t1 - t0, "labels": t2 - t1, "seconds": t2 - t0, "cpu": cpu() - c0,
             "peak_gib": _peak_gib(), "steps": {k: round(v, 1) for k, v in reg.timings.items()},
-            "labels_path": out}
+            "labels_path": out, "quality": dict(reg.quality)}
 
 
 def _in_process(job):
@@ -113,7 +113,8 @@ def _in_process(job):
 
 #: Module constants of the default before the speed measurements (issue 11/12; with SyN
 #: 60x40x0): a rigid stage before the affine one, linear stages 500x250x100 iterations.
-_ISSUE11 = {"RIGID_BEFORE_AFFINE": True, "LINEAR_ITERATIONS": (500, 250, 100)}
+_ISSUE11 = {"RIGID_BEFORE_AFFINE": True, "LINEAR_ITERATIONS": (500, 250, 100),
+            "RIGID_ITERATIONS": (500, 250, 100), "RIGID_SAMPLING": 0.25}
 #: Methods compared: name -> (uses the T1w, uses the R2* map, keyword arguments of
 #: register_to_session[, module constants of bids_iron.anatomy.registration set in the
 #: method's process, e.g. ``{"LINEAR_ITERATIONS": (100, 50, 25)}``]).
@@ -155,6 +156,16 @@ METHODS = {
                               {"REFINE_TRANSFORM": "GaussianDisplacementField"}),
     "default+refine-greedy0.2": (True, True, {}, {
         "REFINE_TRANSFORM": "GaussianDisplacementField", "REFINE_STEP": 0.2}),
+    # the greedy refinement folds (determinant <= 0 in 0.19-0.29 % of its box): with a
+    # smoothed total field, and SyN with a larger step
+    "default+refine-greedy0.2-total0.5": (True, True, {}, {
+        "REFINE_TRANSFORM": "GaussianDisplacementField", "REFINE_STEP": 0.2,
+        "REFINE_FIELD_SIGMAS": (3, 0.5)}),
+    "default+refine-greedy0.2-total1": (True, True, {}, {
+        "REFINE_TRANSFORM": "GaussianDisplacementField", "REFINE_STEP": 0.2,
+        "REFINE_FIELD_SIGMAS": (3, 1)}),
+    "default+refine-syn0.2": (True, True, {}, {"REFINE_STEP": 0.2}),
+    "default+refine-syn0.3": (True, True, {}, {"REFINE_STEP": 0.3}),
     "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {
         "masked": True, "refine": True, "syn_iterations": (60, 40, 0),
@@ -297,7 +308,8 @@ def main():
         print(f"{name}: registration + labels {res['seconds']:.1f} s wall, {res['cpu']:.1f} s CPU "
               f"(registration "
               f"{res['registration']:.1f}, labels {res['labels']:.1f}), peak {res['peak_gib']:.2f} "
-              f"GiB; steps {json.dumps(res['steps'])}")
+              f"GiB; steps {json.dumps(res['steps'])}; refinement field: "
+              f"{json.dumps(res.get('quality') or {})}")
 
 
 if __name__ == "__main__":

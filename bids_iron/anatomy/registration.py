@@ -65,6 +65,7 @@ from ..errors import BidsIronError, InputError
 from . import rois
 
 __all__ = ["native_reference", "register_to_session", "register_rigid", "resample_to_native",
+           "jacobian_determinant",
            "warp_labels_to_native", "mask_to_native", "SessionRegistration", "RigidTransform",
            "NativeLabels", "dice", "native_label_table", "REG_RESOLUTION", "SEED"]
 
@@ -132,13 +133,15 @@ REFINE_TAPER_MM = 6.0
 REFINE_TRANSFORM = "SyN"
 #: Gradient step of the refinement.
 REFINE_STEP = 0.1
+#: Smoothing (variance, voxels) of the refinement's update field and total field.
+REFINE_FIELD_SIGMAS = (3, 0)
 #: Apply the local refinement by default (with ``iron_img``).
 REFINE = True
 #: SyN iterations at 8, 4 and 2 mm without and with the local refinement (with: measured at
 #: `LINEAR_ITERATIONS`; without: not re-measured, the value of `IRON_WEIGHT`'s table).
 SYN_ITERATIONS = (60, 40, 10)
 SYN_ITERATIONS_REFINED = (60, 20, 0)
-#: Linear stages (rigid, affine; also `register_rigid`): iterations at 8, 4 and 2 mm and the
+#: Linear stages of the template registration (rigid, affine): iterations at 8, 4 and 2 mm and the
 #: convergence threshold (ANTs: slope of the metric over the last 10 iterations).
 #:
 #: Where the time went (default before, 1 mm, 2 ITK threads, antsRegistration --verbose, wall
@@ -195,6 +198,35 @@ SYN_ITERATIONS_REFINED = (60, 20, 0)
 #: mean .77 .82; CPU 158 vs 240 s.
 LINEAR_ITERATIONS = (100, 50, 25)
 LINEAR_CONVERGENCE = 1e-6
+#: Fraction of the voxels (a regular grid) at which the linear stages' mutual information is
+#: evaluated (time is proportional to it); `register_rigid` has its own, `RIGID_SAMPLING`.
+LINEAR_SAMPLING = 0.25
+#: `register_rigid` (T1w and FLAIR -> MEGRE): iterations at 8, 4 and 2 mm and the sampled
+#: fraction of the voxels. Measured (benchmarks/accuracy_rigid.py, seeds 3 and 4, T1w ->
+#: MEGRE RSS against the subject's known head motion of 3.9 deg and 2.7 mm; error = distance
+#: between estimated and true positions over the MEGRE brain, mean / max mm; CPU s, 1 ITK
+#: thread, best of 2, load ~3 on 2 cores):
+#:
+#: ==========================  =========  =========  =========  =========  =========
+#: variant                     1 mm s3    1 mm s4    2 mm s3    2 mm s4    CPU s
+#: ==========================  =========  =========  =========  =========  =========
+#: before: 100x50x25, 0.25     0.05 0.09  0.05 0.10  0.06 0.13  0.06 0.13  10.0-10.4
+#: 100x50x25, 0.1              0.05 0.11  0.06 0.13  0.09 0.17  0.06 0.13  4.2-4.7
+#: 100x50x25, 0.05             0.05 0.10  0.04 0.09  0.06 0.13  0.06 0.12  2.4-2.7
+#: 100x50x10, 0.25             0.05 0.09  0.05 0.10  0.06 0.12  0.06 0.14  4.9-5.3
+#: **100x50x10, 0.1**          0.05 0.11  0.06 0.13  0.09 0.17  0.06 0.13  2.1-2.7
+#: 100x50x0, 0.25              0.07 0.14  0.10 0.18  0.07 0.14  0.08 0.14  2.2-2.6
+#: ==========================  =========  =========  =========  =========  =========
+#:
+#: (MEGRE/T1w voxel, seed: mean and max error, mm). Every variant is within 0.2 mm everywhere in the brain (a tenth of the
+#: demo's voxel); the time is the 2 mm level's (proportional to the sampled voxels). The
+#: default keeps >= 10 % of the voxels so that the 8 mm level still has ~1000 samples for the
+#: 32-bin histogram (0.05 leaves ~500 on a 2 mm whole-head grid, fewer with partial
+#: coverage). On the FLAIR-like phantom of tests/test_registration.py (5 deg, 5 mm; error over
+#: an 80 mm cube): before 0.81 / 1.19 mm, 2.8 s; **default** 0.84 / 1.17 mm, 0.6 s;
+#: 100x50x25 at 0.05: 1.48 / 2.67 mm (too few samples).
+RIGID_ITERATIONS = (100, 50, 10)
+RIGID_SAMPLING = 0.1
 #: A rigid stage before the affine one of the template registration (the affine stage finds
 #: the rotation itself; measured in `LINEAR_ITERATIONS`' table).
 RIGID_BEFORE_AFFINE = False
@@ -357,14 +389,18 @@ def _bbox_world(img):
 # ----------------------------------------------------------------------------- ANTs calls
 
 def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI", bins=32,
-           extra=(), masks=None, convergence=1e-6):
+           extra=(), masks=None, convergence=1e-6, sampling=None, field_sigmas=(3, 0)):
     """antsRegistration arguments of one stage.
 
     ``extra`` adds channels: ``(fixed, moving)`` pairs compared by mutual information, or
     ``(fixed, moving, metric, weight)`` with ``metric`` "CC" or "MI" (SyN stages only when
     ``metric`` is given: linear stages keep the first, anatomical, channel). ``masks`` is
     ``(fixed_mask, moving_mask)`` (either may be None) restricting every metric of the stage.
+    ``sampling``: fraction of the voxels (regular grid) for the linear stages' mutual
+    information; default `LINEAR_SAMPLING`. ``field_sigmas``: the deformable stages' update
+    and total field smoothing (variance, voxels; ANTs' ``SyN[step,update,total]``).
     """
+    sampling = LINEAR_SAMPLING if sampling is None else sampling
     deformable = kind in ("SyN", "GaussianDisplacementField")
     pairs = [(fixed, moving, metric if deformable else "MI", 1.0)]
     for e in extra:
@@ -378,8 +414,9 @@ def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI
             metrics.append(f"CC[{f},{m},{weight:g},2]" if kind_metric == "CC"
                            else f"MI[{f},{m},{weight:g},{bins}]")
         else:
-            metrics.append(f"MI[{f},{m},{weight:g},{bins},Regular,0.25]")
-    transform = f"{kind}[{step},3,0]" if deformable else f"{kind}[{step}]"
+            metrics.append(f"MI[{f},{m},{weight:g},{bins},Regular,{sampling:g}]")
+    transform = (f"{kind}[{step},{field_sigmas[0]:g},{field_sigmas[1]:g}]" if deformable
+                 else f"{kind}[{step}]")
     args = []
     for m in metrics:
         args += ["--metric", m]
@@ -518,6 +555,9 @@ class SessionRegistration:
     channels: dict = field(default_factory=dict)
     #: folder shared by the sessions of a run (SUIT transform, template channels and labels)
     cache_dir: str | None = None
+    #: checks of the transforms: ``refine_jacobian_min`` and ``refine_folded_percent`` of the
+    #: local refinement's field (`jacobian_determinant`; empty without the refinement)
+    quality: dict = field(default_factory=dict)
 
     def chain(self, space=None):
         """Transform list for images in ``space`` (template name or ``"SUIT"``)."""
@@ -643,8 +683,8 @@ def register_rigid(moving_img, fixed_img, work_dir=None, prefix="rigid_", n_thre
     moving = _downsample(_as_img3d(moving_img, "moving image"), reg_resolution)
     f = _save(fixed, work / f"{prefix}fixed.nii")
     m = _save(moving, work / f"{prefix}moving.nii")
-    stages = [_stage("Rigid", f, m, LINEAR_ITERATIONS, (4, 2, 1), (2, 1, 0),
-                     convergence=LINEAR_CONVERGENCE)]
+    stages = [_stage("Rigid", f, m, RIGID_ITERATIONS, (4, 2, 1), (2, 1, 0),
+                     convergence=LINEAR_CONVERGENCE, sampling=RIGID_SAMPLING)]
     affine, _, _ = _run_ants(f, m, stages, work / prefix, init="com", n_threads=n_threads, seed=seed)
     return RigidTransform(path=affine, matrix=_ants_mat_to_ras(affine))
 
@@ -818,6 +858,47 @@ def _iron_on_grid(iron, grid_path, transforms, path, n_threads, reg_resolution=R
     return str(path)
 
 
+def jacobian_determinant(displacement, affine):
+    """Jacobian determinant of the map x -> x + u(x) of an ANTs/ITK displacement field.
+
+    Parameters
+    ----------
+    displacement : ndarray, shape (X, Y, Z, 3) or (X, Y, Z, 1, 3)
+        Displacement u (mm) in ITK's LPS world axes at each voxel, as antsRegistration writes
+        its ``Warp.nii.gz`` files.
+    affine : ndarray, shape (4, 4)
+        The field's voxel -> RAS world (mm) matrix.
+
+    Returns
+    -------
+    ndarray, shape (X, Y, Z), float32
+        det(I + du/dx) (central differences inside, one-sided at the edges): 1 where the
+        map keeps volume, < 1 where it shrinks, <= 0 where it folds (a tissue point lands
+        behind its neighbour, so warped labels would tear or overlap).
+
+    Examples
+    --------
+    A displacement u = 0.1 x (10 % stretch along x) has the determinant 1.1 everywhere:
+
+    >>> import numpy as np
+    >>> x = np.indices((6, 6, 6))[0].astype(np.float32) * 2.0        # 2 mm voxels, RAS x
+    >>> u = np.zeros((6, 6, 6, 3), np.float32)
+    >>> u[..., 0] = -0.1 * x                                          # LPS: x is negated
+    >>> round(float(jacobian_determinant(u, np.diag([2.0, 2.0, 2.0, 1.0])).mean()), 3)
+    1.1
+    """
+    u = np.asarray(displacement, np.float32)
+    u = u.reshape(u.shape[:3] + (3,))
+    m_inv = np.linalg.inv(np.asarray(affine, float)[:3, :3]).astype(np.float32)
+    jac = np.empty(u.shape[:3] + (3, 3), np.float32)
+    for a, sign in enumerate((-1.0, -1.0, 1.0)):  # LPS -> RAS components
+        grads = np.gradient(sign * u[..., a])  # d u_a / d index_k
+        for b in range(3):  # d u_a / d x_b = sum_k d u_a / d i_k * d i_k / d x_b
+            jac[..., a, b] = sum(grads[k] * m_inv[k, b] for k in range(3))
+    jac += np.eye(3, dtype=np.float32)
+    return np.linalg.det(jac).astype(np.float32)
+
+
 def _template_box_image(grid_img, box=REFINE_BOX_MM):
     """1 inside the world box ``box`` on ``grid_img``'s grid (template space), else 0."""
     shape, affine = grid_img.shape[:3], grid_img.affine
@@ -831,7 +912,7 @@ def _template_box_image(grid_img, box=REFINE_BOX_MM):
 
 def _refine_local(native, iron_img, iron_template_path, transforms, work, n_threads, seed,
                   box=REFINE_BOX_MM, spacing=REFINE_SPACING_MM, iterations=REFINE_ITERATIONS,
-                  taper_mm=REFINE_TAPER_MM):
+                  taper_mm=REFINE_TAPER_MM, quality=None):
     """Local SyN refinement on the native grid around the template box ``box``.
 
     The iron template is carried to the session through ``transforms`` and registered again
@@ -839,6 +920,9 @@ def _refine_local(native, iron_img, iron_template_path, transforms, work, n_thre
     ``taper_mm``), at ``spacing`` mm. The displacement field is tapered to zero at the crop's
     edges and returned as a transform file to put first in the chain (it moves native points
     before the global chain; identity outside the box). None when the box is not in view.
+    ``quality`` (a dict) receives the tapered field's smallest Jacobian determinant
+    (``refine_jacobian_min``) and the percentage of its voxels that fold (determinant <= 0,
+    ``refine_folded_percent``).
     """
     from scipy import ndimage
     tpl_iron = _as_img3d(iron_template_path, "iron template")
@@ -862,7 +946,7 @@ def _refine_local(native, iron_img, iron_template_path, transforms, work, n_thre
     f = _save(nib.Nifti1Image(fixed_data, crop.affine), work / "refine_fixed.nii")
     m = _save(nib.Nifti1Image(moving_data, crop.affine), work / "refine_moving.nii")
     stage = _stage(REFINE_TRANSFORM, f, m, iterations, (4, 2, 1), (2, 1, 0), step=REFINE_STEP,
-                   metric="CC")
+                   metric="CC", field_sigmas=REFINE_FIELD_SIGMAS)
     prefix = str(work / "refine_")
     _run_ants(f, m, [stage], prefix, init="identity", n_threads=n_threads, seed=seed)
     warp = prefix + "0Warp.nii.gz"
@@ -881,6 +965,10 @@ def _refine_local(native, iron_img, iron_template_path, transforms, work, n_thre
     field = field * weight.reshape(weight.shape + (1,) * (field.ndim - 3))
     out = nib.Nifti1Image(field, img.affine, img.header)
     nib.save(out, warp)
+    det = jacobian_determinant(field, img.affine)
+    if quality is not None:
+        quality.update(refine_jacobian_min=round(float(det.min()), 3),
+                       refine_folded_percent=round(100.0 * float((det <= 0).mean()), 4))
     return warp
 
 
@@ -1027,19 +1115,21 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
         files[f"from-{tpl_name}_to-T1w_mode-image_xfm.mat"] = affine
         if warp:
             files[f"from-{tpl_name}_to-T1w_mode-image_xfm.nii.gz"] = warp
+    quality = {}
     if refine and iron_img is not None and tpl_files.get("iron"):
         t0 = time.perf_counter()
         local = _refine_local(native, _as_img3d(iron_img, "R2* map"), tpl_files["iron"],
                               transforms, work, n_threads, seed,
                               box=REFINE_BOX_MM if refine_box is None else refine_box,
                               iterations=REFINE_ITERATIONS if refine_iterations is None
-                              else tuple(refine_iterations))
+                              else tuple(refine_iterations), quality=quality)
         if local:
             transforms = [local] + list(transforms)
         timings["refine_local"] = time.perf_counter() - t0
     reg = SessionRegistration(native=native, template=tpl_name, transforms=transforms,
                               suit_transforms=suit, files=files, timings=timings, work_dir=str(work),
-                              channels=dict(tpl_files), cache_dir=str(cache_dir or work))
+                              channels=dict(tpl_files), cache_dir=str(cache_dir or work),
+                              quality=quality)
     if compose:
         t0 = time.perf_counter()
         ants = _ants(n_threads)
