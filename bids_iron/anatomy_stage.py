@@ -106,6 +106,16 @@ def run_anatomy(session):
                                           n_threads=options.n_threads, t1w_rigid=rigid,
                                           native=session.native, iron_img=iron)
     facts["Registration"] = how
+    checks = {}
+    if reg.quality:
+        checks = {"LocalRefinementJacobianMin": reg.quality["refine_jacobian_min"],
+                  "LocalRefinementFoldedPercent": reg.quality["refine_folded_percent"]}
+        if reg.quality["refine_folded_percent"] > 0:
+            session.note(f"the local refinement of the registration folds in "
+                         f"{reg.quality['refine_folded_percent']:.3f} % of its box (Jacobian "
+                         f"determinant down to {reg.quality['refine_jacobian_min']:.2f}): check "
+                         f"the brainstem and dentate ROIs, or rerun with "
+                         f"--no-registration-iron", warn=True)
     with session.stage("atlas labels to native space"):
         native = reg_mod.warp_labels_to_native(reg, atlas_files)
     labels = native.labels.astype(np.int16)
@@ -114,6 +124,8 @@ def run_anatomy(session):
                "Sources": [derivs.bids_uri(p) for p in data.sources[:1]],
                "Template": atlas_files.template, "Atlases": facts["Atlases"],
                "Registration": how, "Interpolation": "genericLabel (ANTs)"}
+    if checks:
+        sidecar["RegistrationChecks"] = checks
     dseg = derivs.save_map(inputs, labels, data.affine, "dseg", sidecar, desc="iron",
                            header=data.header, dtype=np.int16)
     table = [(i, label_name(*NATIVE_LABELS[i])) for i in sorted(NATIVE_LABELS)]
