@@ -15,6 +15,7 @@ y-axis shared by every panel of a metric, numbers without offsets (no "+5e1"):
 from __future__ import annotations
 
 import math
+import os
 
 import matplotlib
 
@@ -239,21 +240,70 @@ def _draw(job):
     return func(*args, **kwargs)
 
 
+def _n_figure_procs(n_procs=None):
+    if n_procs is None:
+        n_procs = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1)
+    return max(1, int(n_procs))
+
+
+class FigureDrawer:
+    """Plot jobs ``(function, args, kwargs)`` drawn in ``n_procs`` worker processes (default:
+    the CPUs this process may use, at most 4) while the caller goes on: the group level
+    submits the figures whose data are ready and computes its tables meanwhile. `results`
+    returns each job's result in submission order. With ``n_procs`` 1, or fewer than 3 jobs
+    announced (``n_jobs``), the jobs are drawn in this process by `results`.
+
+    The arguments are pickled when a worker takes the job: do not change them after
+    `submit`.
+    """
+
+    def __init__(self, n_jobs, n_procs=None):
+        self.n_procs = min(_n_figure_procs(n_procs), max(1, int(n_jobs)))
+        if n_jobs < 3:
+            self.n_procs = 1
+        self._items, self._pool = [], None
+
+    def submit(self, func, args=(), kwargs=None):
+        job = (func, tuple(args), dict(kwargs or {}))
+        if self.n_procs == 1:
+            self._items.append(job)
+            return
+        if self._pool is None:
+            import concurrent.futures
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.n_procs, mp_context=context)
+        self._items.append(self._pool.submit(_draw, job))
+
+    def results(self):
+        """Every job's result, in submission order (waits for the workers)."""
+        try:
+            return [_draw(item) if isinstance(item, tuple) else item.result()
+                    for item in self._items]
+        finally:
+            self.close()
+
+    def close(self):
+        """Stop the workers; jobs not started are cancelled."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def draw_all(jobs, n_procs=None):
     """Run plot ``jobs`` ``[(function, args, kwargs)]`` and return their results in order;
     in ``n_procs`` processes (default: the CPUs this process may use, at most 4) when there
     are several: the figures are independent and matplotlib draws on one core (the demo's 25
     figures took 66 s in one process)."""
-    import concurrent.futures
-    import multiprocessing
-    import os
-
-    if n_procs is None:
-        n_procs = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1)
-    n_procs = max(1, min(int(n_procs), len(jobs)))
-    if n_procs == 1 or len(jobs) < 3:
-        return [_draw(j) for j in jobs]
-    context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-    with concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=context) as pool:
-        return list(pool.map(_draw, jobs, chunksize=max(1, len(jobs) // (4 * n_procs))))
+    with FigureDrawer(len(jobs), n_procs) as drawer:
+        for func, args, kwargs in jobs:
+            drawer.submit(func, args, kwargs)
+        return drawer.results()

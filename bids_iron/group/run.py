@@ -5,6 +5,7 @@ report to OUTPUT_DIR/group/. File I/O and orchestration only; the statistics are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -87,6 +88,55 @@ def _cohort_table(data, control_label, missing=None):
                      "baseline age mean": base["age"].mean(),
                      "baseline age SD": base["age"].std(ddof=1) if len(base) > 1 else np.nan})
     return pd.DataFrame(rows)
+
+
+def _figure_jobs(data, out, control_label, clinical_columns, ref_age, with_sites):
+    """The group figures in report order: ``[(function, args, kwargs, caption, clinical)]``;
+    ``clinical`` names the clinical column of a scatter plot (its ``fits`` come from the
+    correlation table, `_scatter_fits`), else None. ``data`` must not change afterwards: the
+    jobs are drawn in other processes while the tables are computed."""
+    from . import plots
+    from ._common import METRIC_LABELS
+
+    metrics = [m for m in ("r2star", "t2star", "lfs", "chi") if m in set(data["metric"])]
+    metrics += sorted(set(data["metric"]) - set(metrics))
+    base = data[data["is_baseline"]]
+    jobs = []
+    for metric in metrics:
+        label = METRIC_LABELS.get(metric, metric).split(" (")[0]
+        jobs.append((plots.box_strip, (base, metric, out / f"group_desc-boxplot_{metric}",
+                                       "mean", control_label),
+                     dict(title=f"{label} at baseline by group"),
+                     f"{label} at baseline by group", None))
+        if data["mean_agecorrected"].notna().any():
+            text = f"{label} at baseline, age-corrected to {ref_age:.1f} years"
+            jobs.append((plots.box_strip, (
+                base, metric, out / f"group_desc-boxplotagecorrected_{metric}",
+                "mean_agecorrected", control_label), dict(title=text), text, None))
+        if with_sites:
+            jobs.append((plots.site_panel, (base, metric, out / f"group_desc-sites_{metric}"),
+                         {}, f"{label} by site before and after harmonisation", None))
+        for clin in [c for c in clinical_columns if c != "lesion_count"]:
+            safe = "".join(ch for ch in clin if ch.isalnum())
+            jobs.append((plots.scatter_clinical, (
+                base, metric, clin, out / f"group_desc-{safe}_{metric}", "mean",
+                control_label), dict(title=f"{label} at baseline against {clin}"),
+                f"{label} at baseline against {clin}", clin))
+        jobs.append((plots.spaghetti, (data, metric, out / f"group_desc-spaghetti_{metric}",
+                                       "mean", control_label), {},
+                     f"{label} over sessions", None))
+    return jobs
+
+
+def _scatter_fits(corr, clinical, metric):
+    """{unit: (pearson r, q)} of the correlation table (subset all, raw): the units whose
+    scatter plot gets a line; empty without the table."""
+    if corr is None:
+        return {}
+    rows = corr[(corr.subset == "all") & (corr.measure == "raw")
+                & (corr.clinical == clinical) & (corr.metric == metric)]
+    return {tuple(r[k] for k in UNIT_KEYS): (r["pearson_r"], r["q_pearson"])
+            for r in rows.to_dict("records")}
 
 
 def run_group(bids_dir, output_dir, options=None, log=None):
@@ -182,216 +232,201 @@ def run_group(bids_dir, output_dir, options=None, log=None):
             sites["note"] = [join_notes(n, hnotes.get((m, s), "")) for n, m, s in
                              zip(sites["note"], sites["metric"], sites["source"])]
 
-    # 1. cohort table
-    cohort = data.drop(columns=["roistats_file"]).copy()
-    cohort.insert(cohort.columns.get_loc("session_id") + 1, "group", cohort.pop("group"))
-    written += write_table(cohort, out / "group_roistats.tsv")
-    written += write_table(fits, out / "group_agefit.tsv")
-    if sites is not None:
-        written += write_table(sites, out / "group_harmonization.tsv")
-
-    # 2-3. summaries and comparisons per section and measure
-    summaries, comparisons = [], []
-    for section, rows in sections(data):
-        for measure, column in measures:
-            summaries.append(summarize(rows, column, control_label, section, measure))
-            comparisons.append(compare_groups(rows, column, control_label, section, measure))
-
-    # 5. longitudinal
-    extra = [c for c in clinical_columns + covariates if c not in ("age", "group")]
-    change = changes(data, "mean", extra=extra)
-    if "age" in covariates:
-        change["age"] = change["age_first"]
-    written += write_table(change, out / "group_longitudinal.tsv")
-    change_sum = change_summary(change, control_label)
-    written += write_table(change_sum, out / "group_longitudinal_summary.tsv")
-    for measure in CHANGE_MEASURES:
-        if not change.empty:
-            comparisons.append(compare_groups(change, measure, control_label, "change", measure))
-    summary = pd.concat(summaries, ignore_index=True)
-    comparison = pd.concat(comparisons, ignore_index=True)
-    written += write_table(summary, out / "group_summary.tsv")
-    written += write_table(comparison, out / "group_comparisons.tsv")
-
-    # 5b. mixed models (every session) and repeated-measures MANOVA across the nuclei
-    mixed = pd.concat([mixed_models(data, column, covariates, control_label, measure)
-                       for measure, column in measures], ignore_index=True)
-    written += write_table(mixed, out / "group_mixedmodels.tsv")
-    manova = pd.concat([repeated_manova(data, column, covariates, control_label, measure)
-                        for measure, column in measures], ignore_index=True)
-    written += write_table(manova, out / "group_manova.tsv")
-
-    # 6. correlations
-    corr = reg = None
-    if clinical_columns:
-        base = data[data["is_baseline"]]
-        parts = [correlate(base, col, clinical_columns, covariates, measure)
-                 for measure, col in measures]
-        if not change.empty:
-            parts += [correlate(change, m, clinical_columns, covariates, m)
-                      for m in ("change", "change_per_year")]
-        corr = pd.concat([p[0] for p in parts], ignore_index=True)
-        reg = pd.concat([p[1] for p in parts], ignore_index=True)
-        written += write_table(corr, out / "group_correlations.tsv")
-        written += write_table(reg, out / "group_regressions.tsv")
-    # 6b. forward stepwise regression at baseline: clinical columns, age, numeric covariates
-    candidates = list(dict.fromkeys(
-        clinical_columns + [c for c in covariates if c in data and c != "group"
-                            and pd.api.types.is_numeric_dtype(data[c])]
-        + [c for c in ("lesion_volume_log", "lesion_count") if c in info["lesion_columns"]]
-        + (["roi_volume_mm3"] if data["roi_volume_mm3"].nunique() > 1 else [])))
-    step = None
-    if candidates:
-        base = data[data["is_baseline"]]
-        step = pd.concat([stepwise_table(rows, "mean", candidates, "raw", subset=subset)
-                          for subset, rows in [("all", base)] + [
-                              (g, base[base["group"] == g]) for g in levels]],
-                         ignore_index=True)
-        written += write_table(step, out / "group_stepwise.tsv")
-    if not clinical_columns and covariates:
-        log.warning("group: --covariates given without --clinical-columns; no regressions "
-                    "(the covariates enter the mixed models and the MANOVA)")
-    t_tables = time.perf_counter() - start
-
-    # 7. figures
-    figs = []
+    # 7. figures: drawn in worker processes while the tables below are computed; the
+    # scatter plots once the correlation table exists (their lines follow it)
+    fig_jobs, order = [], []
+    drawer = contextlib.nullcontext()
     if figures:
-        from . import plots
-        from ._common import METRIC_LABELS
-        metrics = [m for m in ("r2star", "t2star", "lfs", "chi") if m in set(data["metric"])]
-        metrics += sorted(set(data["metric"]) - set(metrics))
-        base = data[data["is_baseline"]]
-        jobs = []  # (plot function, args, kwargs, caption), drawn below
-        for metric in metrics:
-            label = METRIC_LABELS.get(metric, metric).split(" (")[0]
-            jobs.append((plots.box_strip, (base, metric, out / f"group_desc-boxplot_{metric}",
-                                           "mean", control_label),
-                         dict(title=f"{label} at baseline by group"),
-                         f"{label} at baseline by group"))
-            if data["mean_agecorrected"].notna().any():
-                text = f"{label} at baseline, age-corrected to {ref_age:.1f} years"
-                jobs.append((plots.box_strip, (
-                    base, metric, out / f"group_desc-boxplotagecorrected_{metric}",
-                    "mean_agecorrected", control_label), dict(title=text), text))
-            if sites is not None:
-                jobs.append((plots.site_panel, (base, metric, out / f"group_desc-sites_{metric}"),
-                             {}, f"{label} by site before and after harmonisation"))
-            for clin in [c for c in clinical_columns if c != "lesion_count"]:
-                safe = "".join(ch for ch in clin if ch.isalnum())
-                fits_u = {}
-                if corr is not None:
-                    rows = corr[(corr.subset == "all") & (corr.measure == "raw")
-                                & (corr.clinical == clin) & (corr.metric == metric)]
-                    fits_u = {tuple(r[k] for k in UNIT_KEYS): (r["pearson_r"], r["q_pearson"])
-                              for r in rows.to_dict("records")}
-                jobs.append((plots.scatter_clinical, (
-                    base, metric, clin, out / f"group_desc-{safe}_{metric}", "mean",
-                    control_label), dict(title=f"{label} at baseline against {clin}",
-                                         fits=fits_u),
-                    f"{label} at baseline against {clin}"))
-            jobs.append((plots.spaghetti, (data, metric, out / f"group_desc-spaghetti_{metric}",
-                                           "mean", control_label), {},
-                         f"{label} over sessions"))
-        figs = list(zip(plots.draw_all([j[:3] for j in jobs]), [j[3] for j in jobs]))
-        figs = [(p, c) for p, c in figs if p]
-        for p, _ in figs:
-            written += p
-    t_figs = time.perf_counter() - start - t_tables
+        from .plots import FigureDrawer
+        fig_jobs = _figure_jobs(data.copy(), out, control_label, clinical_columns, ref_age,
+                                sites is not None)
+        drawer = FigureDrawer(len(fig_jobs))
+        for i, (func, args, kwargs, _caption, clin) in enumerate(fig_jobs):
+            if clin is None:
+                drawer.submit(func, args, kwargs)
+                order.append(i)
+    with drawer:
+        # 1. cohort table
+        cohort = data.drop(columns=["roistats_file"]).copy()
+        cohort.insert(cohort.columns.get_loc("session_id") + 1, "group", cohort.pop("group"))
+        written += write_table(cohort, out / "group_roistats.tsv")
+        written += write_table(fits, out / "group_agefit.tsv")
+        if sites is not None:
+            written += write_table(sites, out / "group_harmonization.tsv")
 
-    # report: summary (cohort, significant findings), tables, methods, figures
-    from .report import (PRIMARY_MEASURES, details_html, figure_html, findings, primary_rows,
-                         sentences_html, table_html)
-    present = [m for m, _ in measures]
-    primary = next(m for m in PRIMARY_MEASURES if m in present)
-    analyses = {"comparisons": comparison, "mixed": mixed, "manova": manova,
-                "correlations": corr, "stepwise": step}
-    found = findings(analyses, control_label, primary)
-    cov_text = ", ".join(covariates) or "none"
-    clin = pd.DataFrame(info["clinical"], columns=["column", "file", "why", "n_participants"])
-    summary_html = [table_html(_cohort_table(data, control_label, info["missing_sessions"])),
-                    "<h3>Clinical columns used</h3>",
-                    table_html(clin) if len(clin) else
-                    "<p>No clinical columns (none named with --clinical-columns, none found)."
-                    "</p>"]
-    if data["site"].notna().any():
-        visits = data.drop_duplicates(["participant_id", "session_id"])
-        counts = visits["site"].value_counts()
-        summary_html.append(
-            f"<p><b>Sites</b> ({info['site_source']}): " + ", ".join(
-                f"{H.escape(k)} ({v} sessions)" for k, v in counts.items()) +
-            ("; harmonised with ComBat (measures <i>harmonized</i>)." if sites is not None
-             else "; not harmonised (--harmonize combat).") + "</p>")
-    summary_html.append("<h3>Significant findings (Benjamini-Hochberg q &lt; 0.05)</h3>")
-    summary_html.append(H.note(
-        f"Measure: {primary.replace('_', ' ')} (comparisons also the yearly change); "
-        "correlations and stepwise models within the patient groups; R2* rather than T2*. Each "
-        "sentence: effect with its 95 % interval, test, p, q and n; at most 5 per analysis "
-        "here, more under each analysis; every measure in the tables."))
-    for name, (sents, n, tname) in found.items():
-        summary_html += [f"<h4>{H.escape(name)}</h4>", sentences_html(sents[:5], n, tname)]
-    blocks = [("Summary", summary_html)]
-    cmp_cols = ["section", "measure", "roi", "hemisphere", "metric", "group_a", "group_b", "n_a",
-                "n_b", "difference", "ci_low", "ci_high", "percent_difference", "p_welch",
-                "q_welch", "cohen_d", "p_mwu", "q_mwu", "r_rb", "note"]
+        # 2-3. summaries and comparisons per section and measure
+        summaries, comparisons = [], []
+        for section, rows in sections(data):
+            for measure, column in measures:
+                summaries.append(summarize(rows, column, control_label, section, measure))
+                comparisons.append(compare_groups(rows, column, control_label, section, measure))
 
-    def analysis(name, key, table_name, table, qcol, cols=None):
-        sents, n, _ = found.get(name, ([], 0, ""))
-        part = [] if name not in found else [sentences_html(sents, n, table_name)]
-        shown = table if cols is None else table[[c for c in cols if c in table]]
-        main = primary_rows(key, shown, primary, control_label)
-        main = main.drop(columns=["rois", "candidates"], errors="ignore")
-        return (f"{name} ({table_name})", part + [
-            table_html(main, qcol=qcol),
-            details_html(shown, f"every measure and subset of {table_name}", qcol)])
+        # 5. longitudinal
+        extra = [c for c in clinical_columns + covariates if c not in ("age", "group")]
+        change = changes(data, "mean", extra=extra)
+        if "age" in covariates:
+            change["age"] = change["age_first"]
+        written += write_table(change, out / "group_longitudinal.tsv")
+        change_sum = change_summary(change, control_label)
+        written += write_table(change_sum, out / "group_longitudinal_summary.tsv")
+        for measure in CHANGE_MEASURES:
+            if not change.empty:
+                comparisons.append(compare_groups(change, measure, control_label, "change",
+                                                  measure))
+        summary = pd.concat(summaries, ignore_index=True)
+        comparison = pd.concat(comparisons, ignore_index=True)
+        written += write_table(summary, out / "group_summary.tsv")
+        written += write_table(comparison, out / "group_comparisons.tsv")
 
-    blocks.append(analysis("Group differences", "comparisons", "group_comparisons.tsv",
-                           comparison[comparison.section.isin(["baseline", "change"])],
-                           "q_welch", cmp_cols))
-    blocks.append(analysis("Change over time (mixed models)", "mixed", "group_mixedmodels.tsv",
-                           mixed[mixed.term.str.startswith("group[T.") | (mixed.term == "years")
-                                 | (mixed.term == "n/a")], "q"))
-    blocks.append(analysis("Nuclei together (MANOVA)", "manova", "group_manova.tsv",
-                           manova[manova.test.isin(["Pillai's trace", "n/a"])], "q"))
-    if not change.empty:
-        per_year = change_sum[change_sum.measure == "change_per_year"]
-        main = per_year if per_year["n"].gt(0).any() else change_sum[
-            change_sum.measure == "change"]
-        blocks.append(("Change within groups (group_longitudinal_summary.tsv)", [
-            table_html(main, qcol="q_ttest"),
-            details_html(change_sum, "every measure of group_longitudinal_summary.tsv",
-                         "q_ttest")]))
-    if corr is not None:
-        blocks.append(analysis("Clinical correlations", "correlations",
-                               "group_correlations.tsv", corr, "q_spearman"))
-    if step is not None:
-        blocks.append(analysis("Stepwise regression", "stepwise", "group_stepwise.tsv", step,
-                               None))
-    if sites is not None:
-        site_figs = [figure_html(p[0], c) for p, c in figs if "harmonis" in c]
-        blocks.append(("Site harmonisation (group_harmonization.tsv)", [
-            H.note("Site F test of value ~ site + group + age at baseline, before (raw) and "
-                   "after ComBat (harmonized); a removed site effect has a large p after."),
-            table_html(sites)] + site_figs))
-    sel = summary[summary.section == "baseline"]
-    sel = sel[["measure", "group", "roi", "hemisphere", "metric", "source", "n", "mean_sd",
-               "median_iqr", "note"]]
-    blocks.append(("Group summary (baseline; group_summary.tsv)", [
-        table_html(sel[sel.measure == primary]),
-        details_html(sel, "every measure of group_summary.tsv")]))
-    blocks.append(("Age fit on controls (group_agefit.tsv)", [
-        details_html(fits, "the fitted age curves")]))
-    blocks.append(("Methods", [METHODS.format(group_column=group_column,
-                                              control_label=control_label,
-                                              ref=f"{ref_age:.1f} years" if np.isfinite(ref_age)
-                                              else "reference age", covariates=cov_text)]))
-    other_figs = [(p, c) for p, c in figs if "harmonis" not in c]
-    if other_figs:
-        blocks.append(("Figures", [figure_html(p[0], c) for p, c in other_figs]))
-    blocks.append(("Files", ["<ul>" + "".join(
-        f"<li><a href='{p.name}'>{p.name}</a></li>" for p in written
-        if p.suffix in (".tsv", ".json")) + "</ul>"]))
-    from .report import write_report
-    written.append(write_report(out / "report.html", "bids-iron group report", blocks))
-    log.info("group: %d files in %s (tables %.1f s, figures %.1f s)", len(written), out,
-             t_tables, t_figs)
-    return written
+        # 5b. mixed models (every session) and repeated-measures MANOVA across the nuclei
+        mixed = pd.concat([mixed_models(data, column, covariates, control_label, measure)
+                           for measure, column in measures], ignore_index=True)
+        written += write_table(mixed, out / "group_mixedmodels.tsv")
+        manova = pd.concat([repeated_manova(data, column, covariates, control_label, measure)
+                            for measure, column in measures], ignore_index=True)
+        written += write_table(manova, out / "group_manova.tsv")
+
+        # 6. correlations
+        corr = reg = None
+        if clinical_columns:
+            base = data[data["is_baseline"]]
+            parts = [correlate(base, col, clinical_columns, covariates, measure)
+                     for measure, col in measures]
+            if not change.empty:
+                parts += [correlate(change, m, clinical_columns, covariates, m)
+                          for m in ("change", "change_per_year")]
+            corr = pd.concat([p[0] for p in parts], ignore_index=True)
+            reg = pd.concat([p[1] for p in parts], ignore_index=True)
+            written += write_table(corr, out / "group_correlations.tsv")
+            written += write_table(reg, out / "group_regressions.tsv")
+        for i, (func, args, kwargs, _caption, clin) in enumerate(fig_jobs):
+            if clin is not None:
+                drawer.submit(func, args, {**kwargs, "fits": _scatter_fits(corr, clin, args[1])})
+                order.append(i)
+        # 6b. forward stepwise regression at baseline: clinical columns, age, numeric covariates
+        candidates = list(dict.fromkeys(
+            clinical_columns + [c for c in covariates if c in data and c != "group"
+                                and pd.api.types.is_numeric_dtype(data[c])]
+            + [c for c in ("lesion_volume_log", "lesion_count") if c in info["lesion_columns"]]
+            + (["roi_volume_mm3"] if data["roi_volume_mm3"].nunique() > 1 else [])))
+        step = None
+        if candidates:
+            base = data[data["is_baseline"]]
+            step = pd.concat([stepwise_table(rows, "mean", candidates, "raw", subset=subset)
+                              for subset, rows in [("all", base)] + [
+                                  (g, base[base["group"] == g]) for g in levels]],
+                             ignore_index=True)
+            written += write_table(step, out / "group_stepwise.tsv")
+        if not clinical_columns and covariates:
+            log.warning("group: --covariates given without --clinical-columns; no regressions "
+                        "(the covariates enter the mixed models and the MANOVA)")
+        t_tables = time.perf_counter() - start
+
+        # 7. figures (submitted above): their results in report order
+        figs = []
+        if figures:
+            drawn = [None] * len(fig_jobs)
+            for i, paths in zip(order, drawer.results()):
+                drawn[i] = paths
+            figs = [(p, job[3]) for p, job in zip(drawn, fig_jobs) if p]
+            for p, _ in figs:
+                written += p
+        t_figs = time.perf_counter() - start - t_tables
+
+        # report: summary (cohort, significant findings), tables, methods, figures
+        from .report import (PRIMARY_MEASURES, details_html, figure_html, findings, primary_rows,
+                             sentences_html, table_html)
+        present = [m for m, _ in measures]
+        primary = next(m for m in PRIMARY_MEASURES if m in present)
+        analyses = {"comparisons": comparison, "mixed": mixed, "manova": manova,
+                    "correlations": corr, "stepwise": step}
+        found = findings(analyses, control_label, primary)
+        cov_text = ", ".join(covariates) or "none"
+        clin = pd.DataFrame(info["clinical"], columns=["column", "file", "why", "n_participants"])
+        summary_html = [table_html(_cohort_table(data, control_label, info["missing_sessions"])),
+                        "<h3>Clinical columns used</h3>",
+                        table_html(clin) if len(clin) else
+                        "<p>No clinical columns (none named with --clinical-columns, none found)."
+                        "</p>"]
+        if data["site"].notna().any():
+            visits = data.drop_duplicates(["participant_id", "session_id"])
+            counts = visits["site"].value_counts()
+            summary_html.append(
+                f"<p><b>Sites</b> ({info['site_source']}): " + ", ".join(
+                    f"{H.escape(k)} ({v} sessions)" for k, v in counts.items()) +
+                ("; harmonised with ComBat (measures <i>harmonized</i>)." if sites is not None
+                 else "; not harmonised (--harmonize combat).") + "</p>")
+        summary_html.append("<h3>Significant findings (Benjamini-Hochberg q &lt; 0.05)</h3>")
+        summary_html.append(H.note(
+            f"Measure: {primary.replace('_', ' ')} (comparisons also the yearly change); "
+            "correlations and stepwise models within the patient groups; R2* rather than T2*. Each "
+            "sentence: effect with its 95 % interval, test, p, q and n; at most 5 per analysis "
+            "here, more under each analysis; every measure in the tables."))
+        for name, (sents, n, tname) in found.items():
+            summary_html += [f"<h4>{H.escape(name)}</h4>", sentences_html(sents[:5], n, tname)]
+        blocks = [("Summary", summary_html)]
+        cmp_cols = ["section", "measure", "roi", "hemisphere", "metric", "group_a", "group_b",
+                    "n_a", "n_b", "difference", "ci_low", "ci_high", "percent_difference",
+                    "p_welch", "q_welch", "cohen_d", "p_mwu", "q_mwu", "r_rb", "note"]
+
+        def analysis(name, key, table_name, table, qcol, cols=None):
+            sents, n, _ = found.get(name, ([], 0, ""))
+            part = [] if name not in found else [sentences_html(sents, n, table_name)]
+            shown = table if cols is None else table[[c for c in cols if c in table]]
+            main = primary_rows(key, shown, primary, control_label)
+            main = main.drop(columns=["rois", "candidates"], errors="ignore")
+            return (f"{name} ({table_name})", part + [
+                table_html(main, qcol=qcol),
+                details_html(shown, f"every measure and subset of {table_name}", qcol)])
+
+        blocks.append(analysis("Group differences", "comparisons", "group_comparisons.tsv",
+                               comparison[comparison.section.isin(["baseline", "change"])],
+                               "q_welch", cmp_cols))
+        blocks.append(analysis("Change over time (mixed models)", "mixed", "group_mixedmodels.tsv",
+                               mixed[mixed.term.str.startswith("group[T.") | (mixed.term == "years")
+                                     | (mixed.term == "n/a")], "q"))
+        blocks.append(analysis("Nuclei together (MANOVA)", "manova", "group_manova.tsv",
+                               manova[manova.test.isin(["Pillai's trace", "n/a"])], "q"))
+        if not change.empty:
+            per_year = change_sum[change_sum.measure == "change_per_year"]
+            main = per_year if per_year["n"].gt(0).any() else change_sum[
+                change_sum.measure == "change"]
+            blocks.append(("Change within groups (group_longitudinal_summary.tsv)", [
+                table_html(main, qcol="q_ttest"),
+                details_html(change_sum, "every measure of group_longitudinal_summary.tsv",
+                             "q_ttest")]))
+        if corr is not None:
+            blocks.append(analysis("Clinical correlations", "correlations",
+                                   "group_correlations.tsv", corr, "q_spearman"))
+        if step is not None:
+            blocks.append(analysis("Stepwise regression", "stepwise", "group_stepwise.tsv", step,
+                                   None))
+        if sites is not None:
+            site_figs = [figure_html(p[0], c) for p, c in figs if "harmonis" in c]
+            blocks.append(("Site harmonisation (group_harmonization.tsv)", [
+                H.note("Site F test of value ~ site + group + age at baseline, before (raw) and "
+                       "after ComBat (harmonized); a removed site effect has a large p after."),
+                table_html(sites)] + site_figs))
+        sel = summary[summary.section == "baseline"]
+        sel = sel[["measure", "group", "roi", "hemisphere", "metric", "source", "n", "mean_sd",
+                   "median_iqr", "note"]]
+        blocks.append(("Group summary (baseline; group_summary.tsv)", [
+            table_html(sel[sel.measure == primary]),
+            details_html(sel, "every measure of group_summary.tsv")]))
+        blocks.append(("Age fit on controls (group_agefit.tsv)", [
+            details_html(fits, "the fitted age curves")]))
+        blocks.append(("Methods", [METHODS.format(group_column=group_column,
+                                                  control_label=control_label,
+                                                  ref=f"{ref_age:.1f} years" if np.isfinite(ref_age)
+                                                  else "reference age", covariates=cov_text)]))
+        other_figs = [(p, c) for p, c in figs if "harmonis" not in c]
+        if other_figs:
+            blocks.append(("Figures", [figure_html(p[0], c) for p, c in other_figs]))
+        blocks.append(("Files", ["<ul>" + "".join(
+            f"<li><a href='{p.name}'>{p.name}</a></li>" for p in written
+            if p.suffix in (".tsv", ".json")) + "</ul>"]))
+        from .report import write_report
+        written.append(write_report(out / "report.html", "bids-iron group report", blocks))
+        log.info("group: %d files in %s (tables %.1f s, figures drawn meanwhile, %.1f s more)",
+                 len(written), out, t_tables, t_figs)
+        return written
