@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 #: Columns that identify one analysis unit: one ROI value per session.
 UNIT_KEYS = ["roi", "hemisphere", "metric", "source"]
@@ -49,6 +48,8 @@ def add_fdr(table, family, pcols):
     n/a stay out of the family (their q is n/a). q uses scipy.stats.false_discovery_control
     (method 'bh').
     """
+    from scipy import stats  # here: the figure workers import this module, not scipy.stats
+
     table = table.copy()
     for pcol in pcols:
         qcol = "q" + pcol[1:] if pcol.startswith("p") else f"q_{pcol}"
