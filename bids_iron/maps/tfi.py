@@ -103,6 +103,8 @@ TFI_TV_EPS = 1e-3
 TFI_PAD_MM = 20.0
 #: Mask layers left out of the TV term (`bids_iron.maps.dipole.mask_rim_weights`).
 TFI_FREE_RIM = 1
+#: Floor of the diagonal preconditioner in the mask (0: P alone, as in the paper).
+TFI_JACOBI = 0.0
 
 
 def _tv_mask(m, free_rim):
@@ -120,147 +122,15 @@ def _tv_mask(m, free_rim):
     return out
 
 
-def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0),
-                           field_sd=None, weights=None, alpha=TFI_ALPHA,
-                           preconditioner=TFI_PRECONDITIONER, max_iter=TFI_MAX_ITER,
-                           cg_max_iter=TFI_CG_MAX_ITER, cg_tol=TFI_CG_TOL, tol=TFI_TOL,
-                           tv_eps=TFI_TV_EPS, pad_mm=TFI_PAD_MM, free_rim=TFI_FREE_RIM,
-                           workers=-1):
-    """Preconditioned total field inversion (TFI) with total variation inside the mask.
+def _solve(fg, mg, w2, vs, b, *, alpha, preconditioner, max_iter, cg_max_iter, cg_tol,
+           tol, tv_eps, free_rim, workers, jacobi):
+    """The IRLS / Gauss-Newton CG iterations of `invert_total_field_tfi` on one padded grid.
 
-    Minimises over ``y`` on the padded grid, ``chi = P y``::
-
-        1/2 || W (F^-1 D F P y - field) ||^2  +  alpha || T * G (P y) ||_1
-
-    ``field`` is the TOTAL field (background included) inside ``mask``; ``W`` the data
-    weights (``1 / field_sd``, or ``weights``, normalised to mean 1 in the mask, zero
-    outside: the field outside the brain is not data); ``D`` the unit dipole kernel; ``G``
-    forward differences per mm; ``T`` keeps the differences between two mask voxels (no
-    prior on the background sources; ``free_rim`` also frees the mask's outer layers);
-    ``P = 1`` in the mask and ``preconditioner`` outside. The L1 norm is handled by
-    iteratively reweighted least squares (IRLS, weights ``1 / sqrt((G chi)^2 + tv_eps^2)``
-    per axis, anisotropic TV as in `bids_iron.maps.dipole.invert_dipole_tv_admm`); each
-    reweighted problem gives one Gauss-Newton step, solved by conjugate gradients (CG) on
-    ``P H P dy = -P grad`` (``H`` the Hessian of the reweighted objective), at most
-    ``cg_max_iter`` iterations to a relative residual ``cg_tol``, as in MEDI's TFI. The
-    steps stop when ``||P dy|| < tol ||chi||`` or after ``max_iter``. The data term is
-    linear in the (unwrapped) field, not the complex exponential of the paper: the chain's
-    field is unwrapped and fitted over echoes before it gets here. Sources may lie anywhere
-    on the grid: the mask's bounding box plus ``pad_mm`` on each side (as in PDF,
-    `bids_iron.maps.background.remove_background_pdf`), rounded up to FFT sizes.
-
-    Parameters
-    ----------
-    total_field_ppm : ndarray, shape (X, Y, Z)
-        Total field (tissue + background, unwrapped), ppm of B0; used only inside ``mask``.
-        Its mean in the mask is removed first (chi is unreferenced anyway).
-    mask : ndarray of bool, shape (X, Y, Z)
-        Brain mask: where the field is data and chi is reported.
-    voxel_size : sequence of 3 float
-        Voxel size, mm (anisotropic allowed).
-    b0_dir : sequence of 3 float
-        B0 direction in voxel axes (`bids_iron.maps.kernels.b0_direction_from_affine`).
-    field_sd : ndarray, shape (X, Y, Z), optional
-        Standard error of the field (any unit; only relative values count), > 0 in the
-        mask; the data weights are ``1 / field_sd``, capped at 5 times their median.
-    weights : ndarray, shape (X, Y, Z), optional
-        Data weights used when ``field_sd`` is None (e.g. the magnitude); default uniform.
-    alpha : float
-        TV weight (> 0), ppm of field per (ppm/mm) of chi gradient; default `TFI_ALPHA`.
-    preconditioner : float
-        ``P`` outside the mask (>= 1); default `TFI_PRECONDITIONER` (30, Liu Z et al. 2017).
-    max_iter : int
-        Gauss-Newton (IRLS) steps at most; default `TFI_MAX_ITER`.
-    cg_max_iter : int
-        CG iterations per step at most; default `TFI_CG_MAX_ITER`.
-    cg_tol : float
-        Relative residual at which CG stops; default `TFI_CG_TOL`.
-    tol : float
-        Relative size of a step at which to stop; default `TFI_TOL`.
-    tv_eps : float
-        IRLS smoothing of the chi gradient, ppm/mm (> 0); default `TFI_TV_EPS`.
-    pad_mm : float
-        Margin (mm, >= 0) around the mask's bounding box holding background sources.
-    free_rim : int
-        Outer mask layers left out of the TV term (0: none); default `TFI_FREE_RIM`.
-    workers : int
-        ``scipy.fft`` threads (-1: all cores).
-
-    Returns
-    -------
-    DipoleInversionResult
-        ``chi``: float32, ppm (paramagnetic positive), zero outside ``mask``, unreferenced;
-        ``n_iter``: CG iterations over all steps; ``n_fft`` the real 3-D FFTs (4 per CG
-        iteration); ``parameters`` also hold the Gauss-Newton steps run (``gn_steps``),
-        the input (``"total field"``) and the RMS of the background sources' field in the
-        mask (``background_field_rms_ppm``); method ``"tfi"``.
-
-    Raises
-    ------
-    ValueError
-        If an argument has a wrong shape, type or range (the message names it).
-
-    Examples
-    --------
-    A sphere of +0.1 ppm inside a spherical "brain", next to an air-like block outside the
-    mask (+9 ppm relative to tissue) whose field in the mask is 12 times the sphere's; TFI
-    gets the sphere back from the total field (TV-ADMM on the same field: 0.47 ppm):
-
-    >>> import numpy as np
-    >>> from bids_iron.maps.kernels import dipole_kernel
-    >>> g = np.indices((48, 48, 48)) - 23.5
-    >>> r2 = (g ** 2).sum(0)
-    >>> mask = r2 < 12 ** 2
-    >>> chi = np.where(r2 < 5 ** 2, 0.1, 0.0)
-    >>> chi[20:28, 20:28, 2:8] = 9.0
-    >>> d = dipole_kernel(chi.shape, (1, 1, 1))
-    >>> total = np.fft.ifftn(d * np.fft.fftn(chi)).real
-    >>> res = invert_total_field_tfi(total * mask, mask, (1, 1, 1), pad_mm=8, max_iter=3)
-    >>> shell = mask & (r2 > 8 ** 2)
-    >>> bool(abs(res.chi[r2 < 3 ** 2].mean() - res.chi[shell].mean() - 0.1) < 0.015)
-    True
-
-    References
-    ----------
-    Liu Z, Kee Y, Zhou D, Wang Y, Spincemaille P. Preconditioned total field inversion (TFI)
-    method for quantitative susceptibility mapping. Magn Reson Med 2017;78:303-315.
-    Liu T, Liu J, de Rochefort L, et al. Morphology enabled dipole inversion (MEDI) from a
-    single-angle acquisition. Magn Reson Med 2011;66:777-783 (the Gauss-Newton CG solver).
+    ``fg``: field (ppm, zero outside the data), ``mg``: mask, ``w2``: squared data weights,
+    all on the padded grid; ``vs`` voxel size (mm), ``b`` unit B0 direction. Returns chi on
+    the grid (ppm) and a dict of statistics.
     """
-    f, m = check_field(total_field_ppm, mask, "total_field_ppm")
-    vs = check_voxel_size(voxel_size)
-    b = _unit_b0(b0_dir)
-    alpha = check_positive("alpha", alpha)
-    preconditioner = check_positive("preconditioner", preconditioner)
-    if preconditioner < 1:
-        raise ValueError(f"preconditioner must be >= 1, got {preconditioner!r}")
-    max_iter = check_max_iter(max_iter)
-    cg_max_iter = check_max_iter(cg_max_iter, "cg_max_iter")
-    cg_tol = check_positive("cg_tol", cg_tol, below=1)
-    tol = check_positive("tol", tol)
-    tv_eps = check_positive("tv_eps", tv_eps)
-    pad_mm = check_positive("pad_mm", pad_mm, allow_zero=True)
-    workers = check_workers(workers)
-    free_rim = _check_free_rim(free_rim)
-    like = "shape of total_field_ppm"
-    if field_sd is not None:
-        sd = check_array(field_sd, "field_sd", shape=f.shape, like=like, where=m)
-        if np.any(sd[m] <= 0):
-            raise ValueError("field_sd must be finite and > 0 inside the mask")
-        inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=m)
-        inv = np.minimum(inv, np.float32(5.0 * np.median(inv[m])))
-        w = check_weights(inv, m, "field_sd", like)
-        source = "1 / field_sd"
-    else:
-        w = check_weights(weights, m, like=like)
-        source = "uniform" if weights is None else "weights"
-
-    box = fft_box(m, pad_mm / vs + 1)
-    shape = box.shape
-    mg = box.to_grid(m, dtype=bool)
-    w2 = box.to_grid(w * w)
-    mean = float(np.sum(w2 * box.to_grid(f), dtype=np.float64) / np.sum(w2, dtype=np.float64))
-    fg = box.to_grid(np.where(m, f - np.float32(mean), np.float32(0)))
+    shape = fg.shape
     p = np.where(mg, np.float32(1), np.float32(preconditioner)).astype(np.float32)
     kernel = dipole_kernel(shape, vs, b, rfft=True)
     n_fft = 0
@@ -275,7 +145,7 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     # The TV term lives on the mask's bounding box only (its weights are zero elsewhere):
     # unscaled forward differences there, the per-axis 1 / voxel size squared folded into
     # the IRLS weights (G^T V G = Delta^T (V / d^2) Delta).
-    sub = tuple(slice(d.start, d.stop) for d in box.dst)
+    sub = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mg))
     tv = _tv_mask(mg[sub], free_rim) * np.float32(alpha)
     inv_d2 = (1.0 / vs ** 2).astype(np.float32)
     lo = [tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
@@ -335,7 +205,24 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
             hx *= p
             return hx
 
-        cg = pcg(hessian, -grad, tol=cg_tol, max_iter=cg_max_iter, dot=blas_dot)
+        precond = None
+        if jacobi:
+            # diagonal of the TV term's Hessian in the mask, data term's diagonal ~ jacobi
+            dg = np.zeros(tv.shape[1:], np.float32)
+            for axis in range(3):
+                dg += vw[axis]
+                dg[hi[axis]] += vw[axis][lo[axis]]
+            msub = mg[sub]
+            typical = float(np.median(dg[msub]))
+            scale = np.ones(shape, np.float32)
+            scale[sub] = np.where(msub, (np.float32(jacobi) + np.float32(typical))
+                                  / (np.float32(jacobi) + dg), np.float32(1))
+
+            def precond(r):
+                return r * scale
+
+        cg = pcg(hessian, -grad, tol=cg_tol, max_iter=cg_max_iter, dot=blas_dot,
+                 precond=precond)
         cg_total += cg.n_iter
         cg_steps.append(cg.n_iter)
         dchi = cg.x * p
@@ -350,13 +237,176 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     background = np.where(mg, np.float32(0), chi)
     bg_field = conv_d(background)
     bg_rms = float(np.sqrt(np.mean(np.square(bg_field[mg], dtype=np.float64))))
+    return chi, {"n_iter": cg_total, "gn_steps": steps, "converged": converged, "n_fft": n_fft,
+                 "cg_iter_per_step": cg_steps, "step_change": changes,
+                 "background_field_rms_ppm": bg_rms, "shape": list(shape)}
+
+
+def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0),
+                           field_sd=None, weights=None, alpha=TFI_ALPHA,
+                           preconditioner=TFI_PRECONDITIONER, max_iter=TFI_MAX_ITER,
+                           cg_max_iter=TFI_CG_MAX_ITER, cg_tol=TFI_CG_TOL, tol=TFI_TOL,
+                           tv_eps=TFI_TV_EPS, pad_mm=TFI_PAD_MM, free_rim=TFI_FREE_RIM,
+                           jacobi=TFI_JACOBI, workers=-1):
+    """Preconditioned total field inversion (TFI) with total variation inside the mask.
+
+    Minimises over ``y`` on the padded grid, ``chi = P y``::
+
+        1/2 || W (F^-1 D F P y - field) ||^2  +  alpha || T * G (P y) ||_1
+
+    ``field`` is the TOTAL field (background included) inside ``mask``; ``W`` the data
+    weights (``1 / field_sd``, or ``weights``, normalised to mean 1 in the mask, zero
+    outside: the field outside the brain is not data); ``D`` the unit dipole kernel; ``G``
+    forward differences per mm; ``T`` keeps the differences between two mask voxels (no
+    prior on the background sources; ``free_rim`` also frees the mask's outer layers);
+    ``P = 1`` in the mask and ``preconditioner`` outside. The L1 norm is handled by
+    iteratively reweighted least squares (IRLS, weights ``1 / sqrt((G chi)^2 + tv_eps^2)``
+    per axis, anisotropic TV as in `bids_iron.maps.dipole.invert_dipole_tv_admm`); each
+    reweighted problem gives one Gauss-Newton step, solved by conjugate gradients (CG) on
+    ``P H P dy = -P grad`` (``H`` the Hessian of the reweighted objective), at most
+    ``cg_max_iter`` iterations to a relative residual ``cg_tol``, as in MEDI's TFI, here
+    with a diagonal (Jacobi-like) preconditioner in the mask (``jacobi``). The
+    steps stop when ``||P dy|| < tol ||chi||`` or after ``max_iter``. The data term is
+    linear in the (unwrapped) field, not the complex exponential of the paper: the chain's
+    field is unwrapped and fitted over echoes before it gets here. Sources may lie anywhere
+    on the grid: the mask's bounding box plus ``pad_mm`` on each side (as in PDF,
+    `bids_iron.maps.background.remove_background_pdf`), rounded up to FFT sizes.
+
+    Parameters
+    ----------
+    total_field_ppm : ndarray, shape (X, Y, Z)
+        Total field (tissue + background, unwrapped), ppm of B0; used only inside ``mask``.
+        Its mean in the mask is removed first (chi is unreferenced anyway).
+    mask : ndarray of bool, shape (X, Y, Z)
+        Brain mask: where the field is data and chi is reported.
+    voxel_size : sequence of 3 float
+        Voxel size, mm (anisotropic allowed).
+    b0_dir : sequence of 3 float
+        B0 direction in voxel axes (`bids_iron.maps.kernels.b0_direction_from_affine`).
+    field_sd : ndarray, shape (X, Y, Z), optional
+        Standard error of the field (any unit; only relative values count), > 0 in the
+        mask; the data weights are ``1 / field_sd``, capped at 5 times their median.
+    weights : ndarray, shape (X, Y, Z), optional
+        Data weights used when ``field_sd`` is None (e.g. the magnitude); default uniform.
+    alpha : float
+        TV weight (> 0), ppm of field per (ppm/mm) of chi gradient; default `TFI_ALPHA`.
+    preconditioner : float
+        ``P`` outside the mask (>= 1); default `TFI_PRECONDITIONER` (30, Liu Z et al. 2017).
+    max_iter : int
+        Gauss-Newton (IRLS) steps at most; default `TFI_MAX_ITER`.
+    cg_max_iter : int
+        CG iterations per step at most; default `TFI_CG_MAX_ITER`.
+    cg_tol : float
+        Relative residual at which CG stops; default `TFI_CG_TOL`.
+    tol : float
+        Relative size of a step at which to stop; default `TFI_TOL`.
+    tv_eps : float
+        IRLS smoothing of the chi gradient, ppm/mm (> 0); default `TFI_TV_EPS`.
+    pad_mm : float
+        Margin (mm, >= 0) around the mask's bounding box holding background sources.
+    free_rim : int
+        Outer mask layers left out of the TV term (0: none); default `TFI_FREE_RIM`.
+    jacobi : float
+        Diagonal preconditioner of CG in the mask (>= 0; 0: off, ``P`` alone as in the
+        paper): the residual in each mask voxel is scaled by ``(jacobi + t) / (jacobi +
+        h)``, ``h`` the diagonal of the reweighted TV Hessian there (1/mm^2 scale, as
+        ``alpha / |G chi|`` per mm^2) and ``t`` its median in the mask; ``jacobi`` stands in
+        for the data term's diagonal. Voxels the TV term holds loosely (edges, the free rim)
+        move further per CG iteration. Default `TFI_JACOBI`.
+    workers : int
+        ``scipy.fft`` threads (-1: all cores).
+
+    Returns
+    -------
+    DipoleInversionResult
+        ``chi``: float32, ppm (paramagnetic positive), zero outside ``mask``, unreferenced;
+        ``n_iter``: CG iterations over all steps; ``n_fft`` the real 3-D FFTs (4 per CG
+        iteration); ``parameters`` also hold the Gauss-Newton steps run (``gn_steps``),
+        the input (``"total field"``) and the RMS of the background sources' field in the
+        mask (``background_field_rms_ppm``); method ``"tfi"``.
+
+    Raises
+    ------
+    ValueError
+        If an argument has a wrong shape, type or range (the message names it).
+
+    Examples
+    --------
+    A sphere of +0.1 ppm inside a spherical "brain", next to an air-like block outside the
+    mask (+9 ppm relative to tissue) whose field in the mask is 12 times the sphere's; TFI
+    gets the sphere back from the total field (TV-ADMM on the same field: 0.47 ppm):
+
+    >>> import numpy as np
+    >>> from bids_iron.maps.kernels import dipole_kernel
+    >>> g = np.indices((48, 48, 48)) - 23.5
+    >>> r2 = (g ** 2).sum(0)
+    >>> mask = r2 < 12 ** 2
+    >>> chi = np.where(r2 < 5 ** 2, 0.1, 0.0)
+    >>> chi[20:28, 20:28, 2:8] = 9.0
+    >>> d = dipole_kernel(chi.shape, (1, 1, 1))
+    >>> total = np.fft.ifftn(d * np.fft.fftn(chi)).real
+    >>> res = invert_total_field_tfi(total * mask, mask, (1, 1, 1), pad_mm=8, max_iter=3)
+    >>> shell = mask & (r2 > 8 ** 2)
+    >>> bool(abs(res.chi[r2 < 3 ** 2].mean() - res.chi[shell].mean() - 0.1) < 0.015)
+    True
+
+    References
+    ----------
+    Liu Z, Kee Y, Zhou D, Wang Y, Spincemaille P. Preconditioned total field inversion (TFI)
+    method for quantitative susceptibility mapping. Magn Reson Med 2017;78:303-315.
+    Liu T, Liu J, de Rochefort L, et al. Morphology enabled dipole inversion (MEDI) from a
+    single-angle acquisition. Magn Reson Med 2011;66:777-783 (the Gauss-Newton CG solver).
+    """
+    f, m = check_field(total_field_ppm, mask, "total_field_ppm")
+    vs = check_voxel_size(voxel_size)
+    b = _unit_b0(b0_dir)
+    alpha = check_positive("alpha", alpha)
+    preconditioner = check_positive("preconditioner", preconditioner)
+    if preconditioner < 1:
+        raise ValueError(f"preconditioner must be >= 1, got {preconditioner!r}")
+    max_iter = check_max_iter(max_iter)
+    cg_max_iter = check_max_iter(cg_max_iter, "cg_max_iter")
+    cg_tol = check_positive("cg_tol", cg_tol, below=1)
+    tol = check_positive("tol", tol)
+    tv_eps = check_positive("tv_eps", tv_eps)
+    jacobi = check_positive("jacobi", jacobi, allow_zero=True)
+    pad_mm = check_positive("pad_mm", pad_mm, allow_zero=True)
+    workers = check_workers(workers)
+    free_rim = _check_free_rim(free_rim)
+    like = "shape of total_field_ppm"
+    if field_sd is not None:
+        sd = check_array(field_sd, "field_sd", shape=f.shape, like=like, where=m)
+        if np.any(sd[m] <= 0):
+            raise ValueError("field_sd must be finite and > 0 inside the mask")
+        inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=m)
+        inv = np.minimum(inv, np.float32(5.0 * np.median(inv[m])))
+        w = check_weights(inv, m, "field_sd", like)
+        source = "1 / field_sd"
+    else:
+        w = check_weights(weights, m, like=like)
+        source = "uniform" if weights is None else "weights"
+
+    box = fft_box(m, pad_mm / vs + 1)
+    shape = box.shape
+    mg = box.to_grid(m, dtype=bool)
+    w2 = box.to_grid(w * w)
+    mean = float(np.sum(w2 * box.to_grid(f), dtype=np.float64) / np.sum(w2, dtype=np.float64))
+    fg = box.to_grid(np.where(m, f - np.float32(mean), np.float32(0)))
+    settings = dict(alpha=alpha, preconditioner=preconditioner, cg_tol=cg_tol, tol=tol,
+                    tv_eps=tv_eps, free_rim=free_rim, workers=workers, jacobi=jacobi)
+    chi, stats = _solve(fg, mg, w2, vs, b, max_iter=max_iter, cg_max_iter=cg_max_iter,
+                        **settings)
+    cg_total, steps, converged = stats["n_iter"], stats["gn_steps"], stats["converged"]
+    n_fft = stats["n_fft"]
     out = np.where(m, box.from_grid(chi), np.float32(0)).astype(np.float32)
     params = {"input": "total field (no background removal)", "alpha": alpha,
               "preconditioner": preconditioner, "max_iter": max_iter,
               "cg_max_iter": cg_max_iter, "cg_tol": cg_tol, "tol": tol, "tv_eps": tv_eps,
-              "free_rim": free_rim, "pad_mm": pad_mm, "data_weights": source,
-              "gn_steps": steps, "cg_iter_per_step": cg_steps, "step_change": changes,
+              "free_rim": free_rim, "pad_mm": pad_mm, "jacobi": jacobi,
+              "data_weights": source,
+              "gn_steps": steps, "cg_iter_per_step": stats["cg_iter_per_step"],
+              "step_change": stats["step_change"],
               "padded_shape": list(shape), "voxel_size": vs.tolist(),
-              "b0_dir": b.tolist(), "background_field_rms_ppm": round(bg_rms, 6)}
+              "b0_dir": b.tolist(), "background_field_rms_ppm": round(stats["background_field_rms_ppm"], 6)}
     return DipoleInversionResult(chi=out, n_fft=n_fft, n_iter=cg_total, method="tfi",
                                  parameters=params, converged=converged)
