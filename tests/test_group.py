@@ -513,6 +513,43 @@ def test_welch_interval_of_the_difference():
     assert r["ci_high"] == pytest.approx(r["difference"] + half)
 
 
+def test_compare_pairs_batched_equals_scipy_per_pair():
+    """compare_pairs runs scipy once per set of equal-sized pairs: every number must be the
+    one of scipy called on that pair alone (exactly), with ties (normal p) and without
+    (exact p) mixed in one batch, n/a values, no variance, all equal and too few values."""
+    from bids_iron.group.compare import compare_pairs
+
+    rng = np.random.default_rng(3)
+    pairs = []
+    for k in range(120):
+        na, nb = (4, 5) if k % 3 else (int(rng.integers(3, 12)), int(rng.integers(3, 12)))
+        a, b = rng.normal(1, 1, na), rng.normal(0, 2, nb)
+        if k % 4 == 1:  # ties (rounded values)
+            a, b = np.round(a), np.round(b)
+        if k % 10 == 2:
+            a[0] = np.nan
+        pairs.append((a, b, "MS", "HC"))
+    pairs += [([1.0, 1, 1], [2.0, 2, 2], "MS", "HC"), ([1.0, 1, 1], [1.0, 1, 1], "MS", "HC"),
+              ([1.0, 2], [1.0, 2, 3], "MS", "HC"), ([1.0, 2, 3], [], "MS", "-")]
+    batched = compare_pairs(pairs)
+    for (a, b, la, lb), got in zip(pairs, batched):
+        a = np.asarray(a, float)[np.isfinite(a)]
+        b = np.asarray(b, float)[np.isfinite(b)]
+        assert got["n_a"] == len(a) and got["n_b"] == len(b)
+        if len(a) < 3 or len(b) < 3 or np.all(np.r_[a, b] == a[0]):
+            assert np.isnan(got["p_mwu"]) and np.isnan(got["p_welch"]), got["note"]
+            continue
+        mw = stats.mannwhitneyu(a, b, alternative="two-sided")
+        assert (got["u"], got["p_mwu"]) == (float(mw.statistic), float(mw.pvalue))
+        if a.std() == 0 and b.std() == 0:
+            assert np.isnan(got["p_welch"]) and "no variance" in got["note"]
+            continue
+        tt = stats.ttest_ind(a, b, equal_var=False)
+        ci = tt.confidence_interval(0.95)
+        assert (got["t"], got["p_welch"], got["df"], got["ci_low"], got["ci_high"]) == tuple(
+            float(v) for v in (tt.statistic, tt.pvalue, tt.df, ci.low, ci.high))
+
+
 def test_compare_groups_without_rows_keeps_its_columns():
     from bids_iron.group.compare import compare_groups
     empty = pd.DataFrame(columns=["group", "roi", "hemisphere", "metric", "source", "mean"])
