@@ -21,9 +21,11 @@ referenced to the R2* CSF and LFS to the whole-brain mean). Prints, per variant:
 
 ``--qsm-param key=value`` passes a keyword argument to the chosen dipole method's function
 (e.g. TFI's ``preconditioner``, ``alpha``, ``max_iter``; tv_admm's ``free_rim``). Each stage
-prints its time and the process's peak resident memory during it (the high-water mark is
-reset before each stage through ``/proc/self/clear_refs``, so the number is the stage's own
-peak, including the arrays already held); the chain's peak is the largest.
+prints its wall time, the CPU time of this process (all threads; on a shared machine the
+wall time grows with the load, the CPU time much less) and the process's peak resident
+memory during it (the high-water mark is reset before each stage through
+``/proc/self/clear_refs``, so the number is the stage's own peak, including the arrays
+already held); the chain's peak is the largest.
 """
 
 from __future__ import annotations
@@ -84,12 +86,12 @@ def run(acq, options, peaks=None):
     @contextlib.contextmanager
     def stage(name):
         _reset_peak_rss()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         yield
         peak = peak_rss_gib()
         peaks.append(peak)
-        print(f"    {name}: {time.perf_counter() - t:.1f} s, peak RSS {peak:.2f} GiB",
-              flush=True)
+        print(f"    {name}: {time.perf_counter() - t:.1f} s ({time.process_time() - c:.1f} s "
+              f"CPU), peak RSS {peak:.2f} GiB", flush=True)
 
     return run_phase_stage(H.as_megre(acq), options, stage, r2star=r2star)
 
