@@ -165,6 +165,10 @@ METHODS = {
         "REFINE_TRANSFORM": "GaussianDisplacementField", "REFINE_STEP": 0.2,
         "REFINE_FIELD_SIGMAS": (3, 1)}),
     "default+refine-syn0.2": (True, True, {}, {"REFINE_STEP": 0.2}),
+    # speed of the template -> T1w SyN (the 4 mm level): local correlation radius 1, or MI
+    # for the T1w channel
+    "default+cc1": (True, True, {}, {"SYN_CC_RADIUS": 1}),
+    "default+t1w-mi": (True, True, {}, {"SYN_T1W_METRIC": "MI"}),
     "default+refine-syn0.3": (True, True, {}, {"REFINE_STEP": 0.3}),
     "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {
@@ -267,6 +271,10 @@ def main():
                 m.append(S.mean_surface_distance(est, truth, sub.voxel_size))
             dice[n], msd[n] = float(np.mean(d)), float(np.mean(m))
         rows[name] = (dice, msd, res)
+        print(f"{name}: Dice " + " ".join(f"{SHORT[n]} {dice[n]:.3f}" for n in NUCLEI)
+              + f" mean {np.mean(list(dice.values())):.3f}; MSD "
+              + " ".join(f"{msd[n]:.2f}" for n in NUCLEI)
+              + f"; {res['cpu']:.0f} s CPU; refinement field {res.get('quality')}", flush=True)
         iron_p2 = Path(job["work"]) / "iron_template.nii.gz"
         if iron_p2.exists():
             qrows = qc_table(labels, np.asarray(nib.load(str(iron_p2)).dataobj),

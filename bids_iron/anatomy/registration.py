@@ -233,6 +233,12 @@ RIGID_BEFORE_AFFINE = False
 #: Convergence threshold of the SyN stages (not varied: the 4 mm level does not reach 1e-6 in
 #: 20-40 iterations, the 8 mm level converges at ~34 of 60).
 SYN_CONVERGENCE = 1e-6
+#: Metric of the template -> T1w SyN's anatomical channel ("CC": local correlation, or "MI")
+#: and the local correlation's radius (voxels of each level) for the session's SyN channels.
+#: The 4 mm SyN level is most of a 2 mm session's registration time (about 1.4 s CPU per
+#: iteration with two radius-2 channels).
+SYN_T1W_METRIC = "CC"
+SYN_CC_RADIUS = 2
 #: Version of the cached template channels (iron template, moving mask).
 CHANNELS_VERSION = "1"
 
@@ -389,7 +395,8 @@ def _bbox_world(img):
 # ----------------------------------------------------------------------------- ANTs calls
 
 def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI", bins=32,
-           extra=(), masks=None, convergence=1e-6, sampling=None, field_sigmas=(3, 0)):
+           extra=(), masks=None, convergence=1e-6, sampling=None, field_sigmas=(3, 0),
+           cc_radius=2):
     """antsRegistration arguments of one stage.
 
     ``extra`` adds channels: ``(fixed, moving)`` pairs compared by mutual information, or
@@ -398,7 +405,8 @@ def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI
     ``(fixed_mask, moving_mask)`` (either may be None) restricting every metric of the stage.
     ``sampling``: fraction of the voxels (regular grid) for the linear stages' mutual
     information; default `LINEAR_SAMPLING`. ``field_sigmas``: the deformable stages' update
-    and total field smoothing (variance, voxels; ANTs' ``SyN[step,update,total]``).
+    and total field smoothing (variance, voxels; ANTs' ``SyN[step,update,total]``);
+    ``cc_radius`` the local correlation's neighbourhood radius (voxels).
     """
     sampling = LINEAR_SAMPLING if sampling is None else sampling
     deformable = kind in ("SyN", "GaussianDisplacementField")
@@ -411,7 +419,7 @@ def _stage(kind, fixed, moving, iterations, shrink, smooth, step=0.1, metric="MI
     metrics = []
     for f, m, kind_metric, weight in pairs:
         if deformable:
-            metrics.append(f"CC[{f},{m},{weight:g},2]" if kind_metric == "CC"
+            metrics.append(f"CC[{f},{m},{weight:g},{cc_radius}]" if kind_metric == "CC"
                            else f"MI[{f},{m},{weight:g},{bins}]")
         else:
             metrics.append(f"MI[{f},{m},{weight:g},{bins},Regular,{sampling:g}]")
@@ -472,7 +480,7 @@ def _levels(syn_iterations):
 
 def _affine_syn(fixed, moving, prefix, syn_metric, syn_iterations, n_threads, seed, rigid=None,
                 init="com", extra=(), masks=None, linear_iterations=None,
-                linear_convergence=None, syn_convergence=None):
+                linear_convergence=None, syn_convergence=None, cc_radius=2):
     """Rigid (``rigid``, default `RIGID_BEFORE_AFFINE`), affine and SyN stages in one
     antsRegistration run; linear iterations and convergence thresholds default to
     `LINEAR_ITERATIONS`, `LINEAR_CONVERGENCE` and `SYN_CONVERGENCE`."""
@@ -490,7 +498,7 @@ def _affine_syn(fixed, moving, prefix, syn_metric, syn_iterations, n_threads, se
     if any(lv["syn"]):
         stages.append(_stage("SyN", fixed, moving, lv["syn"], lv["shrink"], lv["smooth"],
                              step=0.1, metric=syn_metric, extra=extra, masks=masks,
-                             convergence=syn_conv))
+                             convergence=syn_conv, cc_radius=cc_radius))
     return _run_ants(fixed, moving, stages, prefix, init=init, n_threads=n_threads, seed=seed)
 
 
@@ -1102,13 +1110,13 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     if t1w_img is None:
         affine, warp, _ = _affine_syn(fixed, moving, work / f"from-{tpl_name}_to-MEGRE_",
                                       SYN_METRIC, syn_iterations, n_threads, seed, extra=extra,
-                                      masks=masks)
+                                      masks=masks, cc_radius=SYN_CC_RADIUS)
         transforms = [warp, affine] if warp else [affine]
         timings["template_to_megre"] = time.perf_counter() - t0
     else:
         affine, warp, _ = _affine_syn(t1w_reg, moving, work / f"from-{tpl_name}_to-T1w_",
-                                      "CC", syn_iterations, n_threads, seed, extra=extra,
-                                      masks=masks)
+                                      SYN_T1W_METRIC, syn_iterations, n_threads, seed,
+                                      extra=extra, masks=masks, cc_radius=SYN_CC_RADIUS)
         timings["template_to_t1w"] = time.perf_counter() - t0
         transforms = [rigid.path] + ([warp, affine] if warp else [affine])
         files["from-T1w_to-MEGRE_mode-image_xfm.mat"] = rigid.path
