@@ -92,7 +92,7 @@ from .kernels import check_voxel_size, dipole_kernel
 TFI_ALPHA = 1e-4
 TFI_PRECONDITIONER = 30.0
 TFI_MAX_ITER = 5
-TFI_CG_MAX_ITER = 200
+TFI_CG_MAX_ITER = 150
 TFI_CG_TOL = 1e-3
 #: Relative size of a Gauss-Newton step at which to stop.
 TFI_TOL = 0.01
@@ -100,11 +100,11 @@ TFI_TOL = 0.01
 TFI_TV_EPS = 1e-3
 #: Margin (mm) around the mask's bounding box where background sources may lie (10 mm at
 #: 2 mm: 58.0 / 36.6, the same as 20 mm).
-TFI_PAD_MM = 20.0
+TFI_PAD_MM = 10.0
 #: Mask layers left out of the TV term (`bids_iron.maps.dipole.mask_rim_weights`).
 TFI_FREE_RIM = 1
 #: Floor of the diagonal preconditioner in the mask (0: P alone, as in the paper).
-TFI_JACOBI = 0.0
+TFI_JACOBI = 0.03
 
 
 def _tv_mask(m, free_rim):
