@@ -57,24 +57,26 @@ from .kernels import check_voxel_size, dipole_kernel
 #: 1 (no preconditioner), same                     411 / 503, 0.03        0.123, 486
 #: ==============================================  =====================  ===================
 #:
+#: (All rows above: ``jacobi`` 0, i.e. the paper's P alone, and a 20 mm margin.)
+#:
 #: 1 mm, SNR 100, the same run (``--voxel 1 1 1``; inversion time on 2 cores, peak RSS of
-#: the stage):
+#: the stage; rows with ``tfi``: ``jacobi`` 0, 5 x 200 CG, 20 mm margin):
 #:
 #: ===============================  =====================  ======  ==========================
 #: method                           NRMSE / inner, XSIM    slope   nucleus bias %, time, RSS
 #: ===============================  =====================  ======  ==========================
 #: PDF + tv_admm (default chain)    61.4 / 39.9, 0.571     0.943   +10 +7 +1 +10 +3 -1 -3 -7,
 #:                                                                 17 s, 2.0 GiB
-#: tfi (defaults: P 30, 5 x 200)    47.5 / 34.0, 0.617     0.964   +12 -2 0 +11 +2 +3 +1 -6,
+#: tfi (then default: P 30, 5x200)  47.5 / 34.0, 0.617     0.964   +12 -2 0 +11 +2 +3 +1 -6,
 #:                                                                 290 s, 2.5 GiB
 #: P 20                             42.5 / 30.8, 0.622     0.950   +14 -1 0 +11 +1 +2 0 -9
 #: P 15                             40.4 / 29.6, 0.620     0.940   +14 0 0 +12 0 +1 -1 -10
 #: P 30, 3 x 150 (376 CG iter.)     56.7 / 43.8, 0.565     0.949   +7 -10 -5 +11 +2 +3 +2 -6
 #: P 15, alpha 5e-5                 42.3 / 31.8, 0.634     0.948   +17 +1 +1 +16 +3 +3 +1 -8
-#: P 30, pad_mm 10                  47.5 / 34.1, 0.615     0.963   as the default, 10 % faster
+#: P 30, pad_mm 10                  47.5 / 34.1, 0.615     0.963   as 20 mm, 10 % faster
 #: SNR 50: PDF + tv_admm            66.5 / 41.2, 0.557     0.951   +6 +3 +1 +6 -1 -2 -4 -8,
 #:                                                                 12 s
-#: SNR 50: tfi (defaults)           52.0 / 34.5, 0.612     0.964   +8 -5 -2 +5 +1 +2 0 -6,
+#: SNR 50: tfi (then default)       52.0 / 34.5, 0.612     0.964   +8 -5 -2 +5 +1 +2 0 -6,
 #:                                                                 346 s, 2.5 GiB
 #: ===============================  =====================  ======  ==========================
 #:
@@ -82,6 +84,53 @@ from .kernels import check_voxel_size, dipole_kernel
 #: --part total``): tfi 63.6 / 29.0, XSIM 0.638, slope 0.970, 344 s; PDF + tv_admm 89.8 /
 #: 49.2, 0.502, 0.968, 29 s (the true mask keeps the whole rim the chain's refined mask
 #: partly drops, hence the larger whole-brain errors).
+#:
+#: Speed (issue 16): TFI alone on the input the chain gives it (the same run's total field
+#: and masks, cached; ``python benchmarks/bench_tfi.py [--voxel 1 1 1] --run
+#: label:key=value,...``; CPU seconds of the process, all threads, and wall seconds on 2
+#: cores shared with other jobs, load 5-11, so wall times are only indicative; peak RSS of
+#: the call alone):
+#:
+#: ===================================  ====================  ======  ===========  =========
+#: variant (P 30, free_rim 1)           NRMSE / inner, XSIM   slope   CG iter.     CPU s
+#: ===================================  ====================  ======  ===========  =========
+#: 2 mm: 5 x 200, 20 mm (the old        57.9 / 36.4, 0.631    0.967   875          32.3
+#: defaults; before this change)
+#: the same after it (TV on the         the same              0.967   875          29.9
+#: mask's box only)
+#: 8 x 200                              55.1 / 33.5, 0.643    0.965   1475
+#: 5 x 400                              52.3 / 31.4, 0.648    0.955   1675
+#: 10 mm margin                         58.0 / 36.6, 0.628    0.966   876          23.3
+#: CG started from the last step        58.1 / 37.6, 0.626    0.967   875
+#: jacobi 0.3                           56.1 / 35.5, 0.636    0.967   873
+#: jacobi 0.09                          53.5 / 34.4, 0.645    0.968   871
+#: jacobi 0.03                          50.9 / 33.3, 0.653    0.968   869
+#: jacobi 0.01                          52.5 / 32.7, 0.655    0.967   868
+#: jacobi 0.03, 5 x 120                 55.6 / 37.9, 0.630    0.975   549
+#: jacobi 0.01, 5 x 100                 58.5 / 38.7, 0.626    0.971   468
+#: jacobi 0.03, 10 mm, 5 x 200          51.2 / 33.5, 0.649    0.967   870
+#: jacobi 0.03, 10 mm, 5 x 150          53.6 / 35.9, 0.637    0.972   670
+#: (the defaults)
+#: jacobi 0.03, 10 mm, 4 x 200          53.5 / 35.8, 0.637    0.970   670
+#: jacobi 0.03, 10 mm, 4 x 150          56.1 / 38.4, 0.623    0.970   520
+#: + Fourier preconditioner (|D|^2 +    55.0 / 36.3, 0.607    0.961   453 (x 6
+#: TV Laplacian), 5 x 100, 20 mm                                      FFTs)
+#: coarse-to-fine (4 mm, then 3 x 100)  61.9 / 48.8, 0.598    0.944   300 + coarse
+#: 1 mm: the old defaults (old code)    47.5 / 34.0, 0.617    0.964   876          324
+#: (wall 703 s, 1.71 GiB; bias +12 -2
+#: 0 +11 +2 +3 +1 -6)
+#: the defaults (wall 427 s, 1.10 GiB;  48.1 / 32.5, 0.623    0.970   674          200
+#: bias +10 -5 -1 +6 +2 +2 0 -5)
+#: ===================================  ====================  ======  ===========  =========
+#:
+#: More CG iterations keep improving the map (8 x 200, 5 x 400): the solver, not the model,
+#: limits the accuracy. The diagonal preconditioner (``jacobi``) lets the voxels that TV
+#: holds loosely (edges, the free rim) move faster, which buys the accuracy of about twice
+#: the iterations; part of that gain was spent on fewer iterations (5 x 150). Grid FFTs of
+#: (180, 216, 180) instead of (192, 225, 192) at 1 mm (10 mm margin) cost 0.084 instead of
+#: 0.118 s CPU per forward + inverse pair; the rest of an iteration (about 40 % at 1 mm) is
+#: memory-bound array arithmetic. Multiresolution and the Fourier preconditioner lost
+#: accuracy.
 #:
 #: The CG is stopped early, so P and the iteration counts act as regularisation: a smaller P
 #: lets the brain's sources carry more of the field near the mask edge (lower error in the
@@ -99,7 +148,8 @@ TFI_TOL = 0.01
 #: Smoothing of |G chi| in the IRLS weights (ppm/mm; 3e-3 at 2 mm: 61.6 / 38.7, 0.969).
 TFI_TV_EPS = 1e-3
 #: Margin (mm) around the mask's bounding box where background sources may lie (10 mm at
-#: 2 mm: 58.0 / 36.6, the same as 20 mm).
+#: 2 mm: 58.0 / 36.6, the same as 20 mm; at 1 mm 47.5 / 34.1 against 47.5 / 34.0, with
+#: 16 % fewer grid voxels).
 TFI_PAD_MM = 10.0
 #: Mask layers left out of the TV term (`bids_iron.maps.dipole.mask_rim_weights`).
 TFI_FREE_RIM = 1
@@ -140,7 +190,8 @@ def _solve(fg, mg, w2, vs, b, *, alpha, preconditioner, max_iter, cg_max_iter, c
         n_fft += 2
         spec = scipy.fft.rfftn(x, workers=workers)
         spec *= kernel
-        return scipy.fft.irfftn(spec, s=shape, workers=workers).astype(np.float32, copy=False)
+        return scipy.fft.irfftn(spec, s=shape, workers=workers,
+                                overwrite_x=True).astype(np.float32, copy=False)
 
     # The TV term lives on the mask's bounding box only (its weights are zero elsewhere):
     # unscaled forward differences there, the per-axis 1 / voxel size squared folded into
