@@ -285,6 +285,29 @@ def test_longitudinal_pvalues_match(cohort):
                                    rtol=1e-6)
 
 
+def test_change_tests_batched_equal_scipy_per_sample():
+    """The within-group tests of change run once per sample size: the numbers must be those
+    of scipy called on each sample alone (exactly): exact Wilcoxon p, ties and zeros
+    (permutation or normal p, run alone), n > 50 (normal p)."""
+    from bids_iron.group.longitudinal import change_tests
+
+    rng = np.random.default_rng(1)
+    samples = []
+    for k in range(150):
+        x = rng.normal(0.3, 1, 5 if k % 3 else int(rng.integers(3, 20)))
+        if k % 5 == 1:
+            x = np.round(x) + 0.5 * (k % 2)
+        if k % 7 == 2:
+            x[0] = 0.0
+        if k % 11 == 3:
+            x = rng.normal(0, 1, 60) if k % 2 else np.round(rng.normal(0, 1, 60))
+        samples.append(x)
+    for x, got in zip(samples, change_tests(samples)):
+        w, t = stats.wilcoxon(x, alternative="two-sided"), stats.ttest_1samp(x, 0.0)
+        assert got == (float(w.statistic), float(w.pvalue), float(t.statistic),
+                       float(t.pvalue)), x
+
+
 def test_compare_two_docs_cohens_d_pooled():
     r = compare_two([1, 2, 3, 4, np.nan], [5, 6, 7, 9], "MS", "HC")
     assert r["n_a"] == 4 and "MS: 1 n/a value left out" in r["note"]

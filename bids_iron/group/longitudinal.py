@@ -82,6 +82,30 @@ def changes(data, value="mean", keys=UNIT_KEYS, extra=()):
     return out[cols]
 
 
+def change_tests(samples):
+    """``[(w, p_wilcoxon, t, p_ttest)]`` of each sample: scipy's two-sided Wilcoxon
+    signed-rank and one-sample t against 0, the numbers of one call per sample. The calls run
+    once per set of samples of the same size (scipy's per-call overhead dominated); a
+    Wilcoxon test of a sample with zeros or tied magnitudes (scipy then chooses a permutation
+    or normal p for it alone) still runs alone."""
+    out = [None] * len(samples)
+    wilcoxon, t_tests = {}, {}
+    for i, x in enumerate(samples):
+        t_tests.setdefault(len(x), []).append(i)
+        plain = not (x == 0).any() and len(np.unique(np.abs(x))) == len(x)
+        wilcoxon.setdefault((len(x), i if not plain else -1), []).append(i)
+    w_res = {}
+    for rows in wilcoxon.values():
+        res = stats.wilcoxon(np.stack([samples[i] for i in rows]), alternative="two-sided",
+                             axis=-1)
+        w_res.update(zip(rows, zip(np.atleast_1d(res.statistic), np.atleast_1d(res.pvalue))))
+    for rows in t_tests.values():
+        res = stats.ttest_1samp(np.stack([samples[i] for i in rows]), 0.0, axis=-1)
+        for i, t, p in zip(rows, np.atleast_1d(res.statistic), np.atleast_1d(res.pvalue)):
+            out[i] = (float(w_res[i][0]), float(w_res[i][1]), float(t), float(p))
+    return out
+
+
 def change_summary(table, control_label="HC", keys=UNIT_KEYS):
     """Per group x unit x measure: n, mean/SD/median of the change and tests against 0."""
     rows = []
@@ -91,6 +115,7 @@ def change_summary(table, control_label="HC", keys=UNIT_KEYS):
             "q_wilcoxon", "q_ttest"])
     data = table[table["group"].notna()]
     order = {g: i for i, g in enumerate(group_levels(data["group"], control_label))}
+    tested = []  # (row index, changes) of the rows with tests
     for measure in CHANGE_MEASURES:
         for (group, *unit), chunk in data.groupby(["group"] + list(keys), sort=False):
             x, note = describe_missing(chunk[measure])
@@ -104,12 +129,12 @@ def change_summary(table, control_label="HC", keys=UNIT_KEYS):
             elif np.all(x == x[0]):
                 note = join_notes("all changes equal: no test", note)
             else:
-                w = stats.wilcoxon(x, alternative="two-sided")
-                t = stats.ttest_1samp(x, 0.0)
-                row.update(w=float(w.statistic), p_wilcoxon=float(w.pvalue),
-                           t=float(t.statistic), p_ttest=float(t.pvalue))
+                tested.append((len(rows), x))
             row["note"] = note
             row["_g"] = order.get(group, 99)
             rows.append(row)
+    for index, (w, p_w, t, p_t) in zip([i for i, _ in tested],
+                                       change_tests([x for _, x in tested])):
+        rows[index].update(w=w, p_wilcoxon=p_w, t=t, p_ttest=p_t)
     out = pd.DataFrame(rows).sort_values(["measure", "_g"], kind="stable").drop(columns="_g")
     return add_fdr(out, ["measure"], ["p_wilcoxon", "p_ttest"]).reset_index(drop=True)
