@@ -169,6 +169,7 @@ METHODS = {
     # for the T1w channel
     "default+cc1": (True, True, {}, {"SYN_CC_RADIUS": 1}),
     "default+t1w-mi": (True, True, {}, {"SYN_T1W_METRIC": "MI"}),
+    "default+cc1+refine-cc1": (True, True, {}, {"SYN_CC_RADIUS": 1, "REFINE_CC_RADIUS": 1}),
     "default+refine-syn0.3": (True, True, {}, {"REFINE_STEP": 0.3}),
     "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {

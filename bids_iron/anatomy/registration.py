@@ -135,6 +135,8 @@ REFINE_TRANSFORM = "SyN"
 REFINE_STEP = 0.1
 #: Smoothing (variance, voxels) of the refinement's update field and total field.
 REFINE_FIELD_SIGMAS = (3, 0)
+#: Local correlation radius (voxels) of the refinement.
+REFINE_CC_RADIUS = 2
 #: Apply the local refinement by default (with ``iron_img``).
 REFINE = True
 #: SyN iterations at 8, 4 and 2 mm without and with the local refinement (with: measured at
@@ -218,8 +220,9 @@ LINEAR_SAMPLING = 0.25
 #: 100x50x0, 0.25              0.07 0.14  0.10 0.18  0.07 0.14  0.08 0.14  2.2-2.6
 #: ==========================  =========  =========  =========  =========  =========
 #:
-#: (MEGRE/T1w voxel, seed: mean and max error, mm). Every variant is within 0.2 mm everywhere in the brain (a tenth of the
-#: demo's voxel); the time is the 2 mm level's (proportional to the sampled voxels). The
+#: (MEGRE/T1w voxel, seed: mean and max error, mm). Every variant is within 0.2 mm
+#: everywhere in the brain (a tenth of the demo's voxel); the time is the 2 mm level's
+#: (proportional to the sampled voxels). The
 #: default keeps >= 10 % of the voxels so that the 8 mm level still has ~1000 samples for the
 #: 32-bin histogram (0.05 leaves ~500 on a 2 mm whole-head grid, fewer with partial
 #: coverage). On the FLAIR-like phantom of tests/test_registration.py (5 deg, 5 mm; error over
@@ -954,7 +957,8 @@ def _refine_local(native, iron_img, iron_template_path, transforms, work, n_thre
     f = _save(nib.Nifti1Image(fixed_data, crop.affine), work / "refine_fixed.nii")
     m = _save(nib.Nifti1Image(moving_data, crop.affine), work / "refine_moving.nii")
     stage = _stage(REFINE_TRANSFORM, f, m, iterations, (4, 2, 1), (2, 1, 0), step=REFINE_STEP,
-                   metric="CC", field_sigmas=REFINE_FIELD_SIGMAS)
+                   metric="CC", field_sigmas=REFINE_FIELD_SIGMAS,
+                   cc_radius=REFINE_CC_RADIUS)
     prefix = str(work / "refine_")
     _run_ants(f, m, [stage], prefix, init="identity", n_threads=n_threads, seed=seed)
     warp = prefix + "0Warp.nii.gz"
