@@ -78,9 +78,21 @@ class Phantom:
 
 
 def _ellipsoid(grid, centre, radii):
+    """The voxels of ``grid`` (an ``indexing="ij"`` meshgrid, mm) inside an ellipsoid. The
+    test runs in the ellipsoid's bounding box only (a voxel inside has every term <= 1): the
+    same arithmetic per voxel as on the whole grid, 5x less work for the small nuclei."""
     x, y, z = grid
-    return (((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
-            + ((z - centre[2]) / radii[2]) ** 2) <= 1.0
+    box = []
+    for axis, c, r in zip((x[:, 0, 0], y[0, :, 0], z[0, 0, :]), centre, radii):
+        inside = np.flatnonzero(((axis - c) / r) ** 2 <= 1.0)
+        if inside.size == 0:
+            return np.zeros(x.shape, bool)
+        box.append(slice(inside[0], inside[-1] + 1))
+    box = tuple(box)
+    out = np.zeros(x.shape, bool)
+    out[box] = (((x[box] - centre[0]) / radii[0]) ** 2 + ((y[box] - centre[1]) / radii[1]) ** 2
+                + ((z[box] - centre[2]) / radii[2]) ** 2) <= 1.0
+    return out
 
 
 #: Centres (mm, right hemisphere; mirrored to the left) of the brainstem and cerebellar nuclei.
