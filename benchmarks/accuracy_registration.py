@@ -168,9 +168,13 @@ METHODS = {
     # speed of the template -> T1w SyN (the 4 mm level): local correlation radius 1, or MI
     # for the T1w channel
     "default+cc1": (True, True, {}, {"SYN_CC_RADIUS": 1}),
+    "default+cc2": (True, True, {}, {"SYN_CC_RADIUS": 2}),
+    "no-t1w+cc2": (False, True, {}, {"SYN_CC_RADIUS": 2}),
     "default+t1w-mi": (True, True, {}, {"SYN_T1W_METRIC": "MI"}),
     "default+cc1+refine-cc1": (True, True, {}, {"SYN_CC_RADIUS": 1, "REFINE_CC_RADIUS": 1}),
     "default+refine-syn0.3": (True, True, {}, {"REFINE_STEP": 0.3}),
+    "default+refine-syn0.4": (True, True, {}, {"REFINE_STEP": 0.4}),
+    "default+refine-syn0.5": (True, True, {}, {"REFINE_STEP": 0.5}),
     "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {
         "masked": True, "refine": True, "syn_iterations": (60, 40, 0),

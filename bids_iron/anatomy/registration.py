@@ -238,10 +238,22 @@ RIGID_BEFORE_AFFINE = False
 SYN_CONVERGENCE = 1e-6
 #: Metric of the template -> T1w SyN's anatomical channel ("CC": local correlation, or "MI")
 #: and the local correlation's radius (voxels of each level) for the session's SyN channels.
-#: The 4 mm SyN level is most of a 2 mm session's registration time (about 1.4 s CPU per
-#: iteration with two radius-2 channels).
+#: The 4 mm SyN level was most of a 2 mm session's registration time (about 1.4 s CPU per
+#: iteration with two radius-2 channels; ANTs --verbose on a demo session). Measured
+#: (benchmarks/accuracy_registration.py, 1 mm, seed 3, 1 ITK thread; Dice CN PUT GP TH PUL
+#: SN RN DN, mean; CPU s of the session at 1 mm / of a demo session at 2 mm, rigid included):
+#:
+#: ========================  =============================================  =====  =========
+#: variant                   Dice                                           mean   CPU s
+#: ========================  =============================================  =====  =========
+#: CC radius 2 (before)      .812 .874 .783 .877 .477 .618 .793 .898        .766   151 / 45
+#: **CC radius 1**           .818 .864 .782 .882 .498 .623 .785 .902        .769   115 / 23
+#: MI for the T1w channel    .779 .858 .765 .866 .437 .622 .770 .885        .748   127 / 29
+#: ========================  =============================================  =====  =========
+#:
+#: (radius 1 on the 4 mm level is a 12 mm window, radius 2 a 20 mm one.)
 SYN_T1W_METRIC = "CC"
-SYN_CC_RADIUS = 2
+SYN_CC_RADIUS = 1
 #: Version of the cached template channels (iron template, moving mask).
 CHANNELS_VERSION = "1"
 
