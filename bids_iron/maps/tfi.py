@@ -110,7 +110,8 @@ from .kernels import check_voxel_size, dipole_kernel
 #: jacobi 0.01, 5 x 100                 58.5 / 38.7, 0.626    0.971   468
 #: jacobi 0.03, 10 mm, 5 x 200          51.2 / 33.5, 0.649    0.967   870
 #: jacobi 0.03, 10 mm, 5 x 150          53.6 / 35.9, 0.637    0.972   670
-#: (the defaults)
+#: the same on the 7/11-smooth grid     53.8 / 36.0, 0.635    0.971   670          22.3
+#: (88, 105, 88): the defaults
 #: jacobi 0.03, 10 mm, 4 x 200          53.5 / 35.8, 0.637    0.970   670
 #: jacobi 0.03, 10 mm, 4 x 150          56.1 / 38.4, 0.623    0.970   520
 #: + Fourier preconditioner (|D|^2 +    55.0 / 36.3, 0.607    0.961   453 (x 6
@@ -119,8 +120,17 @@ from .kernels import check_voxel_size, dipole_kernel
 #: 1 mm: the old defaults (old code)    47.5 / 34.0, 0.617    0.964   876          324
 #: (wall 703 s, 1.71 GiB; bias +12 -2
 #: 0 +11 +2 +3 +1 -6)
-#: the defaults (wall 427 s, 1.10 GiB;  48.1 / 32.5, 0.623    0.970   674          200
-#: bias +10 -5 -1 +6 +2 +2 0 -5)
+#: jacobi 0.03, 10 mm, 5 x 150 on       48.1 / 32.5, 0.623    0.970   674          200
+#: (180, 216, 180) (wall 427 s, 1.10
+#: GiB; bias +10 -5 -1 +6 +2 +2 0 -5)
+#: the same, whole chain (stage: wall   48.1 / 32.5, 0.623    0.970   674          219
+#: 688 s at load 9, RSS 2.26 GiB)
+#: jacobi 0.03, 10 mm, 5 x 200          45.7 / 29.8, 0.632    0.963   874          264
+#: the defaults: 5 x 150 on (168, 210,  48.4 / 32.5, 0.621    0.969   672          206
+#: 175) (1.02 GiB; +10 -5 -2 +6 +1 +2
+#: 0 -5)
+#: PDF + tv_admm (default chain), the   61.4 / 39.9, 0.571    0.943   55           19.3
+#: inversion alone (2 mm: 2.3 s CPU)
 #: ===================================  ====================  ======  ===========  =========
 #:
 #: More CG iterations keep improving the map (8 x 200, 5 x 400): the solver, not the model,
@@ -128,11 +138,13 @@ from .kernels import check_voxel_size, dipole_kernel
 #: holds loosely (edges, the free rim) move faster, which buys the accuracy of about twice
 #: the iterations; part of that gain was spent on fewer iterations (5 x 150). Grid FFTs of
 #: (180, 216, 180) instead of (192, 225, 192) at 1 mm (10 mm margin) cost 0.084 instead of
-#: 0.118 s CPU per forward + inverse pair; the rest of an iteration (about 40 % at 1 mm) is
-#: memory-bound array arithmetic. Multiresolution and the Fourier preconditioner lost
-#: accuracy.
+#: 0.118 s CPU per forward + inverse pair, and sizes with factors 7 and 11 as well, (168,
+#: 210, 175), 7 % less CPU per CG iteration again (329-340 against 348-367 ms, alternated
+#: three times); the rest of an iteration (about 40 % at 1 mm) is memory-bound array
+#: arithmetic. Multiresolution and the Fourier preconditioner lost accuracy.
 #:
-#: The CG is stopped early, so P and the iteration counts act as regularisation: a smaller P
+#: The CG is stopped early, so P and the iteration counts shape the result (more of them
+#: help, as above, so they are not a regularisation to tune down): a smaller P
 #: lets the brain's sources carry more of the field near the mask edge (lower error in the
 #: rim, where the phantom's brain voxels share volume with bone) but gives the background a
 #: little of the nuclei's contrast (lower slope). The noise weights (1 / field standard
