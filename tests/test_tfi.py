@@ -4,7 +4,7 @@ The phantom (tests/phantom.py, 64 x 64 x 48 at 2 mm) has an air sinus (+9 ppm re
 tissue in qsm-forward's convention of the phantom) and a skull outside the brain mask: their
 field in the brain (RMS 0.055 ppm) is several times the nuclei's own. TFI gets the total
 field in the brain mask, nothing removed. ROI means of the deep gray nuclei are compared
-with the truth after referencing both maps to their brain mean. About 20 s on 2 cores.
+with the truth after referencing both maps to their brain mean. About 25 s of CPU.
 """
 
 import dataclasses
