@@ -250,7 +250,8 @@ def main():
         img = nib.load(str(megre_p))
         fit = fit_r2star(np.asarray(img.dataobj, np.float32), sub.te)
         nib.save(nib.Nifti1Image(np.asarray(fit.r2star, np.float32), img.affine), str(iron_p))
-    ceiling = S.atlas_agreement()
+    agreement = S.atlas_agreement(distance=True)
+    ceiling = {k: v[0] for k, v in agreement.items()}
     cache = work / "suit_cache"
     base = {"home": str(home), "megre": str(megre_p), "t1w": str(t1w_p), "cache": str(cache),
             "threads": args.threads, "iron": str(iron_p)}
@@ -314,6 +315,9 @@ def main():
         print(f"{name:<24}" + " ".join(f"{dice[n]:5.2f}" for n in NUCLEI)
               + f"  {np.mean(list(dice.values())):.2f}")
     print(f"\n{'MSD (mm)':<24}{head}")
+    print(f"{'atlas agreement (ceil.)':<24}"
+          + " ".join(f"{(agreement[n, 'left'][1] + agreement[n, 'right'][1]) / 2:5.2f}"
+                     for n in NUCLEI))
     for name, (dice, msd, res) in rows.items():
         print(f"{name:<24}" + " ".join(f"{msd[n]:5.2f}" for n in NUCLEI))
     print()

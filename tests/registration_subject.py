@@ -300,11 +300,13 @@ def build_template_home(root):
     return root
 
 
-def atlas_agreement():
+def atlas_agreement(distance=False):
     """Dice of template against subject nuclei in MNI space, {(name, hemi): Dice}: the
-    ceiling of a registration that follows the global anatomy only."""
+    ceiling of a registration that follows the global anatomy only. With ``distance``
+    ``{(name, hemi): (Dice, mean surface distance in mm)}``."""
     t1, affine = _nilearn_t1()
     a, b = template_nuclei(t1.shape, affine), subject_nuclei(t1.shape, affine)
+    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(0)))
     out = {}
     for (name, hemi), m in a.items():
         if name == "thalamus":
@@ -312,7 +314,8 @@ def atlas_agreement():
             n = b[name, hemi] | b["pulvinar", hemi]
         else:
             n = b[name, hemi]
-        out[name, hemi] = float(2 * (m & n).sum() / max(m.sum() + n.sum(), 1))
+        dice = float(2 * (m & n).sum() / max(m.sum() + n.sum(), 1))
+        out[name, hemi] = (dice, mean_surface_distance(m, n, zooms)) if distance else dice
     return out
 
 
