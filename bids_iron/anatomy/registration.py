@@ -809,13 +809,16 @@ def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, 
                            "margin": MASK_MARGIN_MM})
     mask_path = cache / f"tpl-{atlas_files.template}-{key}_mask.nii"
     iron_path = cache / f"tpl-{atlas_files.template}-{key}_iron.nii"
-    build = (atlas_files.brain_mask is not None and not mask_path.exists()) or \
-        (iron and not iron_path.exists())
+    def missing():
+        return (atlas_files.brain_mask is not None and not mask_path.exists()) or \
+            (iron and not iron_path.exists())
+
     out = {}
-    # parallel sessions of a run: one builds, the others wait for its files
-    with _cache_lock(cache) if build else contextlib.nullcontext():
-        grid = _downsample(_as_img3d(tpl_path, "template T1w"), reg_resolution) if build \
-            else None
+    # parallel sessions of a run: one builds, the others wait for its files (and find them
+    # written when the lock is theirs: then no template grid is made)
+    with _cache_lock(cache) if missing() else contextlib.nullcontext():
+        grid = _downsample(_as_img3d(tpl_path, "template T1w"), reg_resolution) \
+            if missing() else None
         if atlas_files.brain_mask is not None:
             path = mask_path
             if not path.exists():
