@@ -4,6 +4,12 @@ Target (issue 14): every table including mixed models, MANOVA, stepwise and ComB
 on 2 cores. Run by hand:
 
     python benchmarks/bench_group.py [--participants 200] [--no-figures] [--repeats 1]
+    python benchmarks/bench_group.py --demo DEMO_DIR [--no-figures]
+
+``--demo`` times the group level on a finished ``bids-iron-demo DEMO_DIR`` instead (as the demo
+runs it: --clinical-columns EDSS disease_duration; it rewrites DEMO_DIR's group folder), with
+the CPU time of this process and of its figure workers: the machine may be shared, and the
+figures are drawn in worker processes while the tables are computed.
 
 Writes a synthetic cohort (bids_iron.group.synthetic, 100 HC + 100 MS, two sessions two years
 apart, EDSS, three sites, lesion masks and tables) to a temporary folder, then times run_group
@@ -14,6 +20,7 @@ each and the number of rows of each table.
 import argparse
 import logging
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +32,38 @@ from bids_iron.options import GroupOptions
 from bids_iron.group.synthetic import make_cohort
 
 
+def _cpu():
+    """CPU seconds (user + system) of this process and of its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def time_demo(demo, figures_modes):
+    """Time run_group on a finished demo output (tables only and/or with figures)."""
+    for figures in figures_modes:
+        t0, (c0, k0) = time.perf_counter(), _cpu()
+        written = run_group(demo / "bids", demo / "derivatives" / "bids-iron", GroupOptions(
+            clinical_columns=("EDSS", "disease_duration"), figures=figures))
+        c1, k1 = _cpu()
+        label = "with figures" if figures else "tables only"
+        print(f"demo group level {label}: wall {time.perf_counter() - t0:.1f} s, CPU "
+              f"{c1 - c0:.1f} s + figure workers {k1 - k0:.1f} s ({len(written)} files; "
+              f"load {os.getloadavg()[0]:.1f})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=200)
     parser.add_argument("--no-figures", action="store_true", help="time only without figures")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--demo", type=Path, default=None, metavar="DEMO_DIR",
+                        help="time the group level of a finished bids-iron-demo output")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.demo is not None:
+        time_demo(args.demo, [False] if args.no_figures else [False, True])
+        return
     n = args.participants // 2
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
