@@ -133,6 +133,13 @@ from .kernels import check_voxel_size, dipole_kernel
 #: inversion alone (2 mm: 2.3 s CPU)
 #: ===================================  ====================  ======  ===========  =========
 #:
+#: Back to back in one process (the code before issue 16 with its defaults, then this one):
+#: 2 mm 32.1 and 33.2 s CPU (wall 55 s) against 17.9 and 17.8 s (wall 25-27 s), 1.8x; 1 mm
+#: 319 s CPU (wall 568 s, peak RSS of the call 1.25 GiB) against 189 s (wall 284 s, 1.06
+#: GiB), 1.7x CPU and 2.0x wall. Whole chain at 2 mm with these defaults: 53.8 / 36.0, 0.635,
+#: 0.971, stage 16.8 s CPU; oblique 20 degrees 63.3 / 38.3, 0.630, 0.935 (before: 63.3 /
+#: 38.8, 0.932).
+#:
 #: More CG iterations keep improving the map (8 x 200, 5 x 400): the solver, not the model,
 #: limits the accuracy. The diagonal preconditioner (``jacobi``) lets the voxels that TV
 #: holds loosely (edges, the free rim) move faster, which buys the accuracy of about twice
