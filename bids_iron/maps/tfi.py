@@ -392,8 +392,9 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
         ``chi``: float32, ppm (paramagnetic positive), zero outside ``mask``, unreferenced;
         ``n_iter``: CG iterations over all steps; ``n_fft`` the real 3-D FFTs (4 per CG
         iteration); ``parameters`` also hold the Gauss-Newton steps run (``gn_steps``),
-        the input (``"total field"``) and the RMS of the background sources' field in the
-        mask (``background_field_rms_ppm``); method ``"tfi"``.
+        the CG iterations of each (``cg_iter_per_step``) and its size relative to chi
+        (``step_change``), the input (``"total field"``) and the RMS of the background
+        sources' field in the mask (``background_field_rms_ppm``); method ``"tfi"``.
 
     Raises
     ------
