@@ -175,6 +175,8 @@ METHODS = {
     "default+refine-syn0.3": (True, True, {}, {"REFINE_STEP": 0.3}),
     "default+refine-syn0.4": (True, True, {}, {"REFINE_STEP": 0.4}),
     "default+refine-syn0.5": (True, True, {}, {"REFINE_STEP": 0.5}),
+    "default+refine-syn0.7": (True, True, {}, {"REFINE_STEP": 0.7}),
+    "default+refine-syn1.0": (True, True, {}, {"REFINE_STEP": 1.0}),
     "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {
         "masked": True, "refine": True, "syn_iterations": (60, 40, 0),
