@@ -114,7 +114,8 @@ _add("dipole", "tfi", tfi.invert_total_field_tfi,
      "--background-method",
      "Preconditioned total field inversion (TFI): one susceptibility map inside and around "
      "the brain mask fitted to the total field in the mask, preconditioner 1 inside and 30 "
-     "outside, total variation inside the mask, Gauss-Newton with conjugate gradients",
+     "outside, total variation inside the mask, Gauss-Newton with conjugate gradients "
+     "(diagonally preconditioned inside the mask)",
      "Liu Z, Kee Y, Zhou D, Wang Y, Spincemaille P. Preconditioned total field inversion "
      "(TFI) method for quantitative susceptibility mapping. Magn Reson Med "
      "2017;78:303-315", field="total")
