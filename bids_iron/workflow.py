@@ -27,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from .bids.derivatives import Derivatives
+from .cpus import available_cpus
 from .bids.discovery import find_sessions
 from .bids.load import load_session
 from .errors import BidsIronError, InputError
@@ -352,7 +353,7 @@ def available_memory_bytes():
 def default_n_procs():
     """Sessions to run at once: one per core, but no more than memory allows (4 GB each)."""
     by_memory = max(1, available_memory_bytes() // SESSION_MEMORY_BYTES)
-    return int(max(1, min(os.cpu_count() or 1, by_memory)))
+    return int(max(1, min(available_cpus(), by_memory)))
 
 
 def _worker_init(queue=None, parent=None):
@@ -480,7 +481,7 @@ def _run_sessions(sessions, derivs, options, work_root):
     n_procs = max(1, min(options.n_procs or default_n_procs(), n))
     LOGGER.info("running %d session(s) at a time", n_procs)
     if options.n_threads is None:
-        options = dataclasses.replace(options, n_threads=max(1, (os.cpu_count() or 1) // n_procs))
+        options = dataclasses.replace(options, n_threads=max(1, available_cpus() // n_procs))
 
     def report(i, res):
         # a failure's message is printed once, in the summary at the end

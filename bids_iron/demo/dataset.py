@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +48,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
+from ..cpus import available_cpus
 from ..maps.kernels import dipole_kernel
 from .head import TISSUES
 from .templates import T1W_CONTRAST, centred_affine, reference_phantom
@@ -364,13 +364,6 @@ def write_cohort_tables(root, rows=COHORT):
             when = FIRST_SCAN + datetime.timedelta(days=365.25 * YEARS_BETWEEN * k)
             rows.append(f"ses-{ses}\t{when.isoformat(timespec='seconds')}")
         (sub / f"{row['participant_id']}_sessions.tsv").write_text("\n".join(rows) + "\n")
-
-
-def available_cpus():
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 #: The worker's master head (`_simulate_session`): built once per process.

@@ -15,7 +15,6 @@ y-axis shared by every panel of a metric, numbers without offsets (no "+5e1"):
 from __future__ import annotations
 
 import math
-import os
 
 import matplotlib
 
@@ -25,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from ..anatomy.rois import ROI_NAMES  # noqa: E402
 from ..bids.derivatives import atomic_path  # noqa: E402
+from ..cpus import available_cpus  # noqa: E402
 from ._common import METRIC_LABELS, UNIT_KEYS, group_levels  # noqa: E402
 
 _HEMI = {"left": 0, "right": 1, "bilateral": 2}
@@ -242,8 +242,7 @@ def _draw(job):
 
 def _n_figure_procs(n_procs=None):
     if n_procs is None:
-        n_procs = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1)
+        n_procs = min(4, available_cpus())
     return max(1, int(n_procs))
 
 
