@@ -744,13 +744,25 @@ def _file_key(paths, extra):
     return h.hexdigest()[:12]
 
 
-def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterations=(60, 40, 10)):
+#: SyN iterations (8, 4, 2 mm) of the SUIT -> template registration (once per run, before
+#: the sessions' registrations can start), without and with the sessions' local refinement.
+#: Measured with it (benchmarks/accuracy_registration.py, ``default+suit60x40x0``, 1 mm,
+#: seeds 3 / 4): 60x40x10 21 s CPU at 2 mm (16 s of it the 2 mm level), dentate Dice .933 /
+#: .934; **60x40x0** 4.7 s, dentate .934 / .929, every other nucleus within 0.004 (the local
+#: refinement covers the dentate). Without the refinement the 2 mm level is needed: the
+#: warped-copy test's right dentate drops to 0.79 (tests/test_registration.py).
+SUIT_SYN_ITERATIONS = (60, 40, 10)
+SUIT_SYN_ITERATIONS_REFINED = (60, 40, 0)
+
+
+def register_suit(atlas_files, cache_dir, n_threads=None, seed=SEED, syn_iterations=None):
     """SUIT T1w -> template transforms (cached under ``cache_dir``); antsApplyTransforms order.
 
     The template is cropped to SUIT's field of view (+10 mm) and the registration starts at
     identity (SUIT coordinates are close to MNI). Runs once per set of input files; later calls
     reuse the files ``suit-to-<tpl>-<key>_0GenericAffine.mat`` / ``_1Warp.nii.gz``.
     """
+    syn_iterations = SUIT_SYN_ITERATIONS if syn_iterations is None else tuple(syn_iterations)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     tpl_path = atlas_files.t1w_coarse or atlas_files.t1w
@@ -1122,7 +1134,8 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     suit = None
     if atlas_files is not None and atlas_files.suit_t1w is not None:
         t0 = time.perf_counter()
-        suit = register_suit(atlas_files, cache_dir or work, n_threads, seed)
+        suit = register_suit(atlas_files, cache_dir or work, n_threads, seed,
+                             SUIT_SYN_ITERATIONS_REFINED if refine else SUIT_SYN_ITERATIONS)
         timings["suit_to_template"] = time.perf_counter() - t0
     rigid = None
     if t1w_img is not None:
