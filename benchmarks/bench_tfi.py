@@ -38,21 +38,13 @@ sys.path.insert(0, str(HERE))
 
 import realistic_head as H  # noqa: E402
 from _timing import peak_rss_gib  # noqa: E402
+from accuracy_inversion import Truth  # noqa: E402  (cached arrays with label_mask)
 from accuracy_whole_head import _reset_peak_rss, parse_params  # noqa: E402
 from qsm_metrics import metrics  # noqa: E402
 
 from bids_iron.maps import registry  # noqa: E402
 from bids_iron.maps.dipole import DipoleInversionResult  # noqa: E402
 from bids_iron.maps.tfi import invert_total_field_tfi  # noqa: E402
-
-
-class Truth(dict):
-    """Cached arrays with the phantom's ``label_mask`` (for `H.roi_means`)."""
-
-    label_mask = H.Acquisition.label_mask
-
-    def __getattr__(self, name):
-        return self[name]
 
 
 def prepare(voxel, cache):
