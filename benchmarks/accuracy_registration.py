@@ -174,6 +174,9 @@ METHODS = {
     # SyN level); its time is inside this method's CPU here (its own cache key)
     "default+suit60x40x0": (True, True, {}, {"SUIT_SYN_ITERATIONS_REFINED": (60, 40, 0)}),
     "default+suit60x40x10": (True, True, {}, {"SUIT_SYN_ITERATIONS_REFINED": (60, 40, 10)}),
+    # the template's affine stage like the rigid one (4 s of a 2 mm demo session at 25 %)
+    "default+affine100x50x10-0.1": (True, True, {}, {"LINEAR_ITERATIONS": (100, 50, 10),
+                                                     "LINEAR_SAMPLING": 0.1}),
     "no-t1w+cc2": (False, True, {}, {"SYN_CC_RADIUS": 2}),
     "default+t1w-mi": (True, True, {}, {"SYN_T1W_METRIC": "MI"}),
     "default+cc1+refine-cc1": (True, True, {}, {"SYN_CC_RADIUS": 1, "REFINE_CC_RADIUS": 1}),
