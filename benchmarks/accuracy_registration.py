@@ -180,6 +180,7 @@ METHODS = {
     "no-t1w+cc2": (False, True, {}, {"SYN_CC_RADIUS": 2}),
     "default+t1w-mi": (True, True, {}, {"SYN_T1W_METRIC": "MI"}),
     "default+cc1+refine-cc1": (True, True, {}, {"SYN_CC_RADIUS": 1, "REFINE_CC_RADIUS": 1}),
+    "default+refine-cc1-step0.3": (True, True, {}, {"REFINE_CC_RADIUS": 1, "REFINE_STEP": 0.3}),
     "default+refine-syn0.3": (True, True, {}, {"REFINE_STEP": 0.3}),
     "default+refine-syn0.4": (True, True, {}, {"REFINE_STEP": 0.4}),
     "default+refine-syn0.5": (True, True, {}, {"REFINE_STEP": 0.5}),
