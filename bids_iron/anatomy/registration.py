@@ -171,8 +171,8 @@ REFINE = True
 #: `LINEAR_ITERATIONS`; without: not re-measured, the value of `IRON_WEIGHT`'s table).
 SYN_ITERATIONS = (60, 40, 10)
 SYN_ITERATIONS_REFINED = (60, 20, 0)
-#: Linear stages of the template registration (rigid, affine): iterations at 8, 4 and 2 mm and the
-#: convergence threshold (ANTs: slope of the metric over the last 10 iterations).
+#: Linear stages of the template registration (rigid, affine): iterations at 8, 4 and 2 mm
+#: and the convergence threshold (ANTs: slope of the metric over the last 10 iterations).
 #:
 #: Where the time went (default before, 1 mm, 2 ITK threads, antsRegistration --verbose, wall
 #: s on shared cores): T1w -> MEGRE rigid 8; template -> T1w rigid 11, affine 16, SyN 113
@@ -854,6 +854,7 @@ def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, 
                            "margin": MASK_MARGIN_MM})
     mask_path = cache / f"tpl-{atlas_files.template}-{key}_mask.nii"
     iron_path = cache / f"tpl-{atlas_files.template}-{key}_iron.nii"
+
     def missing():
         return (atlas_files.brain_mask is not None and not mask_path.exists()) or \
             (iron and not iron_path.exists())
@@ -1037,8 +1038,8 @@ def _refine_local(native, iron_img, iron_template_path, transforms, work, n_thre
     field = field * weight.reshape(weight.shape + (1,) * (field.ndim - 3))
     out = nib.Nifti1Image(field, img.affine, img.header)
     nib.save(out, warp)
-    det = jacobian_determinant(field, img.affine)
     if quality is not None:
+        det = jacobian_determinant(field, img.affine)
         quality.update(refine_jacobian_min=round(float(det.min()), 3),
                        refine_folded_percent=round(100.0 * float((det <= 0).mean()), 4))
     return warp

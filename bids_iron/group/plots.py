@@ -296,13 +296,3 @@ class FigureDrawer:
     def __exit__(self, *exc):
         self.close()
 
-
-def draw_all(jobs, n_procs=None):
-    """Run plot ``jobs`` ``[(function, args, kwargs)]`` and return their results in order;
-    in ``n_procs`` processes (default: the CPUs this process may use, at most 4) when there
-    are several: the figures are independent and matplotlib draws on one core (the demo's 25
-    figures took 66 s in one process)."""
-    with FigureDrawer(len(jobs), n_procs) as drawer:
-        for func, args, kwargs in jobs:
-            drawer.submit(func, args, kwargs)
-        return drawer.results()
