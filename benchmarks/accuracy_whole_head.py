@@ -160,7 +160,10 @@ def main():
         inv = res.facts.get("DipoleInversion", {})
         print(f"    inversion: n_iter={inv.get('n_iter')} n_fft={inv.get('n_fft')} "
               f"converged={inv.get('converged')}"
-              + (f" gn_steps={inv['gn_steps']}" if "gn_steps" in inv else ""))
+              + (f" gn_steps={inv['gn_steps']}" if "gn_steps" in inv else "")
+              + (f" bregman_steps={inv['bregman_steps']} residual TV {inv.get('residual_tv')} "
+                 f"-> {inv['residual']} (target {inv['discrepancy_target']:.4g})"
+                 if "bregman_steps" in inv else ""))
         print("    nucleus bias %: " + "  ".join(f"{k}={v:+.0f}" for k, v in bias.items()))
 
 

@@ -137,8 +137,15 @@ TV_MAX_ITER = 60
 TV_TOL = 0.01
 TV_FREE_RIM = 0
 TV_RELAX = 1.0
-#: First iteration of the Bregman steps of `invert_dipole_tv_admm` (0: none). PROVISIONAL.
+#: Bregman steps of `invert_dipole_tv_admm`: first iteration (0: none, the default), factor on
+#: the noise level at which they stop, outer mask layers left free from the first step.
 TV_BREGMAN_FROM = 0
+TV_DISCREPANCY = 1.0
+TV_BREGMAN_FREE_RIM = 1
+#: Methods ``--qsm-alpha discrepancy`` applies to, and the settings it passes (with the
+#: field's noise SD from the echo fit as ``noise_sd``). MEASURED TABLE TO COME.
+DISCREPANCY_METHODS = ("tv_admm",)
+DISCREPANCY_SETTINGS = {"bregman_from": 20, "relax": 1.5}
 
 #: L1-TV (`invert_dipole_l1_tv`) weight and ADMM settings (field scaled to unit RMS).
 L1_ALPHA = 0.05
@@ -292,10 +299,11 @@ def _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b, **
             "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
 
 
-def _rim_weights(m, free_rim):
-    """(checked free_rim, TV weights or None): `mask_rim_weights` when ``free_rim >= 1``."""
-    free_rim = _check_free_rim(free_rim)
-    return free_rim, (mask_rim_weights(m, free_rim) if free_rim else None)
+def _rim_weights(m, free_rim, name="free_rim", needed=True):
+    """(checked free_rim, TV weights or None): `mask_rim_weights` when ``free_rim >= 1``
+    (and ``needed``)."""
+    free_rim = _check_free_rim(free_rim, name)
+    return free_rim, (mask_rim_weights(m, free_rim) if free_rim and needed else None)
 
 
 def _unit_rms(f, m):
@@ -536,7 +544,7 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
 
 def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol,
              workers, data_norm="l2", chi0=None, phase_scale=None, kernel=None, relax=1.0,
-             bregman_from=0, target=0.0, info=None):
+             bregman_from=0, target=0.0, info=None, bregman_tv_weight=None):
     """ADMM for  1/2 ||W (D chi - f)||^2 + alpha || T * G chi ||_1  (see invert_dipole_tv_admm).
 
     With ``data_norm="l1"`` the data term is ``||W (D chi - f)||_1`` (`invert_dipole_l1_tv`):
@@ -548,10 +556,11 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     solution instead of zero (warm start). ``relax`` in (0, 2) is the over-relaxation of
     Eckstein and Bertsekas (Boyd et al. 2011, section 3.4.3): the splits see
     ``relax * (D chi, G chi) + (1 - relax) * (v, z)`` of the previous iteration.
-    ``bregman_from >= 1`` (``data_norm="l2"`` only): from that iteration on, every iteration
-    adds the weighted data residual back to the field (``f_k+1 = f_k + (f - D chi_k)`` in the
-    mask: Bregman iteration, one ADMM iteration per Bregman step) while
-    ``||W (D chi - f)||^2 > target``; the iterations do not stop on ``tol`` while it adds.
+    ``bregman_from >= 1`` (``data_norm="l2"`` only): from that iteration (or the first that
+    meets ``tol``, if earlier) every iteration adds the weighted data residual back to the
+    field (``f_k+1 = f_k + (f - D chi_k)`` in the mask: Bregman iteration, one ADMM iteration
+    per Bregman step; from the first step the TV weights are ``bregman_tv_weight`` if given)
+    while ``||W (D chi - f)||^2 > target``, then the iterations go on to ``tol`` again.
     ``info`` (a dict), if given, receives ``bregman_steps`` and ``residual`` (the last
     ``||W (D chi - f)||^2`` it computed; None when no step was tried).
 
@@ -587,15 +596,20 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         w2 = box.to_grid(w * w)
         wf = w2 * fg
         inv_v = (1.0 / (w2 + mu)).astype(np.float32)
-        if not bregman_from:
-            del w2
-    tau = np.float32(alpha / mu_grad)
-    if tv_weight is not None:
+        del w2
+        if bregman_from:
+            wg = box.to_grid(w)
+    tau0 = np.float32(alpha / mu_grad)
+
+    def thresholds(weight):
+        if weight is None:
+            return tau0, -tau0
         t = np.empty((3,) + pshape, dtype=np.float32)
-        t[...] = tau
-        t[(slice(None),) + box.dst] *= tv_weight[(slice(None),) + box.src]
-        tau = t
-    neg_tau = -tau
+        t[...] = tau0
+        t[(slice(None),) + box.dst] *= weight[(slice(None),) + box.src]
+        return t, -t
+
+    tau, neg_tau = thresholds(tv_weight)
     # state: rhs_data = v + s (data dual s), q = z + dual (gradient), p = -dual (gradient)
     rhs_data = fg.copy()
     s = np.zeros(pshape, np.float32)
@@ -617,7 +631,9 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     n_fft = 0
     converged = False
     n_iter = 0
-    adding, n_bregman, residual = bool(bregman_from), 0, None
+    # phase 0: plain TV; 1: Bregman steps (from iteration bregman_from, or the first
+    # convergence if earlier, while the residual exceeds the target); 2: plain TV again
+    phase, n_bregman, residual, residual_tv = 0, 0, None, None
     for n_iter in range(1, max_iter + 1):
         spec = scipy.fft.rfftn(rhs_data, workers=workers)
         spec *= k_data
@@ -631,14 +647,22 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         bvec = scipy.fft.irfftn(spec, s=pshape, workers=workers)
         del spec
         n_fft += 4
-        if adding and n_iter >= bregman_from:  # Bregman: wf += W^2 (f - D chi)
+        if bregman_from and phase == 0 and n_iter >= bregman_from:
+            phase = 1
+        if phase == 1:
             np.subtract(fg, bvec, out=tmp)
-            tmp *= w2
-            residual = float(np.vdot(tmp.ravel(), (fg - bvec).ravel()))  # ||W (f - D chi)||^2
-            adding = residual > target
-            if adding:
+            tmp *= wg
+            residual = float(np.vdot(tmp.ravel(), tmp.ravel()))  # ||W (f - D chi)||^2
+            if residual_tv is None:
+                residual_tv = residual
+            if residual > target:  # Bregman step: wf += W^2 (f - D chi)
+                tmp *= wg
                 wf += tmp
                 n_bregman += 1
+                if n_bregman == 1 and bregman_tv_weight is not None:
+                    tau, neg_tau = thresholds(bregman_tv_weight)
+            else:
+                phase = 2
         # data split: b = D chi - s_old ... (s holds the scaled dual with a minus sign)
         if relax != 1.0:  # over-relaxation: relax D chi + (1 - relax) v, v = rhs_data + s
             bvec *= r_new
@@ -687,17 +711,18 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         np.clip(q, neg_tau, tau, out=p)
         q -= p
         q -= p  # a - 2 p
-        if (n_iter % 5 == 0 or n_iter == max_iter) and not adding:
-            if chi_prev is not None:
-                np.subtract(chi, chi_prev, out=tmp)
-                change = float(np.linalg.norm(tmp.ravel()))
-                norm = float(np.linalg.norm(chi.ravel()))
-                if norm > 0 and change < tol * norm:
+        if (n_iter % 5 == 0 or n_iter == max_iter) and phase != 1 and chi_prev is not None:
+            np.subtract(chi, chi_prev, out=tmp)
+            change = float(np.linalg.norm(tmp.ravel()))
+            norm = float(np.linalg.norm(chi.ravel()))
+            if norm > 0 and change < tol * norm:
+                if not (bregman_from and phase == 0):
                     converged = True
                     break
+                phase = 1  # converged before bregman_from: the Bregman steps start now
         chi_prev = chi
     if info is not None:
-        info.update(bregman_steps=n_bregman, residual=residual)
+        info.update(bregman_steps=n_bregman, residual=residual, residual_tv=residual_tv)
     return chi, n_fft, n_iter, converged
 
 
@@ -705,7 +730,8 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
                           alpha=TV_ALPHA, mu_grad=TV_MU_GRAD, mu_data=TV_MU_DATA, weights=None,
                           max_iter=TV_MAX_ITER, tol=TV_TOL, pad=8, workers=-1, phase_scale=None,
                           free_rim=TV_FREE_RIM, relax=TV_RELAX, bregman_from=TV_BREGMAN_FROM,
-                          noise_sd=None):
+                          noise_sd=None, discrepancy=TV_DISCREPANCY,
+                          bregman_free_rim=TV_BREGMAN_FREE_RIM):
     """Total-variation dipole inversion by ADMM with a linear, weighted data term.
 
     Minimises ``1/2 ||W (F^-1 D F chi - field)||^2 + alpha ||G chi||_1`` where ``G`` is the
@@ -718,13 +744,16 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     TV is not applied to differences that touch the mask's outer voxel (``free_rim``).
 
     TV lowers the contrast of every region by an amount set by ``alpha`` and the region's
-    perimeter over its volume, so small nuclei lose iron. With ``bregman_from >= 1`` the
-    contrast is given back by Bregman iteration (Osher et al. 2005): from that iteration on,
-    each ADMM iteration adds the data residual ``field - D chi`` (in the mask) back to the
-    field it fits, so what TV took is fitted again, coarse scales first, until the residual
-    ``||W (D chi - field)||^2`` falls to the noise level ``sum W^2 noise_sd^2`` over the mask
-    (the discrepancy principle: the number of Bregman steps is the regularisation, chosen
-    per field). Without ``noise_sd`` (a noise-free field) it adds back until ``max_iter``.
+    perimeter over its volume, so small nuclei lose iron. With ``bregman_from`` the contrast
+    is given back by Bregman iteration (Osher et al. 2005): from that iteration, while the
+    residual ``||W (D chi - field)||^2`` is above ``discrepancy`` times the noise level
+    ``sum W^2 noise_sd^2`` over the mask, each ADMM iteration adds the data residual
+    ``field - D chi`` (in the mask) back to the field it fits, so what TV took is fitted
+    again, coarse scales first, until the residual falls to that level (Morozov's
+    discrepancy principle: the number of Bregman steps is the regularisation, chosen per
+    field; a field TV already fits to its noise gets none). From the first step the mask's
+    outer ``bregman_free_rim`` layers are left out of TV. Without ``noise_sd`` (a noise-free
+    field) the steps go on until ``max_iter``.
 
     Parameters
     ----------
@@ -769,11 +798,18 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     relax : float
         ADMM over-relaxation in (0, 2) (1: none); default `TV_RELAX`.
     bregman_from : int
-        Iteration from which the residual is added back (0: never; plain TV); default
-        `TV_BREGMAN_FROM`. Not with ``phase_scale``.
+        Iteration of the first Bregman step (see above; earlier if the iterations meet
+        ``tol`` before it); 0: none (plain TV); default `TV_BREGMAN_FROM`. Not with
+        ``phase_scale``.
     noise_sd : float or ndarray, shape (X, Y, Z), optional
         Noise SD of the field (ppm), >= 0 in the mask: the discrepancy level at which the
         Bregman steps stop. None: 0 (they run until ``max_iter``).
+    discrepancy : float
+        Factor (>= 1) on the noise level at which the Bregman steps stop; default
+        `TV_DISCREPANCY`.
+    bregman_free_rim : int
+        Outer mask layers left out of TV from the first Bregman step (if more than
+        ``free_rim``); default `TV_BREGMAN_FREE_RIM`.
 
     Returns
     -------
@@ -819,19 +855,27 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     bregman_from = _check_free_rim(bregman_from, "bregman_from")
     if bregman_from and phase_scale is not None:
         raise ValueError("bregman_from needs the linear data term (no phase_scale)")
-    target = _discrepancy_target(noise_sd, w, m)
+    if not (np.isscalar(discrepancy) and discrepancy >= 1):
+        raise ValueError(f"discrepancy must be a number >= 1, got {discrepancy!r}")
+    target = float(discrepancy) * _discrepancy_target(noise_sd, w, m)
     box = _grid(m, pad)
     free_rim, tv_weight = _rim_weights(m, free_rim)
+    bregman_free_rim, bregman_weight = _rim_weights(
+        m, bregman_free_rim, "bregman_free_rim",
+        needed=bool(bregman_from) and bregman_free_rim > free_rim)
     info = {}
     chi, n_fft, n_iter, converged = _tv_admm(
         f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol, workers,
         data_norm="l2" if phase_scale is None else "nonlinear", phase_scale=phase_scale,
-        relax=float(relax), bregman_from=bregman_from, target=target, info=info)
+        relax=float(relax), bregman_from=bregman_from, target=target, info=info,
+        bregman_tv_weight=bregman_weight)
     params = _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b,
                               weighted=weights is not None, free_rim=free_rim,
                               relax=float(relax))
     if bregman_from:
-        params.update(bregman_from=bregman_from, bregman_steps=info["bregman_steps"],
+        params.update(bregman_from=bregman_from, bregman_free_rim=bregman_free_rim,
+                      discrepancy=float(discrepancy), residual_tv=info["residual_tv"],
+                      bregman_steps=info["bregman_steps"],
                       residual=info["residual"], discrepancy_target=target)
     if phase_scale is not None:
         params["phase_scale_rad_per_ppm"] = phase_scale
