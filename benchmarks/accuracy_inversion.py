@@ -142,7 +142,7 @@ def run_dipole(d, methods, sets, noise, phase_scale=PHASE_SCALE, source="local",
             kw.setdefault("magnitude", d["magnitude"])
         if "phase_scale" in needs:
             kw.setdefault("phase_scale", phase_scale)
-        if "noise_sd" in needs:  # the discrepancy level: the noise added (None: noise-free)
+        if kw.get("bregman_from"):  # the discrepancy level: the noise added (None: noise-free)
             kw.setdefault("noise_sd", noise or None)
         t0 = time.perf_counter()
         field, m_in = f, mask

@@ -279,6 +279,21 @@ def test_discrepancy_option_needs_tv_admm():
     Options(qsm_method="tv_admm", qsm_alpha="discrepancy").check()
 
 
+def test_discrepancy_through_the_stage(tmp_path_factory, tmp_path):
+    """``--qsm-alpha discrepancy`` reaches the inversion with the echo fit's noise and the
+    choice lands in the Chimap sidecar."""
+    import test_stages as S
+
+    base = S.base.__wrapped__(tmp_path_factory)  # the stage tests' small session
+    _, side = S._run_phase(base, tmp_path, qsm_alpha="discrepancy")
+    chi = side["Chimap"]
+    sel, inv = chi["RegularizationSelection"], chi["DipoleInversion"]
+    assert sel["Rule"].startswith("Bregman") and sel["NoiseLevel"] > 0
+    assert sel["BregmanSteps"] == inv["bregman_steps"]
+    assert inv["bregman_from"] == dipole.DISCREPANCY_SETTINGS["bregman_from"]
+    assert sel["Residual"] <= sel["NoiseLevel"] or sel["BregmanSteps"] == 0
+
+
 def test_tkd_scale_correction_increases_estimate(sim):
     ph, fld, _, truth = sim
     plain = invert_dipole_tkd(fld, ph.brain_mask, ph.voxel_size, correct_scale=False)

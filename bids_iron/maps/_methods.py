@@ -94,8 +94,7 @@ _add("dipole", "tv_admm", dipole.invert_dipole_tv_admm, "total variation by ADMM
      "Total-variation-regularised inversion by ADMM (FANSI-like)",
      "Bilgic B, Fan AP, Polimeni JR, et al. Fast quantitative susceptibility mapping with "
      "L1-regularization and automatic parameter selection. Magn Reson Med "
-     "2014;72:1444-1459; Milovic C, et al. Magn Reson Med 2018;80:814-821",
-     needs=("noise_sd",))
+     "2014;72:1444-1459; Milovic C, et al. Magn Reson Med 2018;80:814-821")
 _add("dipole", "l1_tv", dipole.invert_dipole_l1_tv, "total variation, L1 data term (L1-QSM)",
      "Total-variation inversion with an L1 data-fidelity term (L1-QSM), by ADMM",
      "Milovic C, Lambert M, Langkammer C, et al. Streaking artifact suppression of "
