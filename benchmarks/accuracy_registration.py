@@ -119,6 +119,9 @@ _ISSUE11 = {"RIGID_BEFORE_AFFINE": True, "LINEAR_ITERATIONS": (500, 250, 100),
 #: Methods compared: name -> (uses the T1w, uses the R2* map, keyword arguments of
 #: register_to_session[, module constants of bids_iron.anatomy.registration set in the
 #: method's process, e.g. ``{"LINEAR_ITERATIONS": (100, 50, 25)}``]).
+_DEEP_BOX = ((-34.0, 34.0), (-80.0, 14.0), (-50.0, 22.0))
+_MID_BOX = ((-32.0, 32.0), (-80.0, 4.0), (-50.0, 14.0))  # and the pulvinar
+_ALL_BOX = ((-36.0, 36.0), (-80.0, 30.0), (-50.0, 28.0))  # and the caudate and putamen
 METHODS = {
     "default": (True, True, {}),
     "t1w-only": (True, False, {}),
@@ -186,6 +189,28 @@ METHODS = {
     "default+refine-syn0.5": (True, True, {}, {"REFINE_STEP": 0.5}),
     "default+refine-syn0.7": (True, True, {}, {"REFINE_STEP": 0.7}),
     "default+refine-syn1.0": (True, True, {}, {"REFINE_STEP": 1.0}),
+    # the refinement's box over the whole deep gray matter behind the caudate head (pallidum,
+    # thalamus, pulvinar as well as the nigra, red nucleus and dentate)
+    "default+refine-deep": (True, True, {}, {"REFINE_BOX_MM": _DEEP_BOX}),
+    "default+refine-deep+cc1-0.4": (True, True, {}, {"REFINE_BOX_MM": _DEEP_BOX,
+                                                     "REFINE_CC_RADIUS": 1, "REFINE_STEP": 0.4}),
+    "default+refine-deep+cc1-0.3": (True, True, {}, {"REFINE_BOX_MM": _DEEP_BOX,
+                                                     "REFINE_CC_RADIUS": 1, "REFINE_STEP": 0.3}),
+    "default+refine-all+cc1-0.4": (True, True, {}, {"REFINE_BOX_MM": _ALL_BOX,
+                                                    "REFINE_CC_RADIUS": 1, "REFINE_STEP": 0.4}),
+    "default+refine-fine": (True, True, {}, {"REFINE_FINE_IRON": True}),
+    "default+refine-deep+fine": (True, True, {}, {"REFINE_BOX_MM": _DEEP_BOX,
+                                                  "REFINE_FINE_IRON": True}),
+    "default+refine-deep+fine+cc1-0.4": (True, True, {}, {
+        "REFINE_BOX_MM": _DEEP_BOX, "REFINE_FINE_IRON": True, "REFINE_CC_RADIUS": 1,
+        "REFINE_STEP": 0.4}),
+    "default+refine-mid+fine": (True, True, {}, {"REFINE_BOX_MM": _MID_BOX,
+                                                 "REFINE_FINE_IRON": True}),
+    "default+refine-mid+fine-30x20x0": (True, True, {"refine_iterations": (30, 20, 0)}, {
+        "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True}),
+    "default+refine-mid+fine-30x20x2": (True, True, {"refine_iterations": (30, 20, 2)}, {
+        "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True}),
+    "default+refine-cc1-0.4": (True, True, {}, {"REFINE_CC_RADIUS": 1, "REFINE_STEP": 0.4}),
     "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {
         "masked": True, "refine": True, "syn_iterations": (60, 40, 0),

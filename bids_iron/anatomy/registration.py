@@ -165,6 +165,9 @@ REFINE_FIELD_SIGMAS = (3, 0)
 #: 0.095/0.061 (no fold, but no margin); at step 0.3 the margin is back (0.24/0.21) and the
 #: nigra drops below the default (.693/.692, mean .801/.811). Not the default.
 REFINE_CC_RADIUS = 2
+#: The refinement's iron template on the template labels' own grid (1 mm) instead of the
+#: registration grid (`REG_RESOLUTION`, 2 mm), where the thin pallidum loses its shape.
+REFINE_FINE_IRON = False
 #: Apply the local refinement by default (with ``iron_img``).
 REFINE = True
 #: SyN iterations at 8, 4 and 2 mm without and with the local refinement (with: measured at
@@ -855,10 +858,13 @@ def _register_suit(atlas_files, tpl_path, cache, affine, warp, n_threads, seed,
 _CHANNEL_FILES = set()
 
 
-def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, iron=True):
+def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, iron=True,
+                       fine=False):
     """Cached template-side channels on the ``reg_resolution`` grid: ``"iron"`` (the R2*-like
     `templates.iron_template`, with the SUIT dentate when registered) and ``"mask"`` (the
-    template brain dilated by `MASK_MARGIN_MM`). Built once per atlas set and parameters."""
+    template brain dilated by `MASK_MARGIN_MM`); with ``fine`` also ``"iron_fine"``, the iron
+    template on the template labels' own grid (for the local refinement). Built once per
+    atlas set and parameters."""
     from scipy import ndimage
 
     from . import templates as TP
@@ -872,10 +878,11 @@ def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, 
                            "margin": MASK_MARGIN_MM})
     mask_path = cache / f"tpl-{atlas_files.template}-{key}_mask.nii"
     iron_path = cache / f"tpl-{atlas_files.template}-{key}_iron.nii"
+    fine_path = cache / f"tpl-{atlas_files.template}-{key}_ironfine.nii"
 
     def missing():
         return (atlas_files.brain_mask is not None and not mask_path.exists()) or \
-            (iron and not iron_path.exists())
+            (iron and not iron_path.exists()) or (iron and fine and not fine_path.exists())
 
     out = {}
     # parallel sessions of a run: one builds, the others wait for its files (and find them
@@ -896,7 +903,7 @@ def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, 
             out["mask"] = str(path)
         if iron:
             path = iron_path
-            if not path.exists():
+            if not path.exists() or (fine and not fine_path.exists()):
                 labels = cached_template_labels(atlas_files, cache)
                 tl = labels[atlas_files.template]
                 lab = np.asarray(tl.dataobj).astype(np.int16)
@@ -908,7 +915,12 @@ def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, 
                                                      nib.Nifti1Image(lab, tl.affine)})
                 data = _resample_like(_downsample(img, reg_resolution), grid)
                 _atomic_save(nib.Nifti1Image(data, grid.affine), path)
+                if fine:
+                    _atomic_save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32),
+                                                 img.affine), fine_path)
             out["iron"] = str(path)
+            if fine:
+                out["iron_fine"] = str(fine_path)
     _CHANNEL_FILES.update(out.values())
     return out
 
@@ -1178,7 +1190,9 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     syn_extra, masks, tpl_files = [], None, {}
     if atlas_files is not None:
         t0 = time.perf_counter()
-        tpl_files = _template_channels(atlas_files, cache_dir or work, suit, reg_resolution)
+        tpl_files = _template_channels(atlas_files, cache_dir or work, suit, reg_resolution,
+                                       fine=bool(refine and iron_img is not None
+                                                 and REFINE_FINE_IRON))
         if masked and tpl_files.get("mask"):
             masks = (None, tpl_files["mask"])
         if iron_img is not None:
@@ -1210,7 +1224,8 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     quality = {}
     if refine and iron_img is not None and tpl_files.get("iron"):
         t0 = time.perf_counter()
-        local = _refine_local(native, _as_img3d(iron_img, "R2* map"), tpl_files["iron"],
+        local = _refine_local(native, _as_img3d(iron_img, "R2* map"),
+                              tpl_files.get("iron_fine", tpl_files["iron"]),
                               transforms, work, n_threads, seed,
                               box=REFINE_BOX_MM if refine_box is None else refine_box,
                               iterations=REFINE_ITERATIONS if refine_iterations is None
