@@ -446,8 +446,7 @@ def _small():
      "noise_sd"),
     (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tv_admm", discrepancy=0.5),
      "discrepancy"),
-    (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tv_admm", bregman_free_rim=-1),
-     "bregman_free_rim"),
+
     (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="l1_tv", mu_data=0), "mu_data"),
     (lambda f, m: invert_dipole(f, m, (1, 1, 1), method="tikhonov_cg", regularizer="l1"),
      "regularizer"),

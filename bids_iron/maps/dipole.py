@@ -137,15 +137,14 @@ TV_MAX_ITER = 60
 TV_TOL = 0.01
 TV_FREE_RIM = 0
 TV_RELAX = 1.0
-#: Bregman steps of `invert_dipole_tv_admm`: first iteration (0: none, the default), factor on
-#: the noise level at which they stop, outer mask layers left free from the first step.
+#: Bregman steps of `invert_dipole_tv_admm`: first iteration (0: none, the default) and the
+#: factor on the noise level at which they stop.
 TV_BREGMAN_FROM = 0
 TV_DISCREPANCY = 1.0
-TV_BREGMAN_FREE_RIM = 1
 #: Methods ``--qsm-alpha discrepancy`` applies to, and the settings it passes (with the
 #: field's noise SD from the echo fit as ``noise_sd``). MEASURED TABLE TO COME.
 DISCREPANCY_METHODS = ("tv_admm",)
-DISCREPANCY_SETTINGS = {"bregman_from": 20, "relax": 1.5}
+DISCREPANCY_SETTINGS = {"bregman_from": 20, "relax": 1.5, "free_rim": 1, "tol": 0.003}
 
 #: L1-TV (`invert_dipole_l1_tv`) weight and ADMM settings (field scaled to unit RMS).
 L1_ALPHA = 0.05
@@ -299,11 +298,10 @@ def _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b, **
             "voxel_size": vs.tolist(), "b0_dir": b.tolist()}
 
 
-def _rim_weights(m, free_rim, name="free_rim", needed=True):
-    """(checked free_rim, TV weights or None): `mask_rim_weights` when ``free_rim >= 1``
-    (and ``needed``)."""
-    free_rim = _check_free_rim(free_rim, name)
-    return free_rim, (mask_rim_weights(m, free_rim) if free_rim and needed else None)
+def _rim_weights(m, free_rim):
+    """(checked free_rim, TV weights or None): `mask_rim_weights` when ``free_rim >= 1``."""
+    free_rim = _check_free_rim(free_rim)
+    return free_rim, (mask_rim_weights(m, free_rim) if free_rim else None)
 
 
 def _unit_rms(f, m):
@@ -544,7 +542,7 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
 
 def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol,
              workers, data_norm="l2", chi0=None, phase_scale=None, kernel=None, relax=1.0,
-             bregman_from=0, target=0.0, info=None, bregman_tv_weight=None):
+             bregman_from=0, target=0.0, info=None):
     """ADMM for  1/2 ||W (D chi - f)||^2 + alpha || T * G chi ||_1  (see invert_dipole_tv_admm).
 
     With ``data_norm="l1"`` the data term is ``||W (D chi - f)||_1`` (`invert_dipole_l1_tv`):
@@ -559,8 +557,8 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     ``bregman_from >= 1`` (``data_norm="l2"`` only): from that iteration (or the first that
     meets ``tol``, if earlier) every iteration adds the weighted data residual back to the
     field (``f_k+1 = f_k + (f - D chi_k)`` in the mask: Bregman iteration, one ADMM iteration
-    per Bregman step; from the first step the TV weights are ``bregman_tv_weight`` if given)
-    while ``||W (D chi - f)||^2 > target``, then the iterations go on to ``tol`` again.
+    per Bregman step) while ``||W (D chi - f)||^2 > target``, then the iterations go on to
+    ``tol`` again.
     ``info`` (a dict), if given, receives ``bregman_steps`` and ``residual`` (the last
     ``||W (D chi - f)||^2`` it computed; None when no step was tried).
 
@@ -599,17 +597,13 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         del w2
         if bregman_from:
             wg = box.to_grid(w)
-    tau0 = np.float32(alpha / mu_grad)
-
-    def thresholds(weight):
-        if weight is None:
-            return tau0, -tau0
+    tau = np.float32(alpha / mu_grad)
+    if tv_weight is not None:
         t = np.empty((3,) + pshape, dtype=np.float32)
-        t[...] = tau0
-        t[(slice(None),) + box.dst] *= weight[(slice(None),) + box.src]
-        return t, -t
-
-    tau, neg_tau = thresholds(tv_weight)
+        t[...] = tau
+        t[(slice(None),) + box.dst] *= tv_weight[(slice(None),) + box.src]
+        tau = t
+    neg_tau = -tau
     # state: rhs_data = v + s (data dual s), q = z + dual (gradient), p = -dual (gradient)
     rhs_data = fg.copy()
     s = np.zeros(pshape, np.float32)
@@ -659,8 +653,6 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
                 tmp *= wg
                 wf += tmp
                 n_bregman += 1
-                if n_bregman == 1 and bregman_tv_weight is not None:
-                    tau, neg_tau = thresholds(bregman_tv_weight)
             else:
                 phase = 2
         # data split: b = D chi - s_old ... (s holds the scaled dual with a minus sign)
@@ -730,8 +722,7 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
                           alpha=TV_ALPHA, mu_grad=TV_MU_GRAD, mu_data=TV_MU_DATA, weights=None,
                           max_iter=TV_MAX_ITER, tol=TV_TOL, pad=8, workers=-1, phase_scale=None,
                           free_rim=TV_FREE_RIM, relax=TV_RELAX, bregman_from=TV_BREGMAN_FROM,
-                          noise_sd=None, discrepancy=TV_DISCREPANCY,
-                          bregman_free_rim=TV_BREGMAN_FREE_RIM):
+                          noise_sd=None, discrepancy=TV_DISCREPANCY):
     """Total-variation dipole inversion by ADMM with a linear, weighted data term.
 
     Minimises ``1/2 ||W (F^-1 D F chi - field)||^2 + alpha ||G chi||_1`` where ``G`` is the
@@ -751,9 +742,9 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     ``field - D chi`` (in the mask) back to the field it fits, so what TV took is fitted
     again, coarse scales first, until the residual falls to that level (Morozov's
     discrepancy principle: the number of Bregman steps is the regularisation, chosen per
-    field; a field TV already fits to its noise gets none). From the first step the mask's
-    outer ``bregman_free_rim`` layers are left out of TV. Without ``noise_sd`` (a noise-free
-    field) the steps go on until ``max_iter``.
+    field; a field TV already fits to its noise gets none). Without ``noise_sd`` (a
+    noise-free field) the steps go on until ``max_iter``. ``--qsm-alpha discrepancy`` runs
+    it with `DISCREPANCY_SETTINGS`.
 
     Parameters
     ----------
@@ -807,9 +798,6 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     discrepancy : float
         Factor (>= 1) on the noise level at which the Bregman steps stop; default
         `TV_DISCREPANCY`.
-    bregman_free_rim : int
-        Outer mask layers left out of TV from the first Bregman step (if more than
-        ``free_rim``); default `TV_BREGMAN_FREE_RIM`.
 
     Returns
     -------
@@ -860,21 +848,16 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     target = float(discrepancy) * _discrepancy_target(noise_sd, w, m)
     box = _grid(m, pad)
     free_rim, tv_weight = _rim_weights(m, free_rim)
-    bregman_free_rim, bregman_weight = _rim_weights(
-        m, bregman_free_rim, "bregman_free_rim",
-        needed=bool(bregman_from) and bregman_free_rim > free_rim)
     info = {}
     chi, n_fft, n_iter, converged = _tv_admm(
         f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol, workers,
         data_norm="l2" if phase_scale is None else "nonlinear", phase_scale=phase_scale,
-        relax=float(relax), bregman_from=bregman_from, target=target, info=info,
-        bregman_tv_weight=bregman_weight)
+        relax=float(relax), bregman_from=bregman_from, target=target, info=info)
     params = _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b,
                               weighted=weights is not None, free_rim=free_rim,
                               relax=float(relax))
     if bregman_from:
-        params.update(bregman_from=bregman_from, bregman_free_rim=bregman_free_rim,
-                      discrepancy=float(discrepancy), residual_tv=info["residual_tv"],
+        params.update(bregman_from=bregman_from, discrepancy=float(discrepancy), residual_tv=info["residual_tv"],
                       bregman_steps=info["bregman_steps"],
                       residual=info["residual"], discrepancy_target=target)
     if phase_scale is not None:
