@@ -545,6 +545,9 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
              bregman_from=0, target=0.0, info=None):
     """ADMM for  1/2 ||W (D chi - f)||^2 + alpha || T * G chi ||_1  (see invert_dipole_tv_admm).
 
+    ``tv_weight`` (T, shape (3, X, Y, Z), or None: all 1) holds 0 or 1 per difference: the
+    differences of weight 0 are not penalised (their dual is set to 0 after the shrinkage).
+
     With ``data_norm="l1"`` the data term is ``||W (D chi - f)||_1`` (`invert_dipole_l1_tv`):
     the ``v`` update becomes a soft threshold of ``D chi - f`` at ``W / mu_data``, i.e.
     ``v + dual = b - 2 clip(b - f, -W/mu, W/mu)``. With ``data_norm="nonlinear"`` it is
@@ -598,12 +601,15 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         if bregman_from:
             wg = box.to_grid(w)
     tau = np.float32(alpha / mu_grad)
-    if tv_weight is not None:
-        t = np.empty((3,) + pshape, dtype=np.float32)
-        t[...] = tau
-        t[(slice(None),) + box.dst] *= tv_weight[(slice(None),) + box.src]
-        tau = t
     neg_tau = -tau
+    free = None  # flat indices of the differences TV leaves free (weight 0)
+    if tv_weight is not None:
+        if np.any((tv_weight != 0) & (tv_weight != 1)):
+            raise ValueError("the TV weights must be 0 or 1")
+        t = np.ones((3,) + pshape, dtype=bool)
+        t[(slice(None),) + box.dst] = tv_weight[(slice(None),) + box.src] != 0
+        free = np.flatnonzero(~t)
+        del t
     # state: rhs_data = v + s (data dual s), q = z + dual (gradient), p = -dual (gradient)
     rhs_data = fg.copy()
     s = np.zeros(pshape, np.float32)
@@ -621,6 +627,7 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         raise ValueError(f"relax must be in (0, 2), got {relax!r}")
     r_new, r_old = np.float32(relax), np.float32(1.0 - relax)
     g_chi = np.empty((3,) + pshape, np.float32) if relax != 1.0 else None
+    inv_d_relax = (inv_d * r_new).astype(np.float32)
     chi_prev = None
     n_fft = 0
     converged = False
@@ -690,17 +697,18 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
             rhs_data -= bvec  # v + dual_new = 2 v - b
         del bvec
         # gradient split
-        if relax != 1.0:  # a = relax G chi + (1 - relax) z + p, with z = q + p
-            q += p
+        if relax != 1.0:  # a = relax G chi + (1 - relax) z + p, z = q + p:
+            np.multiply(p, np.float32(2.0 - relax), out=g_chi)  # (1-r) q + (2-r) p + r G chi
             q *= r_old
-            q += p
-            _grad(chi, inv_d, g_chi)
-            g_chi *= r_new
+            q += g_chi
+            _grad(chi, inv_d_relax, g_chi)
             q += g_chi
         else:
             _grad(chi, inv_d, q)  # q <- G chi
             q += p  # a
         np.clip(q, neg_tau, tau, out=p)
+        if free is not None:
+            p.reshape(-1)[free] = 0  # no shrinkage: z = a
         q -= p
         q -= p  # a - 2 p
         if (n_iter % 5 == 0 or n_iter == max_iter) and phase != 1 and chi_prev is not None:
