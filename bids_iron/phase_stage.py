@@ -318,7 +318,8 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
         if options.qsm_alpha == "discrepancy":
             used = result.parameters  # sums of squares over the mask, ppm^2
             facts["RegularizationSelection"] = {
-                "Rule": "Bregman iteration stopped by the discrepancy principle",
+                "Rule": f"discrepancy principle, {used['bregman_steps']} Bregman steps adding "
+                        "the data residual back",
                 "NoiseLevel": used["discrepancy_target"], "ResidualTV": used["residual_tv"],
                 "Residual": used["residual"], "BregmanSteps": used["bregman_steps"]}
         reference = {"none": None, "mean": "mean"}.get(options.chi_reference)

@@ -287,7 +287,7 @@ def test_discrepancy_through_the_stage(tmp_path_factory, tmp_path):
     _, side = S._run_phase(base, tmp_path, qsm_alpha="discrepancy")
     chi = side["Chimap"]
     sel, inv = chi["RegularizationSelection"], chi["DipoleInversion"]
-    assert sel["Rule"].startswith("Bregman") and sel["NoiseLevel"] > 0
+    assert sel["Rule"].startswith("discrepancy principle") and sel["NoiseLevel"] > 0
     assert sel["BregmanSteps"] == inv["bregman_steps"]
     assert inv["bregman_from"] == dipole.DISCREPANCY_SETTINGS["bregman_from"]
     assert sel["Residual"] <= sel["NoiseLevel"] or sel["BregmanSteps"] == 0
