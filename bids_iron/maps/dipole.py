@@ -185,7 +185,8 @@ TV_DISCREPANCY = 1.0
 #: and no free rim: true field 21.0 / 18.5, 0.775, 1.015, TH -23; chain 1 mm 61.4 / 40.1,
 #: 0.562, 0.921, TH +23; 2 mm 73.6 / 48.0, 0.552, 0.942, TH +9: not kept either.)
 DISCREPANCY_METHODS = ("tv_admm",)
-DISCREPANCY_SETTINGS = {"bregman_from": 20, "relax": 1.5, "free_rim": 1, "tol": 0.003}
+DISCREPANCY_SETTINGS = {"bregman_from": 20, "relax": 1.5, "free_rim": 1, "tol": 0.003,
+                        "bregman_margin_mm": 4.0}
 
 #: L1-TV (`invert_dipole_l1_tv`) weight and ADMM settings (field scaled to unit RMS).
 L1_ALPHA = 0.05
@@ -583,7 +584,7 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
 
 def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol,
              workers, data_norm="l2", chi0=None, phase_scale=None, kernel=None, relax=1.0,
-             bregman_from=0, target=0.0, info=None):
+             bregman_from=0, target=0.0, info=None, w_bregman=None):
     """ADMM for  1/2 ||W (D chi - f)||^2 + alpha || T * G chi ||_1  (see invert_dipole_tv_admm).
 
     ``tv_weight`` (T, shape (3, X, Y, Z), or None: all 1) holds 0 or 1 per difference: the
@@ -602,7 +603,8 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     meets ``tol``, if earlier) every iteration adds the weighted data residual back to the
     field (``f_k+1 = f_k + (f - D chi_k)`` in the mask: Bregman iteration, one ADMM iteration
     per Bregman step) while ``||W (D chi - f)||^2 > target``, then the iterations go on to
-    ``tol`` again.
+    ``tol`` again; ``w_bregman`` (default ``w``) replaces ``W`` in the steps and their
+    residual.
     ``info`` (a dict), if given, receives ``bregman_steps`` and ``residual`` (the last
     ``||W (D chi - f)||^2`` it computed; None when no step was tried).
 
@@ -640,7 +642,7 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
         inv_v = (1.0 / (w2 + mu)).astype(np.float32)
         del w2
         if bregman_from:
-            wg = box.to_grid(w)
+            wg = box.to_grid(w if w_bregman is None else w_bregman)
     tau = np.float32(alpha / mu_grad)
     neg_tau = -tau
     free = None  # flat indices of the differences TV leaves free (weight 0)
@@ -771,7 +773,7 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
                           alpha=TV_ALPHA, mu_grad=TV_MU_GRAD, mu_data=TV_MU_DATA, weights=None,
                           max_iter=TV_MAX_ITER, tol=TV_TOL, pad=8, workers=-1, phase_scale=None,
                           free_rim=TV_FREE_RIM, relax=TV_RELAX, bregman_from=TV_BREGMAN_FROM,
-                          noise_sd=None, discrepancy=TV_DISCREPANCY):
+                          noise_sd=None, discrepancy=TV_DISCREPANCY, bregman_margin_mm=0.0):
     """Total-variation dipole inversion by ADMM with a linear, weighted data term.
 
     Minimises ``1/2 ||W (F^-1 D F chi - field)||^2 + alpha ||G chi||_1`` where ``G`` is the
@@ -847,6 +849,10 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     discrepancy : float
         Factor (>= 1) on the noise level at which the Bregman steps stop; default
         `TV_DISCREPANCY`.
+    bregman_margin_mm : float
+        The Bregman steps leave out the mask's outer margin (mm; the mask eroded by
+        ``round(margin / smallest voxel size)`` 6-connected layers), residual and noise
+        level alike: background removal's errors gather at the mask's edge. 0: none.
 
     Returns
     -------
@@ -894,19 +900,28 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
         raise ValueError("bregman_from needs the linear data term (no phase_scale)")
     if not (np.isscalar(discrepancy) and discrepancy >= 1):
         raise ValueError(f"discrepancy must be a number >= 1, got {discrepancy!r}")
-    target = float(discrepancy) * _discrepancy_target(noise_sd, w, m)
+    check_positive("bregman_margin_mm", bregman_margin_mm, allow_zero=True)
+    w_bregman = w  # the Bregman steps' weights: zero in the mask's outer margin
+    if bregman_from and bregman_margin_mm > 0:
+        from scipy import ndimage
+
+        layers = max(1, int(round(bregman_margin_mm / float(vs.min()))))
+        w_bregman = w * ndimage.binary_erosion(m, iterations=layers, border_value=0)
+    target = float(discrepancy) * _discrepancy_target(noise_sd, w_bregman, m)
     box = _grid(m, pad)
     free_rim, tv_weight = _rim_weights(m, free_rim)
     info = {}
     chi, n_fft, n_iter, converged = _tv_admm(
         f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol, workers,
         data_norm="l2" if phase_scale is None else "nonlinear", phase_scale=phase_scale,
-        relax=float(relax), bregman_from=bregman_from, target=target, info=info)
+        relax=float(relax), bregman_from=bregman_from, target=target, info=info,
+        w_bregman=w_bregman)
     params = _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b,
                               weighted=weights is not None, free_rim=free_rim,
                               relax=float(relax))
     if bregman_from:
-        params.update(bregman_from=bregman_from, discrepancy=float(discrepancy), residual_tv=info["residual_tv"],
+        params.update(bregman_from=bregman_from, discrepancy=float(discrepancy),
+                      bregman_margin_mm=float(bregman_margin_mm), residual_tv=info["residual_tv"],
                       bregman_steps=info["bregman_steps"],
                       residual=info["residual"], discrepancy_target=target)
     if phase_scale is not None:
