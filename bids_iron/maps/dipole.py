@@ -183,7 +183,7 @@ TV_DISCREPANCY = 1.0
 #: 0.509, 0.914, thalamus +17); 1 mm 65.0 / 40.9, 0.571, 0.912, +14 +13 +6 +48 +13 0 -2 -7
 #: (61.4 / 39.9, 0.571, 0.943, +10 +7 +1 +10 +3 -1 -3 -7). Without the margin: 2 mm 94.4 /
 #: 61.4 (2 mm margin: 88.1 / 56.0; 8 mm: 78.7 / 46.0, 0.583), 1 mm 82.4 / 46.0. There TV's
-#: residual at iteration 20 is 3-5x the echo fit's noise (1 mm: 0.46 against 0.14 ppm^2,
+#: residual at iteration 20 is 2-5x the echo fit's noise (1 mm: 0.46 against 0.14 ppm^2,
 #: one step; 7-8x with the margin's voxels): the local field's error is background
 #: removal's, not the echo noise. The whole-brain NRMSE and the 1 mm thalamus lose to the
 #: free rim (PDF's field in the mask's outer voxel is not the brain's; 1 mm without the
