@@ -210,6 +210,20 @@ METHODS = {
         "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True}),
     "default+refine-mid+fine-30x20x2": (True, True, {"refine_iterations": (30, 20, 2)}, {
         "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True}),
+    "default+refine-mid+fine-sp1.25": (True, True, {}, {
+        "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True, "REFINE_SPACING_MM": 1.25}),
+    "default+refine-mid+fine-sp1.5": (True, True, {}, {
+        "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True, "REFINE_SPACING_MM": 1.5}),
+    "default+refine-mid+fine+cc1": (True, True, {}, {
+        "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True, "REFINE_CC_RADIUS": 1}),
+    "default+refine-mid+fine+syn60x10x0": (True, True, {"syn_iterations": (60, 10, 0)}, {
+        "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True}),
+    "default+refine-mid+fine+cc1-0.3": (True, True, {}, {
+        "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True, "REFINE_CC_RADIUS": 1,
+        "REFINE_STEP": 0.3}),
+    "default+refine-mid+fine+cc1-upd5": (True, True, {}, {
+        "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True, "REFINE_CC_RADIUS": 1,
+        "REFINE_FIELD_SIGMAS": (5, 0)}),
     "default+refine-cc1-0.4": (True, True, {}, {"REFINE_CC_RADIUS": 1, "REFINE_STEP": 0.4}),
     "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {

@@ -1013,8 +1013,8 @@ def _template_box_image(grid_img, box=REFINE_BOX_MM):
 
 
 def _refine_local(native, iron_img, iron_template_path, transforms, work, n_threads, seed,
-                  box=REFINE_BOX_MM, spacing=REFINE_SPACING_MM, iterations=REFINE_ITERATIONS,
-                  taper_mm=REFINE_TAPER_MM, quality=None):
+                  box=REFINE_BOX_MM, spacing=None, iterations=REFINE_ITERATIONS,
+                  taper_mm=None, quality=None):
     """Local SyN refinement on the native grid around the template box ``box``.
 
     The iron template is carried to the session through ``transforms`` and registered again
@@ -1027,6 +1027,8 @@ def _refine_local(native, iron_img, iron_template_path, transforms, work, n_thre
     ``refine_folded_percent``).
     """
     from scipy import ndimage
+    spacing = REFINE_SPACING_MM if spacing is None else spacing
+    taper_mm = REFINE_TAPER_MM if taper_mm is None else taper_mm
     tpl_iron = _as_img3d(iron_template_path, "iron template")
     inbox = resample_to_native(_template_box_image(tpl_iron, box), native, transforms,
                                "linear", n_threads=n_threads) > 0.5
