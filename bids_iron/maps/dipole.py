@@ -185,9 +185,11 @@ TV_DISCREPANCY = 1.0
 #: 61.4 (2 mm margin: 88.1 / 56.0; 8 mm: 78.7 / 46.0, 0.583), 1 mm 82.4 / 46.0. There TV's
 #: residual at iteration 20 is 2-5x the echo fit's noise (1 mm: 0.46 against 0.14 ppm^2,
 #: one step; 7-8x with the margin's voxels): the local field's error is background
-#: removal's, not the echo noise. The whole-brain NRMSE and the 1 mm thalamus lose to the
-#: free rim (PDF's field in the mask's outer voxel is not the brain's; 1 mm without the
-#: steps, 70 iterations: 64.3 / 40.4, thalamus +33, README), so the default stays plain TV.
+#: removal's, not the echo noise. At 1 mm the thalamus loses to getting closer to TV's
+#: minimiser, whose overshoot offset PDF's loss of contrast: plain TV with relax 1.5 alone
+#: (tol 0.01) 61.6 / 40.7, 0.552, 0.914, thalamus +33; these settings without the free rim
+#: 61.4 / 40.0, 0.583, 0.923, +11 +13 +6 +37 +10 -2 -5 -6; the free rim (PDF's field in the
+#: mask's outer voxel is not the brain's) adds the rest. So the default stays plain TV.
 #: (Also not kept for the default: 70 iterations at tol 0.003 without the free rim: true
 #: field 21.0 / 18.5, 0.775, 1.015, TH -23; chain 1 mm 61.4 / 40.1, 0.562, 0.921, TH +23;
 #: 2 mm 73.6 / 48.0, 0.552, 0.942, TH +9.)
