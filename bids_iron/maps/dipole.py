@@ -888,6 +888,11 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     >>> d = res.chi[inner].mean() - res.chi[mask & ~(x**2+y**2+z**2 < 7**2)].mean()
     >>> bool(abs(d - 0.1) < 0.02), res.n_fft == 4 * res.n_iter
     (True, True)
+    >>> breg = invert_dipole_tv_admm(fld[:32, :32, :32] * mask, mask, (1, 1, 1),
+    ...                              noise_sd=0.0, **DISCREPANCY_SETTINGS)  # noise-free
+    >>> d2 = breg.chi[inner].mean() - breg.chi[mask & ~(x**2+y**2+z**2 < 7**2)].mean()
+    >>> bool(abs(d2 - 0.1) < abs(d - 0.1)), breg.parameters["bregman_steps"]
+    (True, 41)
 
     References
     ----------
