@@ -119,6 +119,8 @@ def _solver_words(solver, selection=None):
     ' (regularisation weight alpha = 0.0001; 55 iterations of at most 60, tolerance 0.01)'
     >>> _solver_words({"n_iter": 0, "threshold": 0.19})
     ' (k-space threshold 0.19)'
+    >>> _solver_words({"alpha": 1e-4}, {"Rule": "discrepancy principle, 41 Bregman steps"})
+    ' (regularisation weight alpha = 0.0001, then 41 Bregman steps, stopped by the discrepancy principle)'
     >>> _solver_words(None)
     ''
     """
@@ -128,7 +130,10 @@ def _solver_words(solver, selection=None):
         words = f"regularisation weight alpha = {float(solver['alpha']):.3g}"
         if selection and selection.get("Rule"):
             head, _, tail = str(selection["Rule"]).partition(", ")
-            words += f", chosen by the {head}" + (f" ({tail})" if tail else "")
+            if head.startswith("discrepancy") and tail:  # alpha fixed; the steps are chosen
+                words += f", then {tail}, stopped by the {head}"
+            else:
+                words += f", chosen by the {head}" + (f" ({tail})" if tail else "")
         parts.append(words)
     if solver.get("lambda") is not None:
         parts.append(f"regularisation weight lambda = {float(solver['lambda']):.3g}"
