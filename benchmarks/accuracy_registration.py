@@ -121,6 +121,8 @@ _ISSUE11 = {"RIGID_BEFORE_AFFINE": True, "LINEAR_ITERATIONS": (500, 250, 100),
 #: method's process, e.g. ``{"LINEAR_ITERATIONS": (100, 50, 25)}``]).
 _DEEP_BOX = ((-34.0, 34.0), (-80.0, 14.0), (-50.0, 22.0))
 _MID_BOX = ((-32.0, 32.0), (-80.0, 4.0), (-50.0, 14.0))  # and the pulvinar
+_TIGHT_BOX = ((-30.0, 30.0), (-74.0, 4.0), (-46.0, 14.0))  # the pulvinar box, 4-6 mm less
+_TRIM_BOX = ((-32.0, 32.0), (-76.0, 4.0), (-48.0, 14.0))
 _ALL_BOX = ((-36.0, 36.0), (-80.0, 30.0), (-50.0, 28.0))  # and the caudate and putamen
 METHODS = {
     "default": (True, True, {}),
@@ -224,6 +226,12 @@ METHODS = {
     "default+refine-mid+fine+cc1-upd5": (True, True, {}, {
         "REFINE_BOX_MM": _MID_BOX, "REFINE_FINE_IRON": True, "REFINE_CC_RADIUS": 1,
         "REFINE_FIELD_SIGMAS": (5, 0)}),
+    "default+tight": (True, True, {}, {"REFINE_BOX_MM": _TIGHT_BOX}),
+    "default+tight+taper4": (True, True, {}, {"REFINE_BOX_MM": _TIGHT_BOX,
+                                              "REFINE_TAPER_MM": 4.0}),
+    "default+taper4": (True, True, {}, {"REFINE_TAPER_MM": 4.0}),
+    "default+trim+taper4": (True, True, {}, {"REFINE_BOX_MM": _TRIM_BOX,
+                                             "REFINE_TAPER_MM": 4.0}),
     "default+refine-cc1-0.4": (True, True, {}, {"REFINE_CC_RADIUS": 1, "REFINE_STEP": 0.4}),
     "t1w-only-issue11": (True, False, {}, _ISSUE11),
     "t1w+iron+masked+refine-deep+fast": (True, True, {

@@ -264,8 +264,9 @@ class Options(_Declared):
         section="anatomy", flags=("--no-t1w",), action="store_false")
     registration_iron: bool = option(
         True, "register the template with the T1w (or magnitude) alone, without the session's "
-              "R2* map as a second channel and the local brainstem/cerebellum refinement "
-              "(ROIs then follow anatomy only, not iron contrast)", section="anatomy",
+              "R2* map as a second channel and the local refinement of the nigra, red "
+              "nucleus, dentate, pallidum and pulvinar (ROIs then follow anatomy only, not "
+              "iron contrast)", section="anatomy",
         flags=("--no-registration-iron",), action="store_false")
     lesion_masks: Path | None = option(
         None, "derivatives folder with sub-<l>[/ses-<s>]/anat/sub-<l>[_ses-<s>]"

@@ -22,12 +22,13 @@ painted once per run from the atlas labels (`templates.iron_template`: typical 3
 each nucleus, white and gray matter), so that nuclei that a T1w barely shows (nigra, red
 nucleus, dentate, pulvinar) pull the warp; ``masked`` restricts every metric to the template
 brain (dilated 4 mm) so the scalp and neck do not pull; ``refine`` adds a local SyN of R2*
-against the warped iron template on the native grid in a box around the brainstem and
-cerebellar nuclei (`REFINE_BOX_MM`), tapered to identity at the box edges. Measured on the
+against the warped iron template (painted from the 1 mm labels) on the native grid in a box
+around the brainstem and cerebellar nuclei, the pallidum and the pulvinar (`REFINE_BOX_MM`),
+tapered to identity at the box edges. Measured on the
 independent-anatomy benchmark (benchmarks/accuracy_registration.py): see `IRON_WEIGHT`.
 
 Speed: registration runs on 2 mm copies of both images (``reg_resolution``), three levels
-(8, 4, 2 mm), SyN 60x40x10 iterations (60x20x0 when the local refinement runs), the
+(8, 4, 2 mm), SyN 60x40x10 iterations (60x10x0 when the local refinement runs), the
 template's affine stage without a rigid one before it (`LINEAR_ITERATIONS`: measured choices
 and where the time goes); transforms live in world space, so they are applied to the 1 mm
 atlases and the native grid afterwards. Deterministic: fixed ``--random-seed`` and
@@ -116,9 +117,53 @@ MASKED = True
 #: Margin (mm) of the template brain mask used as the moving mask.
 MASK_MARGIN_MM = 4.0
 #: Local refinement (``refine``): template-space box (world mm, MNI: x, y, z ranges) around
-#: the brainstem and cerebellar nuclei (substantia nigra, red nucleus, dentate) refined by a
-#: second SyN of the session's R2* against the warped iron template on the native grid.
-REFINE_BOX_MM = ((-32.0, 32.0), (-80.0, 0.0), (-50.0, 2.0))
+#: the brainstem and cerebellar nuclei (substantia nigra, red nucleus, dentate), the pallidum
+#: and the pulvinar, refined by a second SyN of the session's R2* against the warped iron
+#: template (`REFINE_FINE_IRON`) on the native grid. Measured (benchmarks/accuracy_registration.py,
+#: 1 mm, 2 ITK threads, seed 3 unless noted; Dice CN PUT GP TH PUL SN RN DN and mean; CPU s
+#: of one session, registration and labels; smallest Jacobian determinant of the refinement):
+#:
+#: =====================================  =======================================  ====  ===  ====
+#: variant                                Dice CN PUT GP TH PUL SN RN DN           mean  CPU  det
+#: =====================================  =======================================  ====  ===  ====
+#: before: box to y 0, z 2 (brainstem),   .819 .878 .797 .886 .631 .713 .838 .933  .812  113  .21
+#: 2 mm iron template, SyN 60x20x0
+#: ... 1 mm iron template                 .820 .887 .821 .887 .656 .751 .837 .934  .824  114  .19
+#: box to y 14, z 22 (deep GM)            .830 .889 .755 .888 .698 .718 .839 .932  .819  143  .16
+#: ... 1 mm iron template                 .852 .900 .799 .889 .703 .753 .837 .932  .833  151  .12
+#: ... 1 mm iron, radius 1, step 0.4      .845 .886 .792 .889 .703 .735 .839 .927  .827   98  .06
+#: box to y 4, z 14 (pulvinar), 1 mm iron .826 .895 .815 .888 .704 .756 .838 .935  .832  127  .14
+#: ... seed 4                             .826 .892 .822 .887 .740 .746 .851 .931  .837  126  .13
+#: ... refinement 30x20x0                 .817 .872 .795 .877 .687 .699 .786 .918  .806   83  .22
+#: ... refinement 30x20x2                 .823 .886 .808 .885 .693 .736 .820 .929  .822  104  .22
+#: ... refinement spacing 1.25 mm         .827 .887 .804 .884 .667 .720 .831 .929  .819   86  .25
+#: ... refinement spacing 1.5 mm          .826 .875 .799 .877 .669 .685 .815 .927  .809   74  .29
+#: ... radius 1                           .825 .879 .811 .889 .745 .757 .849 .931  .836   89  .01
+#: ... radius 1, step 0.3                 .822 .875 .805 .889 .662 .727 .832 .921  .817   85  .11
+#: ... radius 1, update variance 5        .816 .845 .798 .884 .725 .717 .819 .919  .815   92  .13
+#: ... SyN 60x10x0                        .824 .895 .817 .886 .721 .759 .837 .933  .834  116  .12
+#: ... ... seed 4                         .826 .896 .824 .884 .751 .763 .849 .932  .841  116  .13
+#: **... ... taper 4 mm**                 .822 .893 .825 .885 .712 .759 .841 .933  .834  106  .15
+#: **... ... ... seed 4**                 .825 .893 .822 .884 .725 .740 .842 .931  .833  106  .21
+#: ... ... ... box 2-4 mm smaller [1]     .821 .890 .831 .882 .692 .740 .830 .931  .827  103  .21
+#: ... ... ... ... seed 4                 .823 .892 .818 .883 .718 .730 .839 .929  .829  102  .08
+#: ... ... ... box 4-6 mm smaller [2]     .821 .888 .838 .884 .680 .740 .829 .931  .826   97  .22
+#: R2* smoothed by 1 mm (deep GM box)     .836 .887 .732 .883 .689 .713 .826 .922  .811  136  .21
+#: R2* smoothed by 1 mm (brainstem box)   .819 .875 .783 .883 .637 .719 .827 .931  .809  104  .22
+#: =====================================  =======================================  ====  ===  ====
+#:
+#: The iron template on the 2 mm registration grid had lost the thin pallidum's shape: a
+#: refinement over the pallidum shrank it (1827 -> 1484 voxels, truth 2181; the missed voxels
+#: at R2* 38 1/s), so a box over the deep gray matter lost pallidum Dice until the template
+#: came from the 1 mm labels. Smoothing the session's R2* instead was worse. Radius 1 halves
+#: the refinement but compresses its field to a determinant of 0.01-0.06. Wall time on 2
+#: quiet cores, seed 3 / 4: before 64-65 s; pulvinar box with SyN 60x10x0 67.7 s; with the
+#: 4 mm taper (default) 61.2 / 60.8 s (refinement 37-38 s, template -> T1w 10.5-11.5 s,
+#: labels 4.1-4.3 s, T1w -> MEGRE 3.0-3.1 s); [1] ((-32, 32), (-76, 4), (-48, 14)) 59.1 /
+#: 59.8 s but the pulvinar at .692 on seed 3; [2] ((-30, 30), (-74, 4), (-46, 14)) 57.2 s.
+#: Peak RSS 0.91-0.93 GiB. The caudate (outside the box) keeps its 1.5-1.6 mm mean surface
+#: distance, above the two atlases' own 1.38 mm.
+REFINE_BOX_MM = ((-32.0, 32.0), (-80.0, 4.0), (-50.0, 14.0))
 #: Refinement grid spacing (mm; at least the native voxel), SyN iterations per level
 #: (4, 2, 1 x spacing) and the margin (mm) over which the refinement fades to zero at the
 #: box edges (a displacement field is identity outside its box; the taper avoids a seam).
@@ -127,7 +172,7 @@ REFINE_BOX_MM = ((-32.0, 32.0), (-80.0, 0.0), (-50.0, 2.0))
 #: 0.78, 174 s; 40x20x0 0.60 / 0.78 / 0.89 / 0.78, 154 s.
 REFINE_SPACING_MM = 1.0
 REFINE_ITERATIONS = (30, 20, 4)
-REFINE_TAPER_MM = 6.0
+REFINE_TAPER_MM = 4.0
 #: Transform of the refinement: "SyN" (symmetric) or "GaussianDisplacementField" (greedy:
 #: one metric evaluation per iteration and no field inversion).
 REFINE_TRANSFORM = "SyN"
@@ -166,14 +211,16 @@ REFINE_FIELD_SIGMAS = (3, 0)
 #: nigra drops below the default (.693/.692, mean .801/.811). Not the default.
 REFINE_CC_RADIUS = 2
 #: The refinement's iron template on the template labels' own grid (1 mm) instead of the
-#: registration grid (`REG_RESOLUTION`, 2 mm), where the thin pallidum loses its shape.
-REFINE_FINE_IRON = False
+#: registration grid (`REG_RESOLUTION`, 2 mm), where the thin pallidum loses its shape
+#: (measured in `REFINE_BOX_MM`'s table).
+REFINE_FINE_IRON = True
 #: Apply the local refinement by default (with ``iron_img``).
 REFINE = True
 #: SyN iterations at 8, 4 and 2 mm without and with the local refinement (with: measured at
-#: `LINEAR_ITERATIONS`; without: not re-measured, the value of `IRON_WEIGHT`'s table).
+#: `LINEAR_ITERATIONS` and, 60x10x0 since the refinement covers the pallidum and pulvinar,
+#: in `REFINE_BOX_MM`'s table; without: not re-measured, the value of `IRON_WEIGHT`'s table).
 SYN_ITERATIONS = (60, 40, 10)
-SYN_ITERATIONS_REFINED = (60, 20, 0)
+SYN_ITERATIONS_REFINED = (60, 10, 0)
 #: Linear stages of the template registration (rigid, affine): iterations at 8, 4 and 2 mm
 #: and the convergence threshold (ANTs: slope of the metric over the last 10 iterations).
 #:
@@ -1131,8 +1178,9 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
         and neck do not pull); default `MASKED` with ``iron_img``, False without (the
         previous default, measured as such).
     refine : bool, optional
-        With ``iron_img``: a local SyN refinement of the brainstem and cerebellar nuclei
-        (`REFINE_BOX_MM`) on the native grid, R2* against the warped iron template
+        With ``iron_img``: a local SyN refinement of the brainstem and cerebellar nuclei,
+        pallidum and pulvinar (`REFINE_BOX_MM`) on the native grid, R2* against the warped
+        1 mm iron template
         (`_refine_local`); default `REFINE`.
     refine_box : tuple of 3 (low, high) pairs, optional
         Template-space box (world mm) of the refinement; default `REFINE_BOX_MM`.
