@@ -99,7 +99,8 @@ def run_anatomy(session):
     if options.registration_iron and session.r2star is not None:
         iron = nib.Nifti1Image(np.asarray(session.r2star.fit.r2star, np.float32), data.affine)
         how += "; plus the session's R2* map against the template's iron contrast (SyN " \
-               "channel, local refinement of brainstem and cerebellar nuclei)"
+               "channel, local refinement of the brainstem and cerebellar nuclei, pallidum " \
+               "and pulvinar)"
     with session.stage(f"registration {atlas_files.template} -> MEGRE, {how}"):
         reg = reg_mod.register_to_session(data, atlas_files, t1w_img=t1w, work_dir=work,
                                           cache_dir=session.work.parent / "templateflow_cache",
