@@ -230,6 +230,7 @@ METHODS = {
     "default+tight+taper4": (True, True, {}, {"REFINE_BOX_MM": _TIGHT_BOX,
                                               "REFINE_TAPER_MM": 4.0}),
     "default+taper4": (True, True, {}, {"REFINE_TAPER_MM": 4.0}),
+    "default+taper3": (True, True, {}, {"REFINE_TAPER_MM": 3.0}),
     "default+trim+taper4": (True, True, {}, {"REFINE_BOX_MM": _TRIM_BOX,
                                              "REFINE_TAPER_MM": 4.0}),
     "default+refine-cc1-0.4": (True, True, {}, {"REFINE_CC_RADIUS": 1, "REFINE_STEP": 0.4}),

@@ -145,6 +145,8 @@ MASK_MARGIN_MM = 4.0
 #: ... ... seed 4                         .826 .896 .824 .884 .751 .763 .849 .932  .841  116  .13
 #: **... ... taper 4 mm**                 .822 .893 .825 .885 .712 .759 .841 .933  .834  106  .15
 #: **... ... ... seed 4**                 .825 .893 .822 .884 .725 .740 .842 .931  .833  106  .21
+#: ... ... taper 3 mm                     .822 .892 .831 .883 .696 .754 .836 .932  .831  102  .09
+#: ... ... ... seed 4                     .824 .891 .821 .884 .727 .743 .845 .930  .833  103  .20
 #: ... ... ... box 2-4 mm smaller [1]     .821 .890 .831 .882 .692 .740 .830 .931  .827  103  .21
 #: ... ... ... ... seed 4                 .823 .892 .818 .883 .718 .730 .839 .929  .829  102  .08
 #: ... ... ... box 4-6 mm smaller [2]     .821 .888 .838 .884 .680 .740 .829 .931  .826   97  .22
@@ -159,7 +161,8 @@ MASK_MARGIN_MM = 4.0
 #: the refinement but compresses its field to a determinant of 0.01-0.06. Wall time on 2
 #: quiet cores, seed 3 / 4: before 64-65 s; pulvinar box with SyN 60x10x0 67.7 s; with the
 #: 4 mm taper (default) 61.2 / 60.8 s (refinement 37-38 s, template -> T1w 10.5-11.5 s,
-#: labels 4.1-4.3 s, T1w -> MEGRE 3.0-3.1 s); [1] ((-32, 32), (-76, 4), (-48, 14)) 59.1 /
+#: labels 4.1-4.3 s, T1w -> MEGRE 3.0-3.1 s); a 3 mm taper 58.9 / 59.2 s, but the pulvinar
+#: at .696 on seed 3 and a determinant of 0.09; [1] ((-32, 32), (-76, 4), (-48, 14)) 59.1 /
 #: 59.8 s but the pulvinar at .692 on seed 3; [2] ((-30, 30), (-74, 4), (-46, 14)) 57.2 s.
 #: Peak RSS 0.91-0.93 GiB. The caudate (outside the box) keeps its 1.5-1.6 mm mean surface
 #: distance, above the two atlases' own 1.38 mm.
