@@ -244,12 +244,11 @@ def _unit_b0(b0_dir):
     return b / np.linalg.norm(b)
 
 
-def _check_free_rim(free_rim, name="free_rim"):
-    """``free_rim`` (or the argument ``name``) checked: an integer >= 0 (not a bool)."""
-    if isinstance(free_rim, bool) or not isinstance(free_rim, (int, np.integer)) \
-            or free_rim < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {free_rim!r}")
-    return int(free_rim)
+def _check_count(value, name):
+    """The argument ``name`` checked: an integer >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def _discrepancy_target(noise_sd, w, m):
@@ -351,7 +350,7 @@ def _admm_parameters(alpha, mu_grad, mu_data, max_iter, tol, pad, box, vs, b, **
 
 def _rim_weights(m, free_rim):
     """(checked free_rim, TV weights or None): `mask_rim_weights` when ``free_rim >= 1``."""
-    free_rim = _check_free_rim(free_rim)
+    free_rim = _check_count(free_rim, "free_rim")
     return free_rim, (mask_rim_weights(m, free_rim) if free_rim else None)
 
 
@@ -909,7 +908,7 @@ def invert_dipole_tv_admm(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1
     w = check_weights(weights, m, like="shape of local_field_ppm")
     if phase_scale is not None:
         phase_scale = check_positive("phase_scale", phase_scale)
-    bregman_from = _check_free_rim(bregman_from, "bregman_from")
+    bregman_from = _check_count(bregman_from, "bregman_from")
     if bregman_from and phase_scale is not None:
         raise ValueError("bregman_from needs the linear data term (no phase_scale)")
     if not (np.isscalar(discrepancy) and discrepancy >= 1):

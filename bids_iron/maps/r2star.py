@@ -69,12 +69,12 @@ Clipping and undefined voxels
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..cpus import available_cpus
 from ._numerics import check_mask
 
 __all__ = [
@@ -517,8 +517,8 @@ def fit_r2star(magnitude, te, method=DEFAULT_R2STAR_METHOD, mask=None, n_threads
     mask : array_like of bool, shape magnitude.shape[:-1], optional
         Voxels to fit; the others get 0 in every map. Default: all voxels.
     n_threads : int, optional
-        Worker threads over chunks of voxels (numpy releases the GIL). Default
-        ``os.cpu_count()``.
+        Worker threads over chunks of voxels (numpy releases the GIL). Default: the CPUs
+        this process may use (`bids_iron.cpus.available_cpus`).
 
     Returns
     -------
@@ -591,7 +591,7 @@ def fit_r2star(magnitude, te, method=DEFAULT_R2STAR_METHOD, mask=None, n_threads
         mask = check_mask(mask, vshape, like="voxel shape (magnitude.shape[:-1])",
                           allow_empty=True)
     if n_threads is None:
-        n_threads = os.cpu_count() or 1
+        n_threads = available_cpus()
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) \
             or n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")

@@ -25,7 +25,7 @@ import scipy.fft
 
 from ._numerics import (blas_dot, check_array, check_field, check_max_iter, check_positive,
                         check_weights, check_workers, fft_box, pcg)
-from .dipole import DipoleInversionResult, _check_free_rim, _unit_b0, mask_rim_weights
+from .dipole import DipoleInversionResult, _check_count, _unit_b0, mask_rim_weights
 from .kernels import check_voxel_size, dipole_kernel
 
 #: Settings of `invert_total_field_tfi`, chosen on the realistic whole-head phantom through
@@ -443,7 +443,7 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     jacobi = check_positive("jacobi", jacobi, allow_zero=True)
     pad_mm = check_positive("pad_mm", pad_mm, allow_zero=True)
     workers = check_workers(workers)
-    free_rim = _check_free_rim(free_rim)
+    free_rim = _check_count(free_rim, "free_rim")
     like = "shape of total_field_ppm"
     if field_sd is not None:
         sd = check_array(field_sd, "field_sd", shape=f.shape, like=like, where=m)
