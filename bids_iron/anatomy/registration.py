@@ -963,9 +963,10 @@ def _template_channels(atlas_files, cache_dir, suit_transforms, reg_resolution, 
                     lab = np.where(dent > 0, dent, lab)
                 img = TP.iron_template(atlas_files, {atlas_files.template:
                                                      nib.Nifti1Image(lab, tl.affine)})
-                data = _resample_like(_downsample(img, reg_resolution), grid)
-                _atomic_save(nib.Nifti1Image(data, grid.affine), path)
-                if fine:
+                if not path.exists():
+                    data = _resample_like(_downsample(img, reg_resolution), grid)
+                    _atomic_save(nib.Nifti1Image(data, grid.affine), path)
+                if fine and not fine_path.exists():
                     _atomic_save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32),
                                                  img.affine), fine_path)
             out["iron"] = str(path)
