@@ -296,3 +296,36 @@ def test_jacobian_determinant_sees_rotation_scaling_and_folding():
     fold = np.zeros_like(world)
     fold[0] = -1.5 * world[0]  # x -> -0.5 x: mirrored, i.e. folded
     assert (R.jacobian_determinant(field(fold), affine) < 0).all()
+
+
+def test_label_transfer_on_the_support_box_is_exact(tmp_path, monkeypatch):
+    """Labels and masks are resampled only where they can land (`_support_box`); through an
+    oblique rigid transform the result equals the whole-grid resampling voxel for voxel, and
+    the box really is smaller than the grid (the test would see a crop that cuts labels);
+    linear values agree to float rounding (the crop's origin is computed differently)."""
+    ants = R._ants()
+    tx = ants.create_ants_transform(transform_type="Euler3DTransform", dimension=3,
+                                    center=(0.0, 0.0, 0.0), parameters=(0.2, -0.1, 0.3, 6.0, -4.0, 3.0))
+    path = str(tmp_path / "rigid.mat")
+    ants.write_transform(tx, path)
+    labels = np.zeros((80, 90, 70), np.int16)
+    labels[30:38, 40:52, 30:36] = 3
+    labels[38:44, 40:47, 30:40] = 7  # touching the first: genericLabel decides between them
+    labels[60:63, 20:24, 50:53] = 5  # a small, distant one
+    tpl = nib.Nifti1Image(labels, np.diag([1.0, 1.0, 1.0, 1.0]) @ np.array(
+        [[1, 0, 0, -40], [0, 1, 0, -45], [0, 0, 1, -35], [0, 0, 0, 1]], float))
+    native = nib.Nifti1Image(np.zeros((64, 72, 48), np.float32),
+                             np.array([[1.2, 0, 0, -38], [0, 1.25, 0, -45], [0, 0, 1.5, -36],
+                                       [0, 0, 0, 1]], float))
+    box = R._support_box(tpl, native, [path], "genericLabel", 0.0, ants)
+    assert box is not None and np.prod([b - a for a, b in box]) < 0.7 * np.prod(native.shape)
+    cropped = R.resample_to_native(tpl, native, [path], "genericLabel")
+    mask = R.resample_to_native(nib.Nifti1Image((labels == 5).astype(np.float32), tpl.affine),
+                                native, [path], "linear")
+    monkeypatch.setattr(R, "_support_box", lambda *a, **k: None)
+    full = R.resample_to_native(tpl, native, [path], "genericLabel")
+    assert set(np.unique(full)) == {0, 3, 5, 7}
+    assert np.array_equal(cropped, full)
+    whole = R.resample_to_native(nib.Nifti1Image((labels == 5).astype(np.float32), tpl.affine),
+                                 native, [path], "linear")
+    assert whole.max() > 0.5 and np.allclose(mask, whole, atol=1e-5)  # float rounding only

@@ -164,7 +164,9 @@ MASK_MARGIN_MM = 4.0
 #: labels 4.1-4.3 s, T1w -> MEGRE 3.0-3.1 s); a 3 mm taper 58.9 / 59.2 s, but the pulvinar
 #: at .696 on seed 3 and a determinant of 0.09; [1] ((-32, 32), (-76, 4), (-48, 14)) 59.1 /
 #: 59.8 s but the pulvinar at .692 on seed 3; [2] ((-30, 30), (-74, 4), (-46, 14)) 57.2 s.
-#: Peak RSS 0.91-0.93 GiB. The caudate (outside the box) keeps its 1.5-1.6 mm mean surface
+#: Peak RSS 0.91-0.93 GiB. Then, same Dice (within 0.002) and faster: ANTs resampling in
+#: float32 instead of double, labels and masks resampled only where they land
+#: (`_support_box`), the last echo read only when used: 58.5 / 58.6 s, peak 0.62 GiB. The caudate (outside the box) keeps its 1.5-1.6 mm mean surface
 #: distance, above the two atlases' own 1.38 mm.
 REFINE_BOX_MM = ((-32.0, 32.0), (-80.0, 4.0), (-50.0, 14.0))
 #: Refinement grid spacing (mm; at least the native voxel), SyN iterations per level
@@ -743,14 +745,99 @@ def resample_to_native(img, native, transforms, interpolation="linear", default=
     ndarray (float32; integer-valued for label interpolators)
     """
     ants = _ants(n_threads)
-    moving = _to_ants(_as_img3d(img), ants)
-    fixed = _to_ants(_as_img3d(native, "native reference"), ants)
+    img = _as_img3d(img)
+    native = _as_img3d(native, "native reference")
     if not transforms:
         transforms = [_identity_file()]
-    out = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=list(transforms),
-                                interpolator=interpolation, whichtoinvert=[False] * len(transforms),
-                                defaultvalue=default)
-    return out.numpy().astype(np.float32)
+    box = _support_box(img, native, transforms, interpolation, default, ants)
+    grid = native if box is None else _crop_grid(native, box)
+    out = ants.apply_transforms(fixed=_to_ants(grid, ants), moving=_to_ants(img, ants),
+                                transformlist=list(transforms), interpolator=interpolation,
+                                whichtoinvert=[False] * len(transforms), defaultvalue=default,
+                                singleprecision=True)
+    out = out.numpy().astype(np.float32)
+    if box is None:
+        return out
+    full = np.full(native.shape[:3], default, np.float32)
+    full[tuple(slice(a, b) for a, b in box)] = out
+    return full
+
+
+#: Interpolators whose value at a point depends only on the moving voxels next to it, so that a
+#: native voxel mapped outside the moving image's non-zero box (plus one voxel) gets 0.
+_LOCAL_INTERPOLATORS = ("linear", "nearestNeighbor", "genericLabel")
+
+#: Spacing (mm) of the coarse grids on which `_support_box` finds where an image lands.
+SUPPORT_SPACING_MM = 4.0
+
+
+def _crop_grid(img, box):
+    """An empty image on the voxels ``box`` (``[(lo, hi)] * 3`` indices) of ``img``'s grid."""
+    lo = np.array([a for a, _ in box])
+    affine = img.affine.copy()
+    affine[:3, 3] = img.affine[:3, :3] @ lo + img.affine[:3, 3]
+    return nib.Nifti1Image(np.zeros(tuple(b - a for a, b in box), np.float32), affine)
+
+
+def _support_box(img, native, transforms, interpolation, default, ants):
+    """Index box ``[(lo, hi)] * 3`` of the native voxels that can receive a non-zero value of
+    ``img`` (labels and masks cover a small part of the field of view: genericLabel on the
+    whole 1 mm grid spent most of its time writing zeros), or None to resample everything.
+
+    The moving image's non-zero bounding box plus 2 voxels is painted on a coarse grid
+    (`SUPPORT_SPACING_MM`, every coarse cell that touches it), carried to a coarse native
+    grid through ``transforms`` (linear, any value > 0), dilated by one coarse voxel and
+    turned back into native indices: a superset of where the image can land, so the result
+    is the same as resampling the whole grid.
+    """
+    from scipy import ndimage
+    if default != 0 or interpolation not in _LOCAL_INTERPOLATORS:
+        return None
+    data = np.asanyarray(img.dataobj)
+    nz = [np.flatnonzero(np.any(data != 0, axis=tuple(j for j in range(3) if j != k)))
+          for k in range(3)]
+    if any(len(n) == 0 for n in nz):
+        return None
+    lo = np.array([n[0] for n in nz], float) - 2.0
+    hi = np.array([n[-1] for n in nz], float) + 2.0
+    spacing = SUPPORT_SPACING_MM
+    shape, affine = _resample_grid(img, spacing)
+    # moving voxel coordinates of each coarse cell's corners along each axis (same axes)
+    step = np.linalg.inv(img.affine)[:3, :3] @ affine[:3, :3]
+    origin = (np.linalg.inv(img.affine) @ affine)[:3, 3]
+    inside = np.ones(shape, bool)
+    for k in range(3):
+        ax = np.arange(shape[k], dtype=float)
+        scale = step[k, k]
+        first = origin[k] + (ax - 0.5) * scale
+        last = origin[k] + (ax + 0.5) * scale
+        a, b = np.minimum(first, last), np.maximum(first, last)
+        hit = (b >= lo[k]) & (a <= hi[k])
+        inside &= hit.reshape([-1 if j == k else 1 for j in range(3)])
+    cshape, caffine = _resample_grid(native, spacing)
+    coarse = nib.Nifti1Image(np.zeros(cshape, np.float32), caffine)
+    out = ants.apply_transforms(fixed=_to_ants(coarse, ants),
+                                moving=_to_ants(nib.Nifti1Image(inside.astype(np.float32), affine), ants),
+                                transformlist=list(transforms), interpolator="linear",
+                                whichtoinvert=[False] * len(transforms), singleprecision=True)
+    land = ndimage.binary_dilation(out.numpy() > 0, iterations=1)
+    if not land.any():
+        return None
+    idx = np.argwhere(land)
+    # coarse voxel centres -> native indices (same axes, `_resample_grid`); one coarse voxel more
+    m = np.linalg.inv(native.affine) @ caffine
+    corners = np.array([[i, j, k] for i in (idx[:, 0].min() - 1, idx[:, 0].max() + 1)
+                        for j in (idx[:, 1].min() - 1, idx[:, 1].max() + 1)
+                        for k in (idx[:, 2].min() - 1, idx[:, 2].max() + 1)], float)
+    ijk = (m[:3, :3] @ corners.T + m[:3, 3:4]).T
+    n = np.asarray(native.shape[:3])
+    box_lo = np.clip(np.floor(ijk.min(0)).astype(int), 0, n)
+    box_hi = np.clip(np.ceil(ijk.max(0)).astype(int) + 1, 0, n)
+    if np.any(box_hi <= box_lo):
+        return None
+    if np.prod(box_hi - box_lo) > 0.7 * np.prod(n):
+        return None
+    return [(int(a), int(b)) for a, b in zip(box_lo, box_hi)]
 
 
 _IDENTITY = None
@@ -1055,11 +1142,12 @@ def jacobian_determinant(displacement, affine):
 def _template_box_image(grid_img, box=REFINE_BOX_MM):
     """1 inside the world box ``box`` on ``grid_img``'s grid (template space), else 0."""
     shape, affine = grid_img.shape[:3], grid_img.affine
-    ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    xyz = (affine[:3, :3] @ ijk + affine[:3, 3:4]).reshape((3,) + tuple(shape))
+    axes = [np.arange(n, dtype=np.float32).reshape([-1 if j == i else 1 for j in range(3)])
+            for i, n in enumerate(shape)]
     inside = np.ones(shape, bool)
     for k, (lo, hi) in enumerate(box):
-        inside &= (xyz[k] >= lo) & (xyz[k] <= hi)
+        x = affine[k, 3] + sum(affine[k, i] * axes[i] for i in range(3))  # broadcast, no grid copy
+        inside &= (x >= lo) & (x <= hi)
     return nib.Nifti1Image(inside.astype(np.float32), affine)
 
 
@@ -1203,7 +1291,6 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     if isinstance(magnitude_img, (str, Path)):
         magnitude_img = nib.load(str(magnitude_img))
     native = native if native is not None else native_reference(magnitude_img)
-    late = _last_echo(magnitude_img)
     atlas_files = template if hasattr(template, "atlases") else None
     if atlas_files is not None:
         tpl_name = atlas_files.template
@@ -1215,7 +1302,8 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
     moving = _save(_downsample(tpl_img, reg_resolution), work / "template_reg.nii")
     extra = []
     t2w = getattr(atlas_files, "t2w_coarse", None) if use_t2w else None
-    if t2w is not None and late is not None and t1w_img is None:
+    late = _last_echo(magnitude_img) if t2w is not None and t1w_img is None else None
+    if late is not None:
         extra = [(_save(_downsample(late, reg_resolution), work / "native_late_reg.nii"),
                   _save(_downsample(_as_img3d(t2w, "template T2w"), reg_resolution),
                         work / "template_t2w_reg.nii"))]
@@ -1302,7 +1390,8 @@ def register_to_session(magnitude_img, template, t1w_img=None, work_dir=None, ca
             chain = reg.chain(space)
             out = ants.apply_transforms(fixed=grid, moving=grid, transformlist=chain,
                                         whichtoinvert=[False] * len(chain),
-                                        compose=str(work / name.replace(".nii.gz", "_")))
+                                        compose=str(work / name.replace(".nii.gz", "_")),
+                                        singleprecision=True)  # float32 fields, as ANTs' own
             final = work / name
             os.replace(out, final)
             files[name] = str(final)
