@@ -9,11 +9,13 @@ wall time, peak resident memory of the call (VmHWM reset before it), CG iteratio
 Gauss-Newton steps, and the scores of ``accuracy_whole_head.py`` (chi NRMSE % over the
 output mask and without its outer 2 mm, XSIM, deep-GM slope, nucleus bias %).
 
-    python benchmarks/bench_tfi.py [--voxel 1 1 1] [--run default]
-        [--run "fast:max_iter=3,cg_tol=0.01"] [--run "ref:<the previous defaults>"] ...
+    python benchmarks/bench_tfi.py [--voxel 1 1 1] [--run default] [--run cg:solver=cg]
+        [--run "fast:solver=cg,max_iter=3,cg_tol=0.01"] [--run "a:shell_damp=0"] ...
 
 ``--run label:key=value,...`` passes keyword arguments to the function (repeatable; the
-label alone runs the defaults). ``--run chain_default`` times the default dipole method of
+label alone runs the defaults: the ADMM solver; ``solver=cg`` the Gauss-Newton CG one, whose
+CG iterations and steps are then printed instead of the ADMM iterations and the start's CG
+iterations). ``--run chain_default`` times the default dipole method of
 the app instead, on the default background removal's local field from the same input (the
 background step untimed; scored on its own mask). ``--save label`` keeps a variant's chi map in the cache
 directory so that later variants are also compared with it (``--against label``: NRMSE %
@@ -161,9 +163,15 @@ def main():
         print(f"{label:<24}{nrmse:7.1f}{inner:7.1f}{xsim:7.3f}{slope:7.3f}{cpu:8.1f}{wall:8.1f}"
               f"{rss:6.2f}{res.n_iter:6d}{res.parameters.get('gn_steps', 0):4d}{diff}  "
               + " ".join(f"{bias.get(n, np.nan):+.0f}" for n in H.NUCLEI), flush=True)
-        print(f"{'':<24}CG per step {res.parameters.get('cg_iter_per_step')}, relative step "
-              f"{res.parameters.get('step_change')}, grid {res.parameters.get('padded_shape')}",
-              flush=True)
+        if res.parameters.get("solver") == "admm":
+            print(f"{'':<24}ADMM: {res.n_iter} iterations after "
+                  f"{res.parameters['start_cg_iter']} CG iterations of the start, change "
+                  f"every 5 {res.parameters.get('change')}, grid "
+                  f"{res.parameters.get('padded_shape')}", flush=True)
+        else:
+            print(f"{'':<24}CG per step {res.parameters.get('cg_iter_per_step')}, relative "
+                  f"step {res.parameters.get('step_change')}, grid "
+                  f"{res.parameters.get('padded_shape')}", flush=True)
         if label in args.save:
             np.save(Path(args.cache) / f"tfi_chi_{tag}_{label}.npy", chi)
     with contextlib.suppress(Exception):

@@ -4,7 +4,8 @@ The phantom (tests/phantom.py, 64 x 64 x 48 at 2 mm) has an air sinus (+9 ppm re
 tissue in qsm-forward's convention of the phantom) and a skull outside the brain mask: their
 field in the brain (RMS 0.055 ppm) is several times the nuclei's own. TFI gets the total
 field in the brain mask, nothing removed. ROI means of the deep gray nuclei are compared
-with the truth after referencing both maps to their brain mean. About 25 s of CPU.
+with the truth after referencing both maps to their brain mean. Both solvers are tested:
+ADMM (the default) and the Gauss-Newton CG of the paper. About 30 s of CPU.
 """
 
 import dataclasses
@@ -39,16 +40,25 @@ def result(sim):
     return invert_total_field_tfi(total, ph.brain_mask, ph.voxel_size)
 
 
+@pytest.fixture(scope="module")
+def result_cg(sim):
+    ph, total, _ = sim
+    return invert_total_field_tfi(total, ph.brain_mask, ph.voxel_size, solver="cg")
+
+
 def _means(ph, chi):
     m = ph.brain_mask
     c = chi - chi[m].mean()
     return np.array([c[ph.label_mask(name)].mean() for name in NUCLEI])
 
 
-def test_nuclei_from_the_total_field(sim, result):
-    """Measured: slope 0.94, r 0.991, largest nucleus error 11 % (PDF + TV-ADMM on the same
-    field: 0.93, 0.971, 28 %)."""
+@pytest.mark.parametrize("solver", ["admm", "cg"])
+def test_nuclei_from_the_total_field(sim, result, result_cg, solver):
+    """Measured: ADMM slope 0.95, r 0.990, largest nucleus error 12 %; CG 0.94, 0.991, 11 %
+    (PDF + TV-ADMM on the same field: 0.93, 0.971, 28 %)."""
     ph, total, truth = sim
+    result = result if solver == "admm" else result_cg
+    assert result.parameters["solver"] == solver
     est = _means(ph, result.chi)
     slope, r = np.polyfit(truth, est, 1)[0], np.corrcoef(truth, est)[0, 1]
     assert 0.9 <= slope <= 1.1, slope
@@ -64,13 +74,63 @@ def test_nuclei_from_the_total_field(sim, result):
     assert result.parameters["background_field_rms_ppm"] > 0.03  # the sinus and skull
 
 
-def test_jacobi_preconditioner_saves_iterations(sim, result):
+def test_admm_as_accurate_as_cg_in_a_quarter_of_the_ffts(sim, result, result_cg):
+    """Measured: chi NRMSE over the brain 55 % (ADMM: 55 iterations after 120 of the start's
+    CG, 706 FFTs) against 70 % (CG: 722 iterations, 2890 FFTs)."""
+    ph, _, _ = sim
+    m = ph.brain_mask
+    truth = ph.chi - ph.chi[m].mean()
+
+    def nrmse(r):
+        c = r.chi - r.chi[m].mean()
+        return np.linalg.norm(c[m] - truth[m]) / np.linalg.norm(truth[m])
+
+    assert nrmse(result) <= nrmse(result_cg) - 0.05, (nrmse(result), nrmse(result_cg))
+    assert result.n_fft < 0.3 * result_cg.n_fft, (result.n_fft, result_cg.n_fft)
+    assert result.converged and result.parameters["start_cg_iter"] > 0
+    assert result.n_fft == 4 * result.n_iter + 4 * result.parameters["start_cg_iter"] + 6
+
+
+def test_admm_removes_the_background_by_its_start(sim, result):
+    """Without the start (PDF's background sources) ADMM leaves the sinus and skull in the
+    brain (measured r 0.56, largest nucleus error 194 %); with it r 0.990. The start's
+    damping next to the mask keeps the rim's own field in the brain (whole-brain NRMSE 55 %;
+    the realistic head: tables in maps/tfi.py)."""
+    ph, total, truth = sim
+    cold = invert_total_field_tfi(total, ph.brain_mask, ph.voxel_size, start_max_iter=0)
+    r = [np.corrcoef(truth, _means(ph, x.chi))[0, 1] for x in (result, cold)]
+    assert r[0] >= 0.98 and r[1] < 0.8, r
+    assert cold.parameters["start_cg_iter"] == 0
+    assert result.parameters["background_field_rms_ppm"] > 0.03  # the sinus and skull
+    assert result.parameters["free_rim"] == tfi.TFI_ADMM_FREE_RIM
+
+
+def test_admm_sphere_beside_a_strong_source():
+    """A +0.1 ppm sphere in a spherical mask next to an air-like +9 ppm block outside it
+    (field 12x the sphere's), no noise: the contrast comes back within 10 %."""
+    from bids_iron.maps.kernels import dipole_kernel
+
+    g = np.indices((48, 48, 48)) - 23.5
+    r2 = (g ** 2).sum(0)
+    mask = r2 < 12 ** 2
+    chi = np.where(r2 < 5 ** 2, 0.1, 0.0)
+    chi[20:28, 20:28, 2:8] = 9.0
+    total = np.fft.ifftn(dipole_kernel(chi.shape, (1, 1, 1)) * np.fft.fftn(chi)).real
+    res = invert_total_field_tfi(total * mask, mask, (1, 1, 1), pad_mm=8)
+    shell = mask & (r2 > 8 ** 2)
+    contrast = res.chi[r2 < 3 ** 2].mean() - res.chi[shell].mean()
+    assert abs(contrast - 0.1) < 0.01, contrast
+    assert res.chi.dtype == np.float32 and not res.chi[~mask].any()
+
+
+def test_jacobi_preconditioner_saves_iterations(sim, result_cg):
     """The defaults (diagonal preconditioner in the mask, 5 x 150 CG, 10 mm margin) get the
     nuclei at least as well as the paper's preconditioner alone with 5 x 200 CG and 20 mm
     (measured largest nucleus error 11 % with 722 CG iterations against 14 % with 922)."""
     ph, total, truth = sim
+    result = result_cg
     paper = invert_total_field_tfi(total, ph.brain_mask, ph.voxel_size, jacobi=0.0,
-                                   cg_max_iter=200, pad_mm=20)
+                                   cg_max_iter=200, pad_mm=20, solver="cg")
     worst = [np.max(np.abs(_means(ph, r.chi) - truth) / np.abs(truth))
              for r in (result, paper)]
     assert worst[0] <= worst[1] + 0.01, worst
@@ -85,10 +145,15 @@ def test_paramagnetic_positive_and_odd(sim, result):
     gp = chi[ph.label_mask("globus_pallidus")].mean()
     wm = chi[ph.label_mask("white_matter")].mean()
     assert gp - wm > 0.12  # truth 0.19
-    # TV and the solver are symmetric: the opposite field gives the opposite map
-    neg = invert_total_field_tfi(-total, m, ph.voxel_size, max_iter=2, cg_max_iter=30)
-    pos = invert_total_field_tfi(total, m, ph.voxel_size, max_iter=2, cg_max_iter=30)
+    # TV and the solvers are symmetric: the opposite field gives the opposite map
+    neg = invert_total_field_tfi(-total, m, ph.voxel_size, max_iter=2, cg_max_iter=30,
+                                 solver="cg")
+    pos = invert_total_field_tfi(total, m, ph.voxel_size, max_iter=2, cg_max_iter=30,
+                                 solver="cg")
     np.testing.assert_allclose(neg.chi, -pos.chi, atol=1e-5)
+    neg = invert_total_field_tfi(-total, m, ph.voxel_size, max_iter=10)
+    np.testing.assert_allclose(
+        neg.chi, -invert_total_field_tfi(total, m, ph.voxel_size, max_iter=10).chi, atol=1e-5)
 
 
 def test_beats_background_removal_then_inversion(sim, result):
@@ -134,10 +199,9 @@ def test_phase_stage_gives_tfi_the_total_field():
     seen = {}
     record = registry.get("dipole", "tfi")
 
-    def spy(field, mask, voxel_size, b0_dir, **kw):  # fewer iterations: the wiring is tested
+    def spy(field, mask, voxel_size, b0_dir, **kw):
         seen.update(field=field, mask=mask)
-        return record.function(field, mask, voxel_size, b0_dir, max_iter=2, cg_max_iter=60,
-                               **kw)
+        return record.function(field, mask, voxel_size, b0_dir, **kw)
 
     registry.register(dataclasses.replace(record, function=spy))
     try:
@@ -164,7 +228,10 @@ def test_argument_checks(sim):
     m = ph.brain_mask
     for kw, match in [({"preconditioner": 0.5}, "preconditioner"), ({"alpha": 0}, "alpha"),
                       ({"free_rim": -1}, "free_rim"), ({"max_iter": 0}, "max_iter"),
-                      ({"jacobi": -0.1}, "jacobi"),
+                      ({"jacobi": -0.1}, "jacobi"), ({"solver": "lsqr"}, "solver"),
+                      ({"exterior_tv": -1}, "exterior_tv"), ({"mu_grad": 0}, "mu_grad"),
+                      ({"shell_damp": -1e-3}, "shell_damp"), ({"start_tol": 1}, "start_tol"),
+                      ({"start_max_iter": -1}, "start_max_iter"),
                       ({"field_sd": np.zeros(m.shape)}, "field_sd")]:
         with pytest.raises(ValueError, match=match):
             invert_total_field_tfi(total, m, ph.voxel_size, **kw)
