@@ -123,6 +123,7 @@ def run_anatomy(session):
     sidecar = {"Description": "deep gray matter nuclei and reference regions on the MEGRE grid "
                               "(template atlases registered to the session)",
                "Sources": [derivs.bids_uri(p) for p in data.sources[:1]],
+               "SpatialReference": derivs.bids_uri(data.sources[0]),  # the MEGRE grid
                "Template": atlas_files.template, "Atlases": facts["Atlases"],
                "Registration": how, "Interpolation": "genericLabel (ANTs)"}
     if checks:
@@ -157,7 +158,8 @@ def run_anatomy(session):
             result.flair = reg_mod.resample_to_native(session.image("FLAIR"), session.native,
                                                       [flair_rigid.path])
         side = {"Description": "FLAIR resampled to the MEGRE grid (rigid, linear)",
-                "Sources": [derivs.bids_uri(inputs.flair)], "SpatialReference": "MEGRE grid",
+                "Sources": [derivs.bids_uri(inputs.flair)],
+                "SpatialReference": derivs.bids_uri(data.sources[0]),
                 "SkullStripped": False}
         outputs.append(derivs.save_map(inputs, result.flair, data.affine, "FLAIR", side,
                                        desc=None, header=data.header, space="MEGRE"))
@@ -180,7 +182,8 @@ def run_anatomy(session):
                 result.lesions = reg_mod.mask_to_native(lesion_img, session.native, transforms)
             side = {"Description": f"lesion mask carried from {space} to the MEGRE grid "
                                    "(rigid, linear interpolation, >= 0.5)",
-                    "Sources": [str(path)], "Type": "Lesion", "SpatialReference": "MEGRE grid"}
+                    "Sources": [str(path)], "Type": "Lesion",
+                    "SpatialReference": derivs.bids_uri(data.sources[0])}
             outputs.append(derivs.save_map(inputs, result.lesions.astype(np.uint8), data.affine,
                                            "mask", side, desc="lesion", header=data.header,
                                            dtype=np.uint8, space="MEGRE"))

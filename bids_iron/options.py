@@ -224,7 +224,7 @@ class Options(_Declared):
         registry.default("dipole").name, _methods_help("dipole", "dipole inversion"),
         section="phase", choices=lambda: registry.names("dipole"))
     qsm_alpha: str = option(
-        "fixed", "TV weight of the dipole inversion: 'fixed' is the method's measured default "
+        "fixed", "TV weight of the dipole inversion: 'fixed' keeps the method's measured weight "
                  "(README.rst); 'lcurve' chooses it per session on the L-curve (Milovic 2021 "
                  "inflection rule; tv_admm and l1_tv; ~5x the inversion's time; the curve "
                  "goes to the sidecar); 'discrepancy' (tv_admm) gives back what TV takes by "

@@ -159,7 +159,8 @@ def run_phase(session):
 
     qc = {"MaskQuality": facts["MaskQuality"], "MaskWarnings": facts["MaskWarnings"]}
     save(res.mask.astype(np.uint8), "mask", "brain", "arbitrary", facts["MaskSource"], "",
-         {"Type": "Brain", "Description": "brain mask used for field estimation", **qc},
+         {"Type": "Brain", "Description": "brain mask used for field estimation",
+          "SpatialReference": derivs.bids_uri(data.sources[0]), **qc},
          dtype=np.uint8)
     outputs.append(derivs.save_map(  # BIDS field maps need their magnitude beside them
         inputs, data.magnitude[..., 0], data.affine, "magnitude",

@@ -150,7 +150,8 @@ def test_bids_validator_on_derivatives(participant_run):
     codes = {i["code"] for i in report}
     errors = [(i["code"], i.get("location")) for i in report if i["severity"] == "error"]
     assert not errors, errors
-    for code in ("NIFTI_UNIT", "SIDECAR_KEY_REQUIRED", "README_FILE_MISSING", "NOT_INCLUDED"):
+    for code in ("NIFTI_UNIT", "SIDECAR_KEY_REQUIRED", "README_FILE_MISSING", "NOT_INCLUDED",
+                 "SIDECAR_KEY_RECOMMENDED"):  # e.g. SpatialReference of masks and dseg
         assert code not in codes, [i for i in report if i["code"] == code][:3]
     ignore = (out / ".bidsignore").read_text().splitlines()
     assert "*.html" in ignore and "*_roistats.tsv" in ignore

@@ -135,3 +135,7 @@ def test_demo_derivatives_pass_the_bids_validator(demo_run):
     issues = json.loads(proc.stdout)["issues"]["issues"]
     errors = [(i["code"], i.get("location")) for i in issues if i["severity"] == "error"]
     assert not errors, errors[:5]
+    # recommended keys too (SpatialReference of the brain masks, atlas labels, lesion masks)
+    missing = [(i.get("subCode"), i.get("location")) for i in issues
+               if i["code"] == "SIDECAR_KEY_RECOMMENDED"]
+    assert not missing, missing[:5]
