@@ -49,6 +49,15 @@ TISSUES = {
     15: ("cerebellum_gray_matter", 0.01, 16.0, 0.84),
     16: ("cerebellum_white_matter", -0.03, 20.0, 0.66),
 }
+#: The pulvinar: the thalamus' posterior third (behind y = -12 mm, where the demo atlas puts
+#: its MIAL67 pulvinar, `bids_iron.demo.templates.mial_labels`) is iron-richer than the rest
+#: of the thalamus (chi ppm, R2* 1/s; 3 T R2* as in the iron template,
+#: `bids_iron.anatomy.templates.R2STAR_3T`). It keeps the thalamus label. Without it the
+#: demo's pulvinar had no contrast at all, so the per-ROI registration check (which
+#: correlates the session's R2* with the iron template around each ROI) flagged it in every
+#: session.
+PULVINAR = (0.05, 25.0)
+PULVINAR_Y_MM = -12.0
 NUCLEI = ("caudate", "putamen", "globus_pallidus", "thalamus", "substantia_nigra",
           "red_nucleus", "dentate_nucleus")
 BRAIN_LABELS = tuple(k for k, v in TISSUES.items() if v[0] not in ("scalp_skull", "air_cavity"))
@@ -193,6 +202,9 @@ def make_phantom(shape=(64, 64, 48), voxel_size=(2.0, 2.0, 2.0), seed=0):
     for index, (_, c, r, m) in TISSUES.items():
         sel = labels == index
         chi[sel], r2s[sel], m0[sel] = c, r, m
+    pulvinar = (labels == [k for k, v in TISSUES.items() if v[0] == "thalamus"][0]) & \
+        (y < PULVINAR_Y_MM)
+    chi[pulvinar], r2s[pulvinar] = PULVINAR
     # smooth, known spatial variation of R2* (and a little of chi) inside tissue
     gradient = 1.0 + 0.1 * (y / 60.0)
     texture = ndimage.gaussian_filter(rng.standard_normal(shape), 2.0)

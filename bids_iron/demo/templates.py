@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .head import TISSUES, make_phantom
+from .head import PULVINAR_Y_MM, TISSUES, make_phantom
 
 TEMPLATE = "MNI152NLin2009cAsym"
 SKELETON = Path(__import__("templateflow").__file__).parent / "conf" / "templateflow-skel.zip"
@@ -148,7 +148,7 @@ def mial_labels(labels, hemi, world):
     """MIAL67-indexed thalamic nuclei: pulvinar = posterior third of the phantom thalamus."""
     out = np.zeros(labels.shape, np.int16)
     thal = _by_name(labels, "thalamus")
-    posterior = world[1] < -12.0
+    posterior = world[1] < PULVINAR_Y_MM
     for side, h in ((0, 1), (1, 2)):
         out[thal & (hemi == h) & posterior] = MIAL_PULVINAR[side]
         out[thal & (hemi == h) & ~posterior] = MIAL_OTHER[side]
