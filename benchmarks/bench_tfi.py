@@ -9,13 +9,14 @@ wall time, peak resident memory of the call (VmHWM reset before it), CG iteratio
 Gauss-Newton steps, and the scores of ``accuracy_whole_head.py`` (chi NRMSE % over the
 output mask and without its outer 2 mm, XSIM, deep-GM slope, nucleus bias %).
 
-    python benchmarks/bench_tfi.py [--voxel 1 1 1] [--run default] [--run cg:solver=cg]
-        [--run "fast:solver=cg,max_iter=3,cg_tol=0.01"] [--run "a:shell_damp=0"] ...
+    python benchmarks/bench_tfi.py [--voxel 1 1 1] [--variant oblique] [--run default]
+        [--run admm:solver=admm] [--run "fast:max_iter=3,cg_tol=0.01"]
+        [--run "a:solver=admm,shell_damp=0"] ...
 
 ``--run label:key=value,...`` passes keyword arguments to the function (repeatable; the
-label alone runs the defaults: the ADMM solver; ``solver=cg`` the Gauss-Newton CG one, whose
-CG iterations and steps are then printed instead of the ADMM iterations and the start's CG
-iterations). ``--run chain_default`` times the default dipole method of
+label alone runs the defaults: the Gauss-Newton CG solver; with ``solver=admm`` the
+ADMM iterations and the start's CG iterations are printed instead of CG's iterations and
+steps). ``--variant`` takes a phantom variant of ``accuracy_whole_head.py`` (cached apart). ``--run chain_default`` times the default dipole method of
 the app instead, on the default background removal's local field from the same input (the
 background step untimed; scored on its own mask). ``--save label`` keeps a variant's chi map in the cache
 directory so that later variants are also compared with it (``--against label``: NRMSE %
@@ -49,15 +50,16 @@ from bids_iron.maps.dipole import DipoleInversionResult  # noqa: E402
 from bids_iron.maps.tfi import invert_total_field_tfi  # noqa: E402
 
 
-def prepare(voxel, cache):
+def prepare(voxel, cache, variant="full"):
     """The chain's TFI input on the phantom (simulated and run once, then cached)."""
-    path = Path(cache) / f"tfi_input_{'x'.join(f'{v:g}' for v in voxel)}.npz"
+    extra = "" if variant == "full" else f"_{variant}"
+    path = Path(cache) / f"tfi_input_{'x'.join(f'{v:g}' for v in voxel)}{extra}.npz"
     if path.exists():
         return Truth(np.load(path))
-    from accuracy_whole_head import run
+    from accuracy_whole_head import run, simulate_variant
     from bids_iron.workflow import Options
 
-    acq = H.simulate(voxel_size=tuple(voxel), seed=0)
+    acq = simulate_variant(variant, tuple(voxel))
     seen = {}
     record = registry.get("dipole", "tfi")
 
@@ -127,17 +129,20 @@ def run_variant(d, kw):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--voxel", type=float, nargs=3, default=(2.0, 2.0, 2.0))
+    ap.add_argument("--variant", default="full",
+                    help="phantom variant of accuracy_whole_head.py (full, oblique, snr50, ...)")
     ap.add_argument("--run", action="append", help="label[:key=value,...] (repeatable)")
     ap.add_argument("--save", action="append", default=[], help="label whose chi to keep")
     ap.add_argument("--against", help="label of a saved chi to compare with")
     ap.add_argument("--cache", default="/tmp/bids_iron_bench")
     args = ap.parse_args()
-    d = prepare(args.voxel, args.cache)
+    d = prepare(args.voxel, args.cache, args.variant)
     vs = tuple(float(v) for v in d["voxel_size"])
     print(f"TFI input at {vs} mm: grid {d['mask'].shape}, mask {int(d['mask'].sum())} voxels, "
           f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
     ref = None
-    tag = "x".join(f"{v:g}" for v in args.voxel)
+    tag = "x".join(f"{v:g}" for v in args.voxel) + ("" if args.variant == "full"
+                                                     else f"_{args.variant}")
     if args.against:
         ref = np.load(Path(args.cache) / f"tfi_chi_{tag}_{args.against}.npy")
     short = {"caudate": "CN", "putamen": "PUT", "globus_pallidus": "GP", "thalamus": "TH",
