@@ -166,8 +166,9 @@ MASK_MARGIN_MM = 4.0
 #: 59.8 s but the pulvinar at .692 on seed 3; [2] ((-30, 30), (-74, 4), (-46, 14)) 57.2 s.
 #: Peak RSS 0.91-0.93 GiB. Then, same Dice (within 0.002) and faster: ANTs resampling in
 #: float32 instead of double, labels and masks resampled only where they land
-#: (`_support_box`), the last echo read only when used: 58.5 / 58.6 s, peak 0.62 GiB. The caudate (outside the box) keeps its 1.5-1.6 mm mean surface
-#: distance, above the two atlases' own 1.38 mm.
+#: (`_support_box`), the last echo read only when used: 58.5 / 58.6 s, peak 0.62 GiB. The
+#: caudate (outside the box) keeps its 1.5-1.6 mm mean surface distance, above the two
+#: atlases' own 1.38 mm.
 REFINE_BOX_MM = ((-32.0, 32.0), (-80.0, 4.0), (-50.0, 14.0))
 #: Refinement grid spacing (mm; at least the native voxel), SyN iterations per level
 #: (4, 2, 1 x spacing) and the margin (mm) over which the refinement fades to zero at the
@@ -817,7 +818,8 @@ def _support_box(img, native, transforms, interpolation, default, ants):
     cshape, caffine = _resample_grid(native, spacing)
     coarse = nib.Nifti1Image(np.zeros(cshape, np.float32), caffine)
     out = ants.apply_transforms(fixed=_to_ants(coarse, ants),
-                                moving=_to_ants(nib.Nifti1Image(inside.astype(np.float32), affine), ants),
+                                moving=_to_ants(nib.Nifti1Image(inside.astype(np.float32),
+                                                                affine), ants),
                                 transformlist=list(transforms), interpolator="linear",
                                 whichtoinvert=[False] * len(transforms), singleprecision=True)
     land = ndimage.binary_dilation(out.numpy() > 0, iterations=1)
