@@ -16,9 +16,10 @@ output mask and without its outer 2 mm, XSIM, deep-GM slope, nucleus bias %).
 ``--run label:key=value,...`` passes keyword arguments to the function (repeatable; the
 label alone runs the defaults: the Gauss-Newton CG solver; with ``solver=admm`` the
 ADMM iterations and the start's CG iterations are printed instead of CG's iterations and
-steps). ``--variant`` takes a phantom variant of ``accuracy_whole_head.py`` (cached apart). ``--run chain_default`` times the default dipole method of
-the app instead, on the default background removal's local field from the same input (the
-background step untimed; scored on its own mask). ``--save label`` keeps a variant's chi map in the cache
+steps). ``--variant`` takes a phantom variant of ``accuracy_whole_head.py`` (cached
+apart). ``--run chain_default`` times the default dipole method of the app instead, on the
+default background removal's local field from the same input (the background step
+untimed; scored on its own mask). ``--save label`` keeps a variant's chi map in the cache
 directory so that later variants are also compared with it (``--against label``: NRMSE %
 of the difference over the output mask).
 """

@@ -306,16 +306,23 @@ TFI_SOLVER = "cg"
 #: -8 -2 +1 -3 -2 -4 -9)
 #: **the defaults**: oblique (+9 -2 0 +5 0 +2 +1   48.1 / 30.0, 0.622     0.975, 80, 35 s
 #: -7)
+#: the defaults, tol 0.01: straight / oblique      46.5 / 30.3, 0.646 /   0.960 / 0.972,
+#: (TH +2 / +8)                                    51.0 / 33.1, 0.601     40, 29 s
+#: mu_data 0.1: straight / oblique (TH +3 / +15)   45.1 / 29.2, 0.671 /   0.959 / 0.971,
+#:                                                 50.7 / 33.3, 0.602     50, 32 s
 #: ==============================================  =====================  ================
 #:
 #: At 2 mm the defaults give 52.7 / 33.9, 0.633, 0.951 (90 iterations, 4.1 s; -15 % putamen)
 #: and on the oblique head 61.5 / 43.3, 0.593, 0.914 (alpha 1.5e-4: 51.0 / 33.8, 0.611,
 #: 0.943 and 59.0 / 40.3, 0.606, 0.912; mu_data 0.01, alpha 1.5e-4: 51.8 / 36.7, 0.571,
 #: 0.932 and 58.4 / 39.1, 0.611, 0.916; alpha 7e-5: 54.2 / 34.5, 0.646, 0.957 and 63.6 /
-#: 45.7, 0.582, 0.917). A smaller mu_data takes ADMM further towards the minimiser in the
-#: same iterations (the data term is then enforced almost exactly at each step): the
-#: oblique head's thalamus, +31 % with mu_data 1, comes to +5 %, but TV's shrinkage lowers
-#: the slope (0.950 at 1 mm against A's 0.965); a smaller alpha does not give it back.
+#: 45.7, 0.582, 0.917; tol 0.005 / 0.01: 53.8 / 34.2, 0.642, 0.954 and 62.5 / 44.3, 0.589,
+#: 0.912 / 55.0 / 34.8, 0.651, 0.960 and 63.8 / 46.0, 0.578, 0.916; mu_data 0.1: 54.7 /
+#: 34.1, 0.662, 0.963 and 64.3 / 46.2, 0.580, 0.917). A smaller mu_data takes ADMM
+#: further towards the minimiser in the same iterations (the data term is then enforced
+#: almost exactly at each step): the oblique head's thalamus, +31 % with mu_data 1, comes
+#: to +5 %, but TV's shrinkage lowers the slope (0.950 at 1 mm against A's 0.965); a
+#: smaller alpha does not give it back, a looser tol (0.01) only part of it.
 #:
 #: Whole chain from raw phase (``benchmarks/accuracy_whole_head.py --set qsm_method=tfi
 #: [--qsm-param solver=cg]``; inversion stage CPU s, peak RSS of the stage):
