@@ -147,8 +147,10 @@ def run_dipole(d, methods, sets, noise, phase_scale=PHASE_SCALE, source="local",
         t0 = time.perf_counter()
         field, m_in = f, mask
         if source == "total" and record.field == "local":
-            rec = registry.get("background", background)
-            extra = {"b0_dir": b0} if "b0_dir" in rec.needs else {}
+            rec = registry.get("background", background.split("@")[0])
+            extra = dict(sets.get(background, {}))  # --total-background pdf@x --set pdf@x:k=v
+            if "b0_dir" in rec.needs:
+                extra.setdefault("b0_dir", b0)
             field, m_in = rec.function(f, mask, vs, **extra)
         elif source == "local" and record.field == "total":
             print(f"{label:<22}(a total-field method: see --part total)")

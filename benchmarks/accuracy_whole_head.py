@@ -20,7 +20,8 @@ referenced to the R2* CSF and LFS to the whole-brain mean). Prints, per variant:
         [--set qsm_method=tfi --qsm-param preconditioner=10 --qsm-param max_iter=20 ...]
 
 ``--qsm-param key=value`` passes a keyword argument to the chosen dipole method's function
-(e.g. TFI's ``preconditioner``, ``alpha``, ``max_iter``; tv_admm's ``free_rim``). Each stage
+(e.g. TFI's ``preconditioner``, ``alpha``, ``max_iter``; tv_admm's ``free_rim``);
+``--background-param key=value`` to the background method's (e.g. PDF's ``shell_damp``). Each stage
 prints its wall time, the CPU time of this process (all threads; on a shared machine the
 wall time grows with the load, the CPU time much less) and the process's peak resident
 memory during it (the high-water mark is reset before each stage through
@@ -112,13 +113,13 @@ def parse_params(items):
     return out
 
 
-def with_qsm_params(name, params):
-    """Register the dipole method ``name`` again with ``params`` bound (for this run)."""
+def with_params(family, name, params):
+    """Register the ``family`` method ``name`` again with ``params`` bound (for this run)."""
     if params:
-        record = registry.get("dipole", name)
+        record = registry.get(family, name)
         registry.register(dataclasses.replace(record, function=partial(record.function,
                                                                        **params)),
-                          default=registry.default("dipole").name == name)
+                          default=registry.default(family).name == name)
 
 
 def parse_set(items):
@@ -136,13 +137,18 @@ def main():
     ap.add_argument("--set", action="append", help="option=value for Options (repeatable)")
     ap.add_argument("--qsm-param", action="append",
                     help="key=value for the dipole method's function (repeatable)")
+    ap.add_argument("--background-param", action="append",
+                    help="key=value for the background method's function (repeatable), "
+                         "e.g. shell_damp=3e-3 for pdf")
     args = ap.parse_args()
     options = dataclasses.replace(Options(anatomy=False, report=False), **parse_set(args.set))
     qsm_params = parse_params(args.qsm_param)
-    with_qsm_params(options.qsm_method, qsm_params)
+    with_params("dipole", options.qsm_method, qsm_params)
+    bg_params = parse_params(args.background_param)
+    with_params("background", options.background_method, bg_params)
     print(f"options: brain_mask={options.brain_mask} background={options.background_method} "
           f"qsm={options.qsm_method} refine_mask={options.refine_mask} "
-          f"qsm params={qsm_params}")
+          f"qsm params={qsm_params} background params={bg_params}")
     for name in args.variants:
         t = time.perf_counter()
         acq = simulate_variant(name, args.voxel)

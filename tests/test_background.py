@@ -190,3 +190,39 @@ def test_ismv_recovers_local_field_and_converges():
     flat = remove_background_ismv(field - bump, mask, (1, 1, 1), radius_mm=3.0)
     assert flat.converged and flat.n_iter <= 2
     assert np.abs(flat.local_field).max() < 1e-4
+
+
+def test_pdf_shell_damping_leaves_the_rim_to_the_brain():
+    """A brain whose outer voxels share volume with bone (a -0.5 ppm shell, as the realistic
+    head's rim) next to a skull and an air cavity: plain PDF lets the sources just outside the
+    mask imitate the rim's field; damping them (``shell_damp``) keeps more of it (measured:
+    local-field NRMSE 85 -> 67 %), and the parameters reach the record."""
+    from bids_iron.maps.kernels import dipole_kernel
+
+    shape = (48, 48, 48)
+    r = np.sqrt(((np.indices(shape) - 24.0) ** 2).sum(0))
+    mask = r < 18
+    chi = np.zeros(shape, np.float32)
+    chi[(r < 18) & (r >= 16.5)] = -0.5
+    chi[20:24, 22:26, 20:26] = 0.2
+    bg = np.zeros(shape, np.float32)
+    bg[(r >= 20.5) & (r < 23.5)] = -2.0  # skull
+    bg[22:26, 22:26, 2:5] = 9.0  # air
+    d = dipole_kernel(shape, (1, 1, 1))
+
+    def field(c):
+        return np.fft.ifftn(d * np.fft.fftn(c)).real.astype(np.float32)
+
+    truth = field(chi)
+
+    def nrmse(local):
+        a, b = local[mask] - local[mask].mean(), truth[mask] - truth[mask].mean()
+        return 100 * np.linalg.norm(a - b) / np.linalg.norm(b)
+
+    plain = remove_background_pdf(truth + field(bg), mask, (1, 1, 1), max_iter=100)
+    damped = remove_background_pdf(truth + field(bg), mask, (1, 1, 1), max_iter=100,
+                                   shell_damp=3e-3)
+    assert nrmse(damped.local_field) < nrmse(plain.local_field) - 10
+    assert damped.parameters["shell_damp"] == 3e-3 and "shell_damp" not in plain.parameters
+    with pytest.raises(ValueError):
+        remove_background_pdf(truth, mask, (1, 1, 1), shell_damp=-1.0)
