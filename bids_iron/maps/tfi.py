@@ -350,9 +350,10 @@ TFI_SOLVER = "cg"
 #: (1 mm thalamus +31 %). With the defaults (mu_data 0.03), whole chain: 1 mm 43.1 / 28.7,
 #: 0.651, 0.950, +6 -8 -2 +1 -3 -2 -4 -9, 35 s, 2.1 GiB; 1 mm SNR 50 48.5 / 30.2, 0.632,
 #: 0.945, +5 -10 -3 -1 -4 -3 -5 -10, 36 s, 2.3 GiB; 1 mm oblique 48.1 / 30.0, 0.622, 0.975,
-#: +9 -2 0 +5 0 +2 +1 -7, 36 s, 2.1 GiB; 2 mm 52.7 / 33.9, 0.633, 0.951, +2 -15 -5 -7 -6 -3 -6 -11, 4.1 s; 2 mm SNR 50
-#: 54.7 / 34.2, 0.624, 0.955; 2 mm oblique 61.5 / 43.3, 0.593, 0.914, 4.6 s. Against CG:
-#: lower NRMSE everywhere, XSIM as high or higher at 1 mm, lower at 2 mm; slope 0.02 lower
+#: +9 -2 0 +5 0 +2 +1 -7, 36 s, 2.1 GiB; 2 mm 52.7 / 33.9, 0.633, 0.951, +2 -15 -5 -7 -6
+#: -3 -6 -11, 4.1 s; 2 mm SNR 50 54.7 / 34.2, 0.624, 0.955; 2 mm oblique 61.5 / 43.3, 0.593,
+#: 0.914, 4.6 s. Against CG: lower NRMSE but at 2 mm SNR 50 (54.7 against 53.4), XSIM as
+#: high or higher at 1 mm, lower at 2 mm; slope 0.02 lower
 #: (0.950 against 0.969 at 1 mm, within the 0.95-1.05 target only just). So CG stays the
 #: default solver, ADMM (5x faster) is selectable. At 2 mm, from no start (chi 0): 680 /
 #: 840 %; the start without its damping: 68.6 / 42.0, 0.570, 0.941.
