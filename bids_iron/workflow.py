@@ -537,6 +537,27 @@ def _run_sessions(sessions, derivs, options, work_root):
     else:
         pool.shutdown(wait=True)
     finally:
-        listener.stop()
-        queue.close()
+        _stop_listener(listener, queue)
     return results
+
+
+#: Seconds the log listener gets to pass on the workers' last records once they have stopped.
+#: A worker stopped by a signal while it wrote a record can leave half a message in the
+#: queue's pipe, on which the listener (and ``QueueListener.stop``, which joins it without a
+#: timeout) would wait forever: the signal test saw the parent hang after "stopped".
+LOG_DRAIN_SECONDS = 5.0
+
+
+def _stop_listener(listener, queue, timeout=LOG_DRAIN_SECONDS):
+    """Stop a `logging.handlers.QueueListener` without waiting forever for a stuck queue."""
+    listener.enqueue_sentinel()
+    thread = listener._thread  # a daemon thread: one left blocked does not hold the exit
+    if thread is not None:
+        thread.join(timeout)
+    listener._thread = None
+    if thread is not None and thread.is_alive():
+        # leave the reader open under the blocked thread (closing it would make the thread
+        # fail with a traceback on the console), and do not wait for the feeder at exit
+        queue.cancel_join_thread()
+        return
+    queue.close()

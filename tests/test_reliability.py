@@ -426,3 +426,26 @@ def test_stale_report_temporaries_removed(copy):
     code, _, err = run_cli(root, out, "participant", "--participant-label", "01")
     assert code == 0, err
     assert not old.exists() and fresh.exists() and (out / "sub-01.html").exists()
+
+
+def test_log_listener_stops_on_a_broken_queue():
+    """A worker stopped while it wrote a log record leaves half a message in the queue's pipe;
+    the parent's listener then waits forever for the rest (the signal test once hung so after
+    "stopped"). `_stop_listener` gives up after its timeout instead."""
+    import logging
+    import logging.handlers
+    import multiprocessing
+    import struct
+    import time
+
+    from bids_iron.workflow import _stop_listener
+
+    queue = multiprocessing.get_context("spawn").Queue()
+    listener = logging.handlers.QueueListener(queue, logging.NullHandler())
+    listener.start()
+    os.write(queue._writer.fileno(), struct.pack("!i", 100) + b"x" * 10)  # 10 of 100 bytes
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    _stop_listener(listener, queue, timeout=1.0)
+    assert time.monotonic() - t0 < 3.0
+    assert listener._thread is None
