@@ -19,7 +19,7 @@ Examples
 --------
 >>> from bids_iron.options import Options
 >>> Options().qsm_method
-'tv_admm'
+'tfi_admm'
 >>> "force" in Options.output_neutral()
 True
 """

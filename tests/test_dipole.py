@@ -78,11 +78,12 @@ def test_default_method_deep_gm_linearity(sim, default_result):
 
 # looser bounds for the other methods: (slope range, minimum correlation); measured on this
 # phantom: tkd 0.94/0.90, tikhonov_cg 0.80/0.98, tv_admm 0.97/0.998, medi 0.98/0.997,
-# l1_tv 0.96/0.998; tfi (a total-field method, here given the local field) 0.94/0.989
+# l1_tv 0.96/0.998; tfi (a total-field method, here given the local field) 0.94/0.989,
+# tfi_admm 0.96/0.994
 BOUNDS = {"tkd": ((0.8, 1.15), 0.85), "tikhonov_cg": ((0.7, 1.1), 0.95),
           "tv_admm": ((0.9, 1.1), 0.98), "medi": ((0.9, 1.1), 0.98),
           "l1_tv": ((0.9, 1.1), 0.98), "nltv": ((0.9, 1.1), 0.98),
-          "tfi": ((0.9, 1.1), 0.98)}
+          "tfi": ((0.9, 1.1), 0.98), "tfi_admm": ((0.9, 1.1), 0.98)}
 
 
 @pytest.mark.parametrize("method", DIPOLE_METHODS)
@@ -287,7 +288,7 @@ def test_discrepancy_through_the_stage(tmp_path_factory, tmp_path):
     import test_stages as S
 
     base = S.base.__wrapped__(tmp_path_factory)  # the stage tests' small session
-    _, side = S._run_phase(base, tmp_path, qsm_alpha="discrepancy")
+    _, side = S._run_phase(base, tmp_path, qsm_method="tv_admm", qsm_alpha="discrepancy")
     chi = side["Chimap"]
     sel, inv = chi["RegularizationSelection"], chi["DipoleInversion"]
     assert sel["Rule"].startswith("discrepancy principle") and sel["NoiseLevel"] > 0

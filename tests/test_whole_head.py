@@ -110,7 +110,9 @@ def test_chain_holds_on_oblique_and_anisotropic(heads, full_chain, name):
     # measured slope 0.900 oblique, 0.903 anisotropic (V-SHARP: 0.905, 0.930; the red and
     # dentate nuclei read 8-13 % low on the tilted and the thick-slice grids)
     assert 0.87 <= m["slope"] <= 1.1 and m["r"] >= 0.95
-    assert m["nrmse"] <= 1.25 * ref["nrmse"]  # measured: +3 % oblique, +13 % anisotropic
+    # measured with tfi_admm: +17 % oblique, +31 % anisotropic (61.5 and 69.2 against 52.7;
+    # PDF + tv_admm, the default before issue 16, gave +3 % and +13 % of 74.1)
+    assert m["nrmse"] <= 1.35 * ref["nrmse"]
 
 
 def test_threshold_mask_is_flagged(heads, full_chain, caplog):

@@ -19,7 +19,7 @@ Examples
 >>> registry.get("dipole", "medi").needs
 ('magnitude',)
 >>> registry.default("dipole").name
-'tv_admm'
+'tfi_admm'
 """
 
 from __future__ import annotations

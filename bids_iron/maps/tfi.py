@@ -355,7 +355,9 @@ TFI_SOLVER = "cg"
 #: 0.914, 4.6 s. Against CG: lower NRMSE but at 2 mm SNR 50 (54.7 against 53.4), XSIM as
 #: high or higher at 1 mm, lower at 2 mm; slope 0.02 lower
 #: (0.950 against 0.969 at 1 mm, within the 0.95-1.05 target only just). So CG stays the
-#: default solver, ADMM (5x faster) is selectable. At 2 mm, from no start (chi 0): 680 /
+#: default solver of ``tfi``, ADMM (5x faster) is selectable, and it is the app's default
+#: as the method ``tfi_admm`` (`bids_iron.maps.dipole.DEFAULT_QSM_METHOD`: it beats PDF +
+#: tv_admm on every head). At 2 mm, from no start (chi 0): 680 /
 #: 840 %; the start without its damping: 68.6 / 42.0, 0.570, 0.941.
 #:
 #: The start matters because ADMM hardly moves sources between the outside and the brain
