@@ -618,6 +618,50 @@ def invert_dipole_tikhonov_cg(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.
 # TV by ADMM (FANSI-like linear) and its magnitude-weighted (MEDI-like) variant
 # --------------------------------------------------------------------------------------
 
+def _admm_filters(kernel, pshape, vs, mu_data, mu_grad):
+    """The k-space filters of the TV ADMM chi step, ``(k_data, k_grad)`` (float32, rfft
+    half-spectrum): ``chi = F^-1 [k_data F rhs + k_grad F G^T q]`` solves
+    ``(mu_data |D|^2 + mu_grad |G|^2) chi = mu_data D rhs + mu_grad G^T q``; at k = 0 both are
+    0 (chi's mean is not determined: it stays 0)."""
+    denom = (np.float32(mu_data) * kernel * kernel
+             + np.float32(mu_grad) * _gradient_symbol(pshape, vs))
+    denom[0, 0, 0] = 1.0
+    k_data = (np.float32(mu_data) * kernel / denom).astype(np.float32)
+    k_grad = (np.float32(mu_grad) / denom).astype(np.float32)
+    del denom
+    k_data[0, 0, 0] = 0.0
+    k_grad[0, 0, 0] = 0.0
+    return k_data, k_grad
+
+
+def _admm_warm_start(chi0, kernel, inv_d, q, workers):
+    """The ADMM splits at ``chi0`` (duals zero): returns ``D chi0`` and writes ``G chi0`` into
+    ``q``."""
+    spec = scipy.fft.rfftn(chi0, workers=workers)
+    spec *= kernel
+    rhs = scipy.fft.irfftn(spec, s=chi0.shape, workers=workers).astype(np.float32)
+    del spec
+    _grad(chi0.astype(np.float32, copy=False), inv_d, q)
+    return rhs
+
+
+def _admm_chi_step(rhs, q, k_data, k_grad, kernel, inv_d, tmp, scratch, workers):
+    """One TV ADMM chi update (4 FFTs): returns ``(chi, D chi)`` from the data split's
+    ``rhs`` and the gradient split's ``q`` (`_admm_filters`); ``tmp``, ``scratch`` are
+    work arrays of the grid's shape."""
+    spec = scipy.fft.rfftn(rhs, workers=workers)
+    spec *= k_data
+    _grad_adjoint(q, inv_d, tmp, scratch)
+    spec2 = scipy.fft.rfftn(tmp, workers=workers)
+    spec2 *= k_grad
+    spec += spec2
+    del spec2
+    chi = scipy.fft.irfftn(spec, s=rhs.shape, workers=workers)
+    spec *= kernel
+    dchi = scipy.fft.irfftn(spec, s=rhs.shape, workers=workers)
+    return chi, dchi
+
+
 def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, tol,
              workers, data_norm="l2", chi0=None, phase_scale=None, kernel=None, relax=1.0,
              bregman_from=0, target=0.0, info=None, w_bregman=None):
@@ -656,14 +700,7 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     if kernel is None:  # the dipole kernel on the rfft half-spectrum (callers may share it)
         kernel = dipole_kernel(pshape, vs, b, rfft=True)
     inv_d = (1.0 / vs).astype(np.float32)
-    denom = (np.float32(mu_data) * kernel * kernel
-             + np.float32(mu_grad) * _gradient_symbol(pshape, vs))
-    denom[0, 0, 0] = 1.0
-    k_data = (np.float32(mu_data) * kernel / denom).astype(np.float32)
-    k_grad = (np.float32(mu_grad) / denom).astype(np.float32)
-    del denom
-    k_data[0, 0, 0] = 0.0  # chi's mean is not determined: keep it at 0
-    k_grad[0, 0, 0] = 0.0
+    k_data, k_grad = _admm_filters(kernel, pshape, vs, mu_data, mu_grad)
     mu = np.float32(mu_data)
     fg = box.to_grid(f)
     if data_norm == "l1":
@@ -697,11 +734,7 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     tmp = np.empty(pshape, np.float32)
     scratch = np.empty(pshape, np.float32)
     if chi0 is not None:  # warm start: the splits at the previous solution, duals zero
-        spec = scipy.fft.rfftn(chi0, workers=workers)
-        spec *= kernel
-        rhs_data = scipy.fft.irfftn(spec, s=pshape, workers=workers).astype(np.float32)
-        del spec
-        _grad(chi0.astype(np.float32), inv_d, q)
+        rhs_data = _admm_warm_start(chi0, kernel, inv_d, q, workers)
     if not 0.0 < relax < 2.0:
         raise ValueError(f"relax must be in (0, 2), got {relax!r}")
     r_new, r_old = np.float32(relax), np.float32(1.0 - relax)
@@ -715,17 +748,8 @@ def _tv_admm(f, m, vs, b, box, w, tv_weight, alpha, mu_data, mu_grad, max_iter, 
     # convergence if earlier, while the residual exceeds the target); 2: plain TV again
     phase, n_bregman, residual, residual_tv = 0, 0, None, None
     for n_iter in range(1, max_iter + 1):
-        spec = scipy.fft.rfftn(rhs_data, workers=workers)
-        spec *= k_data
-        _grad_adjoint(q, inv_d, tmp, scratch)
-        spec2 = scipy.fft.rfftn(tmp, workers=workers)
-        spec2 *= k_grad
-        spec += spec2
-        del spec2
-        chi = scipy.fft.irfftn(spec, s=pshape, workers=workers)
-        spec *= kernel
-        bvec = scipy.fft.irfftn(spec, s=pshape, workers=workers)
-        del spec
+        chi, bvec = _admm_chi_step(rhs_data, q, k_data, k_grad, kernel, inv_d, tmp, scratch,
+                                   workers)
         n_fft += 4
         if bregman_from and phase == 0 and n_iter >= bregman_from:
             phase = 1

@@ -33,8 +33,8 @@ import scipy.fft
 
 from ._numerics import (blas_dot, check_array, check_field, check_max_iter, check_positive,
                         check_weights, check_workers, fft_box, pcg)
-from .dipole import (DipoleInversionResult, _check_count, _grad, _grad_adjoint,
-                     _gradient_symbol, _unit_b0, mask_rim_weights)
+from .dipole import (DipoleInversionResult, _admm_chi_step, _admm_filters, _admm_warm_start,
+                     _check_count, _grad, _unit_b0, mask_rim_weights)
 from .kernels import check_voxel_size, dipole_kernel
 
 #: Settings of `invert_total_field_tfi`, chosen on the realistic whole-head phantom through
@@ -574,14 +574,7 @@ def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, 
     shape = fg.shape
     kernel = dipole_kernel(shape, vs, b, rfft=True)
     inv_d = (1.0 / vs).astype(np.float32)
-    denom = (np.float32(mu_data) * kernel * kernel
-             + np.float32(mu_grad) * _gradient_symbol(shape, vs))
-    denom[0, 0, 0] = 1.0
-    k_data = (np.float32(mu_data) * kernel / denom).astype(np.float32)
-    k_grad = (np.float32(mu_grad) / denom).astype(np.float32)
-    del denom
-    k_data[0, 0, 0] = 0.0
-    k_grad[0, 0, 0] = 0.0
+    k_data, k_grad = _admm_filters(kernel, shape, vs, mu_data, mu_grad)
     tau = _admm_tv_weights(mg, free_rim, exterior)
     tau *= np.float32(alpha / mu_grad)
     neg_tau = -tau
@@ -600,27 +593,14 @@ def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, 
         chi0, n_start = _background_start(fg, mg, w2, kernel, vs, tol=start_tol,
                                           max_iter=start_max_iter, damp=shell_damp,
                                           shell_mm=shell_mm, workers=workers)
-        spec = scipy.fft.rfftn(chi0, workers=workers)
-        spec *= kernel
-        rhs_u = scipy.fft.irfftn(spec, s=shape, workers=workers).astype(np.float32)
-        del spec
-        _grad(chi0, inv_d, q)
+        rhs_u = _admm_warm_start(chi0, kernel, inv_d, q, workers)
         del chi0
         n_fft = 4 * n_start + 4
     chi_prev, converged, changes, n_iter = None, False, [], 0
     for n_iter in range(1, max_iter + 1):
         # chi step: (mu_data |D|^2 + mu_grad |G|^2) chi = mu_data D rhs_u + mu_grad G^T q
-        spec = scipy.fft.rfftn(rhs_u, workers=workers)
-        spec *= k_data
-        _grad_adjoint(q, inv_d, tmp, scratch)
-        spec2 = scipy.fft.rfftn(tmp, workers=workers)
-        spec2 *= k_grad
-        spec += spec2
-        del spec2
-        chi = scipy.fft.irfftn(spec, s=shape, workers=workers)
-        spec *= kernel
-        bvec = scipy.fft.irfftn(spec, s=shape, workers=workers)  # D chi
-        del spec
+        chi, bvec = _admm_chi_step(rhs_u, q, k_data, k_grad, kernel, inv_d, tmp, scratch,
+                                   workers)
         n_fft += 4
         # data split: b = D chi + s; u = (W^2 f + mu b) / (W^2 + mu); s = b - u; 2 u - b
         bvec += s
