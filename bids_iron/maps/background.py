@@ -551,6 +551,43 @@ def remove_background_resharp(field, mask, voxel_size, radius_mm=None, alpha=0.0
 # PDF
 # --------------------------------------------------------------------------------------------
 
+def pdf_sources(f, m, data_w, kernel, voxel_size, *, tol, max_iter, shell_damp=0.0,
+                shell_mm=0.0, workers=-1):
+    """PDF's background sources on an FFT grid: ``x`` outside the mask ``m`` minimising
+    ``||data_w^1/2 (f - D x)||^2`` in the mask (``+ shell_damp ||x||^2`` within ``shell_mm``
+    mm of it), by conjugate gradients on the normal equations (`remove_background_pdf`, and
+    the start of `bids_iron.maps.tfi`'s ADMM solver). ``data_w``: squared data weights, 0
+    outside the mask; ``kernel``: the unit dipole kernel on the rfft half-spectrum. Returns
+    the CG result (``x``, float32, zero inside the mask; ``n_iter``, ``converged``)."""
+    shape = f.shape
+    outside = ~m
+
+    def conv_d(x):
+        return scipy.fft.irfftn(scipy.fft.rfftn(x, workers=workers) * kernel, s=shape,
+                                workers=workers)
+
+    shell = None
+    if shell_damp and shell_mm:
+        from scipy import ndimage
+        dist = ndimage.distance_transform_edt(outside, sampling=voxel_size)
+        shell = np.where((dist > 0) & (dist <= shell_mm), np.float32(shell_damp),
+                         np.float32(0))
+        del dist
+
+    def normal(x):
+        y = conv_d(x)
+        y *= data_w
+        y = conv_d(y)
+        y *= outside
+        if shell is not None:
+            y += shell * x
+        return y
+
+    rhs = conv_d(data_w * f) * outside
+    # blas_dot, not real_dot: see blas_dot (this CG's path is chaotic in float32)
+    return pcg(normal, rhs.astype(np.float32), tol=tol, max_iter=max_iter, dot=blas_dot)
+
+
 #: PDF's ``shell_damp`` (issue 16), measured and left at 0. Through the whole chain from raw
 #: phase on the realistic head (``python benchmarks/accuracy_whole_head.py --voxel 1 1 1
 #: --variants full --background-param shell_damp=3e-3``; from the true total field
@@ -694,33 +731,14 @@ def remove_background_pdf(field, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weigh
                                 parameters=params)
     f = box.to_grid(field) / np.float32(scale)
     data_w = box.to_grid(w * w)
-    outside = ~m
     d = dipole_kernel(shape, voxel_size, b, rfft=True)
+    cg = pdf_sources(f, m, data_w, d, voxel_size, tol=tol, max_iter=max_iter,
+                     shell_damp=shell_damp, shell_mm=shell_mm, workers=workers)
 
     def conv_d(x):
         return scipy.fft.irfftn(scipy.fft.rfftn(x, workers=workers) * d, s=shape,
                                 workers=workers)
 
-    shell = None
-    if shell_damp and shell_mm:
-        from scipy import ndimage
-        dist = ndimage.distance_transform_edt(outside, sampling=voxel_size)
-        shell = np.where((dist > 0) & (dist <= shell_mm), np.float32(shell_damp),
-                         np.float32(0))
-        del dist
-
-    def normal(x):
-        y = conv_d(x)
-        y *= data_w
-        y = conv_d(y)
-        y *= outside
-        if shell is not None:
-            y += shell * x
-        return y
-
-    rhs = conv_d(data_w * f) * outside
-    # blas_dot, not real_dot: see blas_dot (this CG's path is chaotic in float32)
-    cg = pcg(normal, rhs.astype(np.float32), tol=tol, max_iter=max_iter, dot=blas_dot)
     local = _demean((f - conv_d(cg.x)) * np.float32(scale), m)
     return BackgroundResult(box.from_grid(local), mask.copy(), "pdf", cg.n_iter, cg.converged,
                             params)

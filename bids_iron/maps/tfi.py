@@ -35,6 +35,7 @@ from ._numerics import (blas_dot, check_array, check_field, check_max_iter, chec
                         check_weights, check_workers, fft_box, pcg)
 from .dipole import (DipoleInversionResult, _admm_chi_step, _admm_filters, _admm_warm_start,
                      _check_count, _grad, _unit_b0, mask_rim_weights)
+from .background import pdf_sources
 from .kernels import check_voxel_size, dipole_kernel
 
 #: Settings of `invert_total_field_tfi`, chosen on the realistic whole-head phantom through
@@ -526,36 +527,12 @@ def _admm_tv_weights(mg, free_rim, exterior):
 
 
 def _background_start(fg, mg, w2, kernel, vs, *, tol, max_iter, damp, shell_mm, workers):
-    """The ADMM solver's start: sources ``x`` outside the mask minimising ``||W (f - D x)||^2
-    in the mask + damp ||x||^2 within shell_mm of it`` (PDF's problem, Tikhonov-damped next
-    to the mask), by CG on the normal equations to a relative residual ``tol``. Returns
-    (x on the grid, float32, ppm; CG iterations)."""
-    from scipy import ndimage
-
-    shape = fg.shape
-    outside = (~mg).astype(np.float32)
-    dist = ndimage.distance_transform_edt(~mg, sampling=vs)
-    shell = np.where((dist > 0) & (dist <= shell_mm), np.float32(damp), np.float32(0))
-    del dist
-
-    def conv_d(x):
-        spec = scipy.fft.rfftn(x, workers=workers)
-        spec *= kernel
-        return scipy.fft.irfftn(spec, s=shape, workers=workers,
-                                overwrite_x=True).astype(np.float32, copy=False)
-
-    def normal(y):
-        x = conv_d(y * outside)
-        x *= w2
-        x = conv_d(x)
-        x *= outside
-        x += shell * y
-        return x
-
-    rhs = conv_d(w2 * fg)
-    rhs *= outside
-    cg = pcg(normal, rhs, tol=tol, max_iter=max_iter, dot=blas_dot)
-    return cg.x * outside, cg.n_iter
+    """The ADMM solver's start: PDF's background sources, Tikhonov-damped within
+    ``shell_mm`` of the mask (`bids_iron.maps.background.pdf_sources`). Returns (x on the
+    grid, float32, ppm, zero in the mask; CG iterations)."""
+    cg = pdf_sources(fg, mg, w2, kernel, vs, tol=tol, max_iter=max_iter, shell_damp=damp,
+                     shell_mm=shell_mm, workers=workers)
+    return cg.x, cg.n_iter
 
 
 def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, mu_data,
