@@ -105,6 +105,12 @@ _add("dipole", "nltv", dipole.invert_dipole_nltv, "total variation, nonlinear da
      "by ADMM", "Milovic C, Bilgic B, Zhao B, Acosta-Cabronero J, Tejos C. Fast nonlinear "
      "susceptibility inversion with variational regularization. Magn Reson Med "
      "2018;80:814-821", needs=("phase_scale",))
+_add("dipole", "hybrid", dipole.invert_dipole_hybrid,
+     "two stages: L1 data term, then L2 (HD-QSM-like)",
+     "Total-variation inversion with a hybrid data term (HD-QSM-like): an L1 data-fidelity "
+     "stage (robust to phase outliers), then an L2 stage started from it, both by ADMM",
+     "Lambert M, Tejos C, Langkammer C, Milovic C. Hybrid data fidelity term approach for "
+     "quantitative susceptibility mapping. Magn Reson Med 2022;88:962-972")
 _add("dipole", "medi", dipole.invert_dipole_medi, "MEDI-like magnitude-weighted TV",
      "Magnitude-weighted total variation (MEDI-like morphology-enabled inversion)",
      "Liu T, Liu J, de Rochefort L, et al. Morphology enabled dipole inversion (MEDI) from "
