@@ -90,7 +90,7 @@ def test_admm_as_accurate_as_cg_in_a_third_of_the_ffts(sim, result, result_cg):
     assert nrmse(result) <= nrmse(result_cg) - 0.05, (nrmse(result), nrmse(result_cg))
     assert result.n_fft < 0.34 * result_cg.n_fft, (result.n_fft, result_cg.n_fft)
     assert result.parameters["start_cg_iter"] > 0
-    assert result.n_iter <= tfi.TFI_ADMM_MAX_ITER
+    assert result.n_iter <= tfi.TFI_ADMM_MAX_ITER + tfi.TFI_ADMM_REWEIGHT_ITER
     assert result.n_fft == 4 * result.n_iter + 4 * result.parameters["start_cg_iter"] + 6
 
 
@@ -110,6 +110,26 @@ def test_admm_removes_the_background_by_its_start(sim, result):
     assert cold.parameters["start_cg_iter"] == 0
     assert result.parameters["background_field_rms_ppm"] > 0.03  # the sinus and skull
     assert result.parameters["free_rim"] == tfi.TFI_ADMM_FREE_RIM
+
+
+def test_admm_reweighting_gives_the_nuclei_contrast_back(sim):
+    """One reweighting of TV where the ADMM iterations converge (tol 0.01 here, so that they
+    do on this phantom) shrinks the nuclei's edges less: measured deep-GM slope 0.956 ->
+    0.982 (realistic 1 mm head 0.950 -> 0.969, README.rst). Iterations stopped at
+    max_iter are not reweighted."""
+    ph, total, truth = sim
+    m = ph.brain_mask
+    runs = {eps: invert_total_field_tfi(total, m, ph.voxel_size, solver="admm", tol=0.01,
+                                        reweight_eps=eps) for eps in (0.0, 0.03)}
+    slopes = {eps: np.polyfit(truth, _means(ph, r.chi), 1)[0] for eps, r in runs.items()}
+    assert slopes[0.03] > slopes[0.0] + 0.015, slopes
+    plain, rew = runs[0.0], runs[0.03]
+    assert plain.parameters["reweighted_at"] is None and plain.converged
+    assert rew.parameters["reweighted_at"] == plain.n_iter  # the same iterations up to there
+    assert plain.n_iter < rew.n_iter <= plain.n_iter + tfi.TFI_ADMM_REWEIGHT_ITER
+    capped = invert_total_field_tfi(total, m, ph.voxel_size, solver="admm", tol=1e-6,
+                                    max_iter=20)
+    assert capped.parameters["reweighted_at"] is None and capped.n_iter == 20
 
 
 def test_admm_sphere_beside_a_strong_source():
@@ -238,6 +258,8 @@ def test_argument_checks(sim):
                       ({"jacobi": -0.1}, "jacobi"), ({"solver": "lsqr"}, "solver"),
                       ({"exterior_tv": -1}, "exterior_tv"), ({"mu_grad": 0}, "mu_grad"),
                       ({"shell_damp": -1e-3}, "shell_damp"), ({"start_tol": 1}, "start_tol"),
+                      ({"reweight_eps": -0.1}, "reweight_eps"),
+                      ({"reweight_iter": 1.5}, "reweight_iter"),
                       ({"start_max_iter": -1}, "start_max_iter"),
                       ({"field_sd": np.zeros(m.shape)}, "field_sd")]:
         with pytest.raises(ValueError, match=match):

@@ -59,21 +59,22 @@ DEFAULT_DIPOLE_METHOD = "tv_admm"
 #: =====================  ===========================  ===========================  =======
 #: head                   PDF + tv_admm (before)       tfi_admm (default)           tfi (CG)
 #: =====================  ===========================  ===========================  =======
-#: 1 mm                   61.4 / 39.9, .571, .943, 19  43.1 / 28.7, .651, .950, 35  48.4 /
+#: 1 mm                   61.4 / 39.9, .571, .943, 19  41.2 / 26.3, .676, .969, 53  48.4 /
 #:                                                                                  32.5,
 #:                                                                                  .969,
 #:                                                                                  189
-#: 1 mm SNR 50            66.5 / 41.2, .557, .951      48.5 / 30.2, .632, .945
-#: 1 mm oblique 20 deg.   61.3 / 42.8, .539, .968      48.1 / 30.0, .622, .975      .991
-#:                        (thalamus +39 %)             (thalamus +5 %)
-#: 2 mm                   74.1 / 49.5, .530, .916, 1.7 52.7 / 33.9, .633, .951, 4.1 .971, 18
-#: 2 mm SNR 50            77.2 / 50.7, .509, .914      54.7 / 34.2, .624, .955      .974
-#: 2 mm oblique           76.8 / 57.2, .504, .900      61.5 / 43.3, .593, .914      .935
+#: 1 mm SNR 50            66.5 / 41.2, .557, .951      45.9 / 27.9, .657, .963
+#: 1 mm oblique 20 deg.   61.3 / 42.8, .539, .968      48.1 / 28.1, .638, .988      .991
+#:                        (thalamus +39 %)             (thalamus +4 %)
+#: 2 mm                   74.1 / 49.5, .530, .916, 1.7 51.8 / 32.3, .650, .967, 5   .971, 18
+#: 2 mm SNR 50            77.2 / 50.7, .509, .914      53.8 / 33.1, .637, .973      .974
+#: 2 mm oblique           76.8 / 57.2, .504, .900      61.9 / 43.1, .603, .932      .935
 #: =====================  ===========================  ===========================  =======
 #:
-#: It is the more accurate on every head and resolution measured, by every number but the
-#: slope at 1 mm SNR 50 (.945 against .951), in 1.8x the inversion time at 1 mm (2.4x at
-#: 2 mm, seconds). The CG solver (``tfi``) keeps a higher slope at 10x the time.
+#: It is the more accurate on every head and resolution measured, by every number, in 2-3x
+#: the inversion time (with its one reweighting of TV, `bids_iron.maps.tfi`'s
+#: ``TFI_ADMM_REWEIGHT_EPS``; without it 1 mm 43.1 / 28.7, .651, .950, 35 s). The CG solver
+#: (``tfi``) takes 3-4x its time for a similar slope.
 DEFAULT_QSM_METHOD = "tfi_admm"
 
 #: TV weight of `invert_dipole_tv_admm` (field in ppm, gradients per mm), re-chosen on the
