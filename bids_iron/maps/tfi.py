@@ -653,7 +653,7 @@ def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, 
             norm = float(np.linalg.norm(inside - inside.mean()))
             changes.append(round(change / norm, 4) if norm > 0 else 0.0)
             met = norm > 0 and change < tol * norm
-        if reweight_eps and reweighted_at is None and met:
+        if reweight_eps and reweight_iter and reweighted_at is None and met:
             # reweighted L1 (Candes et al. 2008): the differences chi already jumps across
             # (nucleus edges) are shrunk less from here on, the flat ones as before
             _reweight_tv(tau, chi, inv_d, reweight_eps)
@@ -736,8 +736,8 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     solver : {"cg", "admm"}
         Default `TFI_SOLVER` ("cg").
     max_iter : int, optional
-        ADMM iterations, or Gauss-Newton steps of CG, at most; default
-        `TFI_ADMM_MAX_ITER` or `TFI_MAX_ITER`.
+        ADMM iterations before the reweighting (``reweight_iter`` more after it), or
+        Gauss-Newton steps of CG, at most; default `TFI_ADMM_MAX_ITER` or `TFI_MAX_ITER`.
     tol : float, optional
         Stopping tolerance (see above); default `TFI_ADMM_TOL` or `TFI_TOL`.
     free_rim : int, optional
