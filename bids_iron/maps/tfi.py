@@ -411,7 +411,9 @@ TFI_ADMM_SHELL_MM = 6.0
 #: Also measured at 2 mm: eps 0.1 51.8 / 32.8, 0.640, 0.964; eps 0.03 (0.01) with 20
 #: iterations 52.3 / 32.7, 0.651, 0.978 (53.1 / 32.8, 0.660, 0.979; 1 mm 41.4 / 26.3, 0.677,
 #: 0.967, oblique 48.7 / 28.8, 0.991); 60 / 80 iterations (eps 0.01 / 0.001) 52.2 / 32.1,
-#: 0.969 / 53.9 / 33.6, 0.960. On the test phantom of ``tests/test_tfi.py``, whose nuclei
+#: 0.969 / 53.9 / 33.6, 0.960; reweighting again after each new convergence, two / three
+#: times, 51.6 / 32.1, 0.652, 0.968 / 51.4 / 32.0, 0.654, 0.970 (not worth the
+#: iterations). On the test phantom of ``tests/test_tfi.py``, whose nuclei
 #: TV already overestimates (+9 %), the slope rises too (0.956 -> 0.982) and so does the
 #: overshoot (largest nucleus error 10 -> 14 %).
 TFI_ADMM_REWEIGHT_EPS = 0.03
