@@ -31,9 +31,12 @@ Speed: registration runs on 2 mm copies of both images (``reg_resolution``), thr
 (8, 4, 2 mm), SyN 60x40x10 iterations (60x10x0 when the local refinement runs), the
 template's affine stage without a rigid one before it (`LINEAR_ITERATIONS`: measured choices
 and where the time goes); transforms live in world space, so they are applied to the 1 mm
-atlases and the native grid afterwards. Deterministic: fixed ``--random-seed`` and
-regular (not random) metric sampling. The number of ITK threads follows ``n_threads`` (set
-before ANTs is first used) or ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS.
+atlases and the native grid afterwards. Fixed ``--random-seed`` and regular (not random)
+metric sampling; still not bit-for-bit repeatable: the labels depend on the number of ITK
+threads and, measured, on the load of the machine (the 2 mm test subject's right dentate
+Dice 0.825 quiet, 0.831-0.843 with the other core busy, 0.795 once in a full test run;
+ITK's "Platform" threader did not fix it). The number of ITK threads follows ``n_threads``
+(set before ANTs is first used) or ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS.
 
 SUIT (dentate): the SUIT T1w is registered to the template once (affine + SyN on the posterior
 fossa, identity start as SUIT coordinates are close to MNI) and cached under ``cache_dir``
