@@ -145,6 +145,7 @@ def test_l1_data_term_rejects_phase_outliers(sim):
     # (measured 0.20; without that weighting it spread them as L2 does)
     hybrid = invert_dipole(spoilt, m, ph.voxel_size, method="hybrid")
     assert nrmse(hybrid.chi) < 0.35, nrmse(hybrid.chi)
+    assert hybrid.n_fft == 4 * hybrid.n_iter + 2  # and the residual between the stages
     slope, r = _fit(truth, _roi_means(ph, l1.chi))
     assert 0.9 <= slope <= 1.1 and r >= 0.98, (slope, r)
     # both terms are homogeneous of degree one: alpha is unit-free, chi scales with the field

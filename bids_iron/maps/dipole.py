@@ -1237,7 +1237,7 @@ def invert_dipole_hybrid(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.
     spec *= kernel
     resid = np.abs(box.from_grid(scipy.fft.irfftn(spec, s=box.shape, workers=workers)) - f)
     del spec
-    top = float(resid[m].max()) if m.any() else 0.0
+    top = float(resid[m].max())  # the mask is not empty (_check_common)
     if top > 0:
         w = w * np.clip(1.0 - resid / np.float32(top), 0.0, 1.0).astype(np.float32)
     del resid
@@ -1249,7 +1249,8 @@ def invert_dipole_hybrid(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.
                               weighted=weights is not None, free_rim=free_rim,
                               l1_alpha=l1_alpha, l1_iter=l1_iter, l1_mu_grad=L1_MU_GRAD,
                               l1_mu_data=L1_MU_DATA, l1_n_iter=n_iter1, field_rms_ppm=scale)
-    return _result(chi, box, m, n_fft1 + n_fft2, n_iter1 + n_iter2, "hybrid", params,
+    # n_fft: both stages' and the 2 of stage 1's residual
+    return _result(chi, box, m, n_fft1 + n_fft2 + 2, n_iter1 + n_iter2, "hybrid", params,
                    converged)
 
 
