@@ -571,15 +571,6 @@ def _reweight_tv(tau, chi, inv_d, eps):
     tau *= g
 
 
-def _background_start(fg, mg, w2, kernel, vs, *, tol, max_iter, damp, shell_mm, workers):
-    """The ADMM solver's start: PDF's background sources, Tikhonov-damped within
-    ``shell_mm`` of the mask (`bids_iron.maps.background.pdf_sources`). Returns (x on the
-    grid, float32, ppm, zero in the mask; CG iterations)."""
-    cg = pdf_sources(fg, mg, w2, kernel, vs, tol=tol, max_iter=max_iter, shell_damp=damp,
-                     shell_mm=shell_mm, workers=workers)
-    return cg.x, cg.n_iter
-
-
 def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, mu_data,
                 mu_grad, start_tol, start_max_iter, shell_damp, shell_mm, workers,
                 reweight_eps=0.0, reweight_iter=0):
@@ -591,7 +582,8 @@ def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, 
     G chi`` (soft threshold at ``alpha T / mu_grad``); the chi step divides in Fourier space
     by ``mu_data |D|^2 + mu_grad |G|^2`` (periodic differences; k = 0: chi's grid mean stays
     0, the map is unreferenced). The scaled duals are folded as in
-    `bids_iron.maps.dipole._tv_admm`. Starts from `_background_start` (``start_max_iter``
+    `bids_iron.maps.dipole._tv_admm`. Starts from PDF's background sources
+    (`bids_iron.maps.background.pdf_sources`; ``start_max_iter``
     0: from chi = 0). With ``reweight_eps > 0``, where the iterations first meet ``tol``
     the TV weights are multiplied once by ``reweight_eps / (|G chi| + reweight_eps)`` per
     difference and the iterations go on from there, at most ``reweight_iter`` more
@@ -618,11 +610,12 @@ def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, 
     scratch = np.empty(shape, np.float32)
     n_start, n_fft = 0, 0
     if start_max_iter:  # the splits at the start's sources (chi 0 in the mask), duals zero
-        chi0, n_start = _background_start(fg, mg, w2, kernel, vs, tol=start_tol,
-                                          max_iter=start_max_iter, damp=shell_damp,
-                                          shell_mm=shell_mm, workers=workers)
-        rhs_u = _admm_warm_start(chi0, kernel, inv_d, q, workers)
-        del chi0
+        # PDF's background sources, Tikhonov-damped within shell_mm of the mask
+        start = pdf_sources(fg, mg, w2, kernel, vs, tol=start_tol, max_iter=start_max_iter,
+                            shell_damp=shell_damp, shell_mm=shell_mm, workers=workers)
+        n_start = start.n_iter
+        rhs_u = _admm_warm_start(start.x, kernel, inv_d, q, workers)
+        del start
         n_fft = 4 * n_start + 4
     chi_prev, converged, changes, n_iter = None, False, [], 0
     limit, reweighted_at = max_iter, None
