@@ -124,7 +124,7 @@ from scipy import ndimage
 from ._numerics import (axpy, blas_dot, bounding_box, check_field, check_max_iter,
                         check_positive, check_weights, check_workers, fft_box, half_spectrum_dot,
                         pcg, real_dot)
-from .kernels import check_voxel_size, dipole_kernel, sphere_kernel
+from .kernels import check_voxel_size, convolve, dipole_kernel, sphere_kernel
 
 __all__ = [
     "BACKGROUND_METHODS",
@@ -424,9 +424,7 @@ def remove_background_vsharp(field, mask, voxel_size, radii_mm=None, threshold=0
     inverse = 1.0 - _sphere_spectrum(shape, voxel_size, r_max, workers)
     keep = np.abs(inverse) > threshold
     inverse = np.where(keep, 1.0 / np.where(keep, inverse, 1.0), 0.0).astype(np.float32)
-    local = scipy.fft.irfftn(scipy.fft.rfftn(high_pass, workers=workers) * inverse, s=shape,
-                             workers=workers)
-    local = _demean(local, mask_min)
+    local = _demean(convolve(high_pass, inverse, workers), mask_min)
     params = {"radii_mm": [float(r) for r in radii], "largest_radius_used_mm": float(r_max),
               "threshold": float(threshold), "fft_shape": list(shape),
               "voxel_size": voxel_size.tolist()}
@@ -559,12 +557,10 @@ def pdf_sources(f, m, data_w, kernel, voxel_size, *, tol, max_iter, shell_damp=0
     the start of `bids_iron.maps.tfi`'s ADMM solver). ``data_w``: squared data weights, 0
     outside the mask; ``kernel``: the unit dipole kernel on the rfft half-spectrum. Returns
     the CG result (``x``, float32, zero inside the mask; ``n_iter``, ``converged``)."""
-    shape = f.shape
     outside = ~m
 
     def conv_d(x):
-        return scipy.fft.irfftn(scipy.fft.rfftn(x, workers=workers) * kernel, s=shape,
-                                workers=workers)
+        return convolve(x, kernel, workers)
 
     shell = None
     if shell_damp and shell_mm:
@@ -734,12 +730,7 @@ def remove_background_pdf(field, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), weigh
     d = dipole_kernel(shape, voxel_size, b, rfft=True)
     cg = pdf_sources(f, m, data_w, d, voxel_size, tol=tol, max_iter=max_iter,
                      shell_damp=shell_damp, shell_mm=shell_mm, workers=workers)
-
-    def conv_d(x):
-        return scipy.fft.irfftn(scipy.fft.rfftn(x, workers=workers) * d, s=shape,
-                                workers=workers)
-
-    local = _demean((f - conv_d(cg.x)) * np.float32(scale), m)
+    local = _demean((f - convolve(cg.x, d, workers)) * np.float32(scale), m)
     return BackgroundResult(box.from_grid(local), mask.copy(), "pdf", cg.n_iter, cg.converged,
                             params)
 
@@ -966,8 +957,7 @@ def remove_background_ismv(field, mask, voxel_size, radius_mm=None, tol=ISMV_TOL
     n_iter = 0
     while n_iter < max_iter and not converged:
         n_iter += 1
-        new = scipy.fft.irfftn(scipy.fft.rfftn(b, workers=workers) * s, s=shape,
-                               workers=workers)
+        new = convolve(b, s, workers)
         new *= em
         new += rim
         b -= new  # the change (zero off the eroded mask: the rim and the outside are fixed)

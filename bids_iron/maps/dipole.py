@@ -37,7 +37,7 @@ import scipy.fft
 
 from ._numerics import (check_array, check_field, check_mask, check_max_iter, check_positive,
                         check_weights, fft_box, half_spectrum_dot, half_spectrum_mean, pcg)
-from .kernels import check_voxel_size, dipole_kernel
+from .kernels import check_voxel_size, convolve, dipole_kernel
 
 #: Names accepted by `invert_dipole` (``method=``): ``DIPOLE_METHODS``, read from the method
 #: registry (`bids_iron.maps.registry`, family ``dipole``), where each method is recorded.
@@ -638,10 +638,7 @@ def _admm_filters(kernel, pshape, vs, mu_data, mu_grad):
 def _admm_warm_start(chi0, kernel, inv_d, q, workers):
     """The ADMM splits at ``chi0`` (duals zero): returns ``D chi0`` and writes ``G chi0`` into
     ``q``."""
-    spec = scipy.fft.rfftn(chi0, workers=workers)
-    spec *= kernel
-    rhs = scipy.fft.irfftn(spec, s=chi0.shape, workers=workers).astype(np.float32)
-    del spec
+    rhs = convolve(chi0, kernel, workers)
     _grad(chi0.astype(np.float32, copy=False), inv_d, q)
     return rhs
 
@@ -1233,10 +1230,7 @@ def invert_dipole_hybrid(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.
     chi *= np.float32(scale)
     # stage 2's data weights: W (1 - |f - D chi| / max |f - D chi|) in the mask, so the
     # voxels stage 1 could not explain (outliers) hardly count
-    spec = scipy.fft.rfftn(chi, workers=workers)
-    spec *= kernel
-    resid = np.abs(box.from_grid(scipy.fft.irfftn(spec, s=box.shape, workers=workers)) - f)
-    del spec
+    resid = np.abs(box.from_grid(convolve(chi, kernel, workers)) - f)
     top = float(resid[m].max())  # the mask is not empty (_check_common)
     if top > 0:
         w = w * np.clip(1.0 - resid / np.float32(top), 0.0, 1.0).astype(np.float32)
@@ -1583,9 +1577,7 @@ def lcurve_alpha(local_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0), meth
     for a in alphas:
         chi, *_ = _tv_admm(f, m, vs, b, box, w, tv_weight, a, mu_data, mu_grad, n_iter, 0.0,
                            workers, data_norm="l1" if l1 else "l2", chi0=chi, kernel=kernel)
-        spec = scipy.fft.rfftn(chi, workers=workers)
-        spec *= kernel
-        r = (scipy.fft.irfftn(spec, s=box.shape, workers=workers) - fg) * wg
+        r = (convolve(chi, kernel, workers) - fg) * wg
         r = r[mg]
         data_term.append(float(np.abs(r).sum() if l1 else 0.5 * np.dot(r, r)) * scale)
         regularizer.append(float(np.abs(_grad(chi, inv_d, grad)).sum()) * scale)

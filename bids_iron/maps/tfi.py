@@ -29,14 +29,13 @@ oblique heads less accurate (tables beside the constants).
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
 from ._numerics import (blas_dot, check_array, check_field, check_max_iter, check_positive,
                         check_weights, check_workers, fft_box, pcg)
 from .dipole import (DipoleInversionResult, _admm_chi_step, _admm_filters, _admm_warm_start,
                      _check_count, _grad, _unit_b0, mask_rim_weights)
 from .background import pdf_sources
-from .kernels import check_voxel_size, dipole_kernel
+from .kernels import check_voxel_size, convolve, dipole_kernel
 
 #: Settings of `invert_total_field_tfi`, chosen on the realistic whole-head phantom through
 #: the whole chain from raw phase (``python benchmarks/accuracy_whole_head.py --set
@@ -451,10 +450,7 @@ def _solve(fg, mg, w2, vs, b, *, alpha, preconditioner, max_iter, cg_max_iter, c
     def conv_d(x):
         nonlocal n_fft
         n_fft += 2
-        spec = scipy.fft.rfftn(x, workers=workers)
-        spec *= kernel
-        return scipy.fft.irfftn(spec, s=shape, workers=workers,
-                                overwrite_x=True).astype(np.float32, copy=False)
+        return convolve(x, kernel, workers)
 
     # The TV term lives on the mask's bounding box only (its weights are zero elsewhere):
     # unscaled forward differences there, the per-axis 1 / voxel size squared folded into
@@ -918,10 +914,8 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
                       step_change=stats["step_change"])
     del fg, w2
     # the field of the background sources (chi outside the mask) in the mask
-    spec = scipy.fft.rfftn(np.where(mg, np.float32(0), chi), workers=workers)
-    spec *= dipole_kernel(shape, vs, b, rfft=True)
-    bg_field = scipy.fft.irfftn(spec, s=shape, workers=workers, overwrite_x=True)
-    del spec
+    bg_field = convolve(np.where(mg, np.float32(0), chi), dipole_kernel(shape, vs, b, rfft=True),
+                        workers)
     bg_rms = float(np.sqrt(np.mean(np.square(bg_field[mg], dtype=np.float64))))
     del bg_field
     params.update(padded_shape=list(shape), voxel_size=vs.tolist(), b0_dir=b.tolist(),
