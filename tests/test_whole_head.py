@@ -110,9 +110,11 @@ def test_chain_holds_on_oblique_and_anisotropic(heads, full_chain, name):
     # measured slope 0.900 oblique, 0.903 anisotropic (V-SHARP: 0.905, 0.930; the red and
     # dentate nuclei read 8-13 % low on the tilted and the thick-slice grids)
     assert 0.87 <= m["slope"] <= 1.1 and m["r"] >= 0.95
-    # measured with tfi_admm: +17 % oblique, +31 % anisotropic (61.5 and 69.2 against 52.7;
-    # PDF + tv_admm, the default before issue 16, gave +3 % and +13 % of 74.1)
-    assert m["nrmse"] <= 1.35 * ref["nrmse"]
+    # measured with tfi_admm: +22 % oblique, +36 % anisotropic (59.7 and 66.4 against 48.8;
+    # with exterior TV 1/30 and alpha 1e-4 61.9 and 69.2 against 51.8, +19 % and +34 %; PDF +
+    # tv_admm, the default before issue 16, gave +3 % and +13 % of 74.1)
+    assert m["nrmse"] <= 1.45 * ref["nrmse"]
+    assert m["nrmse"] <= {"oblique": 65, "aniso": 72}[name], m["nrmse"]
 
 
 def test_threshold_mask_is_flagged(heads, full_chain, caplog):
