@@ -130,8 +130,8 @@ _add("dipole", "tfi_admm", partial(tfi.invert_total_field_tfi, solver="admm"),
      "--background-method",
      "Total field inversion solved by ADMM with closed-form steps: one susceptibility map "
      "inside and around the brain mask fitted to the total field in the mask, total "
-     "variation inside the mask and 1/30 as strong outside, started from PDF's background "
-     "sources damped next to the mask",
+     "variation inside the mask (none outside), started from PDF's background sources "
+     "damped next to the mask, the total variation reweighted once where it converges",
      "Liu Z, Kee Y, Zhou D, Wang Y, Spincemaille P. Preconditioned total field inversion "
      "(TFI) method for quantitative susceptibility mapping. Magn Reson Med "
      "2017;78:303-315; Milovic C, Bilgic B, Zhao B, et al. Magn Reson Med 2018;80:814-821 "

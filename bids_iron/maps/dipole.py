@@ -59,22 +59,23 @@ DEFAULT_DIPOLE_METHOD = "tv_admm"
 #: =====================  ===========================  ===========================  =======
 #: head                   PDF + tv_admm (before)       tfi_admm (default)           tfi (CG)
 #: =====================  ===========================  ===========================  =======
-#: 1 mm                   61.4 / 39.9, .571, .943, 19  41.2 / 26.3, .676, .969, 53  48.4 /
+#: 1 mm                   61.4 / 39.9, .571, .943, 19  38.2 / 21.7, .702, .990, 45  48.4 /
 #:                                                                                  32.5,
 #:                                                                                  .969,
 #:                                                                                  189
-#: 1 mm SNR 50            66.5 / 41.2, .557, .951      45.9 / 27.9, .657, .963
-#: 1 mm oblique 20 deg.   61.3 / 42.8, .539, .968      48.1 / 28.1, .638, .988      .991
-#:                        (thalamus +39 %)             (thalamus +4 %)
-#: 2 mm                   74.1 / 49.5, .530, .916, 1.7 51.8 / 32.3, .650, .967, 5   .971, 18
-#: 2 mm SNR 50            77.2 / 50.7, .509, .914      53.8 / 33.1, .637, .973      .974
-#: 2 mm oblique           76.8 / 57.2, .504, .900      61.9 / 43.1, .603, .932      .935
+#: 1 mm SNR 50            66.5 / 41.2, .557, .951      43.4 / 22.8, .694, .986
+#: 1 mm oblique 20 deg.   61.3 / 42.8, .539, .968      45.6 / 25.3, .640, .990      .991
+#:                        (thalamus +39 %)             (thalamus 0 %)
+#: 2 mm                   74.1 / 49.5, .530, .916, 1.7 48.8 / 27.0, .700, .988, 5   .971, 18
+#: 2 mm SNR 50            77.2 / 50.7, .509, .914      51.5 / 28.1, .686, .992      .974
+#: 2 mm oblique           76.8 / 57.2, .504, .900      59.7 / 39.6, .622, .935      .935
 #: =====================  ===========================  ===========================  =======
 #:
 #: It is the more accurate on every head and resolution measured, by every number, in 2-3x
 #: the inversion time (with its one reweighting of TV, `bids_iron.maps.tfi`'s
-#: ``TFI_ADMM_REWEIGHT_EPS``; without it 1 mm 43.1 / 28.7, .651, .950, 35 s). The CG solver
-#: (``tfi``) takes 3-4x its time for a similar slope.
+#: ``TFI_ADMM_REWEIGHT_EPS``, and no TV outside the mask, ``TFI_ADMM_EXTERIOR_TV``; with TV
+#: 1/30 outside and alpha 1e-4, 1 mm 41.2 / 26.3, .676, .969; without either, 43.1 / 28.7,
+#: .651, .950, 35 s). The CG solver (``tfi``) takes 3-4x its time for a lower slope.
 DEFAULT_QSM_METHOD = "tfi_admm"
 
 #: TV weight of `invert_dipole_tv_admm` (field in ppm, gradients per mm), re-chosen on the
