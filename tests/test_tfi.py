@@ -56,7 +56,7 @@ def _means(ph, chi):
 
 @pytest.mark.parametrize("solver", ["admm", "cg"])
 def test_nuclei_from_the_total_field(sim, result, result_cg, solver):
-    """Measured: ADMM slope 0.950, r 0.994, largest nucleus error 11 %; CG 0.94, 0.991, 11 %
+    """Measured: ADMM slope 0.948, r 0.993, largest nucleus error 10 %; CG 0.94, 0.991, 11 %
     (PDF + TV-ADMM on the same field: 0.93, 0.971, 28 %)."""
     ph, total, truth = sim
     result = result if solver == "admm" else result_cg
@@ -76,9 +76,9 @@ def test_nuclei_from_the_total_field(sim, result, result_cg, solver):
     assert result.parameters["background_field_rms_ppm"] > 0.03  # the sinus and skull
 
 
-def test_admm_as_accurate_as_cg_in_a_third_of_the_ffts(sim, result, result_cg):
-    """Measured: chi NRMSE over the brain 54 % (ADMM: 100 iterations after 120 of the start's
-    CG, 886 FFTs) against 70 % (CG: 722 iterations, 2910 FFTs)."""
+def test_admm_more_accurate_than_cg_in_two_fifths_of_the_ffts(sim, result, result_cg):
+    """Measured: chi NRMSE over the brain 49 % (ADMM: 150 iterations after 120 of the start's
+    CG, 1086 FFTs) against 70 % (CG: 722 iterations, 2910 FFTs)."""
     ph, _, _ = sim
     m = ph.brain_mask
     truth = ph.chi - ph.chi[m].mean()
@@ -88,20 +88,21 @@ def test_admm_as_accurate_as_cg_in_a_third_of_the_ffts(sim, result, result_cg):
         return np.linalg.norm(c[m] - truth[m]) / np.linalg.norm(truth[m])
 
     assert nrmse(result) <= nrmse(result_cg) - 0.05, (nrmse(result), nrmse(result_cg))
-    assert result.n_fft < 0.34 * result_cg.n_fft, (result.n_fft, result_cg.n_fft)
+    assert result.n_fft < 0.4 * result_cg.n_fft, (result.n_fft, result_cg.n_fft)
     assert result.parameters["start_cg_iter"] > 0
     assert result.n_iter <= tfi.TFI_ADMM_MAX_ITER + tfi.TFI_ADMM_REWEIGHT_ITER
     assert result.n_fft == 4 * result.n_iter + 4 * result.parameters["start_cg_iter"] + 6
 
 
-def test_admm_removes_the_background_by_its_start(sim, result):
+def test_admm_removes_the_background_by_its_start(sim):
     """The start (PDF's background sources) removes the sinus and skull before the ADMM
     iterations begin; from chi = 0 the iterations must move them there themselves, which
     they do slowly (the exchange between the sources outside the mask and the brain's low
-    spatial frequencies is their slowest mode). Measured on this phantom after 20 iterations:
-    whole-brain NRMSE 54 % with the start against 191 % without, largest nucleus error 16 %
-    against 69 %; at the defaults 54 % against 57 % (the realistic head: 49 % against 630 %,
-    tables in maps/tfi.py)."""
+    spatial frequencies is their slowest mode). Measured on this phantom after 10 iterations:
+    whole-brain NRMSE 53 % with the start against 193 % without, largest nucleus error 31 %
+    against 106 %. This phantom's background is weak enough that the defaults' 150 iterations
+    catch up from chi = 0 (44 % against 49 %); the realistic head's is not (2 mm: 630 %
+    against 49 % after 100 iterations, tables in maps/tfi.py)."""
     ph, total, truth = sim
     m = ph.brain_mask
     t = ph.chi - ph.chi[m].mean()
@@ -111,18 +112,16 @@ def test_admm_removes_the_background_by_its_start(sim, result):
         return np.linalg.norm((x.chi - x.chi[m].mean() - t)[m]) / np.linalg.norm(t[m]), worst
 
     started, cold = (invert_total_field_tfi(total, m, ph.voxel_size, solver="admm",
-                                            max_iter=20, start_max_iter=n) for n in (200, 0))
+                                            max_iter=10, start_max_iter=n) for n in (200, 0))
     assert cold.parameters["start_cg_iter"] == 0 < started.parameters["start_cg_iter"]
     (e_start, w_start), (e_cold, w_cold) = scores(started), scores(cold)
-    assert e_cold > 2.5 * e_start and w_cold > 3 * w_start, (e_start, e_cold, w_start, w_cold)
-    full_cold = invert_total_field_tfi(total, m, ph.voxel_size, solver="admm", start_max_iter=0)
-    assert scores(full_cold)[0] > scores(result)[0]
+    assert e_cold > 2.5 * e_start and w_cold > 2 * w_start, (e_start, e_cold, w_start, w_cold)
 
 
 def test_admm_reweighting_gives_the_nuclei_contrast_back(sim):
     """One reweighting of TV where the ADMM iterations converge (tol 0.01 here, so that they
-    do on this phantom) shrinks the nuclei's edges less: measured deep-GM slope 0.953 ->
-    0.975 (realistic 1 mm head 0.950 -> 0.969 with exterior TV 1/30, README.rst). Iterations stopped at
+    do on this phantom) shrinks the nuclei's edges less: measured deep-GM slope 0.954 ->
+    0.979 (realistic 1 mm head 0.950 -> 0.969 with exterior TV 1/30, README.rst). Iterations stopped at
     max_iter are not reweighted."""
     ph, total, truth = sim
     m = ph.brain_mask
