@@ -763,7 +763,8 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     ``solver="admm"``: ``T = exterior_tv`` (small; default 0, TV between mask voxels
     only) for the differences that touch a voxel outside the mask. ADMM splits ``u = D
     chi`` (data step closed form per voxel) and ``z = G chi`` (weighted soft threshold), so
-    the chi step is one division in Fourier space by ``mu_data |D|^2 + mu_grad |G|^2``: 4 FFTs per iteration, no inner solver. It
+    the chi step is one division in Fourier space by ``mu_data |D|^2 + mu_grad |G|^2``: 4
+    FFTs per iteration, no inner solver. It
     starts from PDF's background sources (CG on the sources outside the mask alone, at most
     ``start_max_iter`` iterations to a relative residual ``start_tol``, Tikhonov-damped by
     ``shell_damp`` within ``shell_mm`` of the mask) with chi 0 in the mask, and stops when
