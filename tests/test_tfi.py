@@ -122,8 +122,8 @@ def test_admm_removes_the_background_by_its_start(sim):
 def test_admm_reweighting_gives_the_nuclei_contrast_back(sim):
     """One reweighting of TV where the ADMM iterations converge (tol 0.01 here, so that they
     do on this phantom) shrinks the nuclei's edges less: measured deep-GM slope 0.954 ->
-    0.979 (realistic 1 mm head 0.950 -> 0.969 with exterior TV 1/30, README.rst). Iterations stopped at
-    max_iter are not reweighted."""
+    0.979 (realistic 1 mm head 0.950 -> 0.969 with exterior TV 1/30, README.rst).
+    Iterations stopped at max_iter are not reweighted."""
     ph, total, truth = sim
     m = ph.brain_mask
     runs = {eps: invert_total_field_tfi(total, m, ph.voxel_size, solver="admm", tol=0.01,
