@@ -35,8 +35,11 @@ atlases and the native grid afterwards. Fixed ``--random-seed`` and regular (not
 metric sampling; still not bit-for-bit repeatable: the labels depend on the number of ITK
 threads and, measured, on the load of the machine (the 2 mm test subject's right dentate
 Dice 0.825 quiet, 0.831-0.843 with the other core busy, 0.795 once in a full test run;
-ITK's "Platform" threader did not fix it). The number of ITK threads follows ``n_threads``
-(set before ANTs is first used) or ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS.
+ITK's "Platform" threader did not fix it). This is a known property of ITK's multithreaded
+similarity metrics, whose per-thread partial sums are added in the order the threads finish
+(ANTs issue #1174; ANTsPy's ``set_ants_deterministic`` sets one thread): only one ITK thread
+is repeatable bit for bit. The number of ITK threads follows ``n_threads`` (set before ANTs
+is first used in the process; ITK reads it once) or ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS.
 
 SUIT (dentate): the SUIT T1w is registered to the template once (affine + SyN on the posterior
 fossa, identity start as SUIT coordinates are close to MNI) and cached under ``cache_dir``
