@@ -92,6 +92,11 @@ def test_admm_more_accurate_than_cg_in_two_fifths_of_the_ffts(sim, result, resul
     assert result.parameters["start_cg_iter"] > 0
     assert result.n_iter <= tfi.TFI_ADMM_MAX_ITER + tfi.TFI_ADMM_REWEIGHT_ITER
     assert result.n_fft == 4 * result.n_iter + 4 * result.parameters["start_cg_iter"] + 6
+    # the sidecar records the ADMM solver's own defaults (the CG solver keeps TFI_ALPHA)
+    used = result.parameters
+    assert used["free_rim"] == tfi.TFI_ADMM_FREE_RIM and used["exterior_tv"] == 0.0
+    assert used["alpha"] == tfi.TFI_ADMM_ALPHA != result_cg.parameters["alpha"] == tfi.TFI_ALPHA
+    assert used["mu_grad"] == tfi.TFI_ADMM_MU_GRAD and used["max_iter"] == tfi.TFI_ADMM_MAX_ITER
 
 
 def test_admm_removes_the_background_by_its_start(sim):
