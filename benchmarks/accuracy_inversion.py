@@ -8,9 +8,10 @@ Two parts, each on the same arrays for every method (``tests/realistic_head.py``
     optionally plus Gaussian field noise (``--noise`` ppm). A total-field method (``tfi``,
     ``tfi_admm``, the default) inverts it as a total field whose background is zero (it
     still fits background sources around the mask, and may take some of the field). Scored
-    over the brain mask (both maps de-meaned there): NRMSE (%), HFEN (%), XSIM, deep-GM slope and r of the 16
-    nucleus ROI means, and the bias of each nucleus (%, left and right pooled, both maps
-    referenced to the whole-brain mean): "no lost iron" means every nucleus within 5 %.
+    over the brain mask (both maps de-meaned there): NRMSE (%), HFEN (%), XSIM, deep-GM
+    slope and r of the 16 nucleus ROI means, and the bias of each nucleus (%, left and
+    right pooled, both maps referenced to the whole-brain mean): "no lost iron" means every
+    nucleus within 5 %.
 ``total``
     Susceptibility from the TRUE total field (after the shim) in the TRUE brain mask,
     optionally plus field noise: a total-field method (``tfi``) inverts it directly, any

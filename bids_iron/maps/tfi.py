@@ -512,17 +512,16 @@ def _tv_mask(m, free_rim):
     return out
 
 
-def _solve(fg, mg, w2, vs, b, *, alpha, preconditioner, max_iter, cg_max_iter, cg_tol,
+def _solve(fg, mg, w2, kernel, vs, *, alpha, preconditioner, max_iter, cg_max_iter, cg_tol,
            tol, tv_eps, free_rim, workers, jacobi):
     """The IRLS / Gauss-Newton CG iterations of `invert_total_field_tfi` on one padded grid.
 
     ``fg``: field (ppm, zero outside the data), ``mg``: mask, ``w2``: squared data weights,
-    all on the padded grid; ``vs`` voxel size (mm), ``b`` unit B0 direction. Returns chi on
-    the grid (ppm) and a dict of statistics.
+    all on the padded grid; ``kernel`` the unit dipole kernel on its rfft half-spectrum,
+    ``vs`` voxel size (mm). Returns chi on the grid (ppm) and a dict of statistics.
     """
     shape = fg.shape
     p = np.where(mg, np.float32(1), np.float32(preconditioner)).astype(np.float32)
-    kernel = dipole_kernel(shape, vs, b, rfft=True)
     n_fft = 0
 
     def conv_d(x):
@@ -645,20 +644,20 @@ def _reweight_tv(tau, chi, inv_d, eps):
     tau *= g
 
 
-def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, mu_data,
+def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, tol, mu_data,
                 mu_grad, start_tol, start_max_iter, shell_damp, shell_mm, workers,
                 reweight_eps=0.0, reweight_iter=0):
     """ADMM for ``1/2 ||W (f - D chi)||^2 + alpha ||T * G chi||_1`` on the padded grid.
 
     ``fg``: field (ppm, 0 outside the mask), ``mg`` mask, ``w2`` squared data weights (0
-    outside the mask), all on the grid; ``T`` from `_admm_tv_weights`. Splits ``u = D chi``
+    outside the mask), all on the grid; ``kernel`` the unit dipole kernel on its rfft
+    half-spectrum; ``T`` from `_admm_tv_weights`. Splits ``u = D chi``
     (data, closed form per voxel: ``u = (W^2 f + mu_data b) / (W^2 + mu_data)``) and ``z =
     G chi`` (soft threshold at ``alpha T / mu_grad``); the chi step divides in Fourier space
     by ``mu_data |D|^2 + mu_grad |G|^2`` (periodic differences; k = 0: chi's grid mean stays
     0, the map is unreferenced). The scaled duals are folded as in
     `bids_iron.maps.dipole._tv_admm`. Starts from PDF's background sources
-    (`bids_iron.maps.background.pdf_sources`; ``start_max_iter``
-    0: from chi = 0). With ``reweight_eps > 0``, where the iterations first meet ``tol``
+    (`bids_iron.maps.background.pdf_sources`; ``start_max_iter`` 0: from chi = 0). With ``reweight_eps > 0``, where the iterations first meet ``tol``
     the TV weights are multiplied once by ``reweight_eps / (|G chi| + reweight_eps)`` per
     difference and the iterations go on from there, at most ``reweight_iter`` more
     (reweighted L1; iterations that stop at ``max_iter`` unconverged are not reweighted:
@@ -666,7 +665,6 @@ def _solve_admm(fg, mg, w2, vs, b, *, alpha, exterior, free_rim, max_iter, tol, 
     statistics.
     """
     shape = fg.shape
-    kernel = dipole_kernel(shape, vs, b, rfft=True)
     inv_d = (1.0 / vs).astype(np.float32)
     k_data, k_grad = _admm_filters(kernel, shape, vs, mu_data, mu_grad)
     tau = _admm_tv_weights(mg, free_rim, exterior)
@@ -969,11 +967,12 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     w2 = box.to_grid(w * w)
     mean = float(np.sum(w2 * box.to_grid(f), dtype=np.float64) / np.sum(w2, dtype=np.float64))
     fg = box.to_grid(np.where(m, f - np.float32(mean), np.float32(0)))
+    kernel = dipole_kernel(shape, vs, b, rfft=True)  # the solver's and the background's
     params = {"input": "total field (no background removal)", "solver": solver,
               "alpha": alpha, "max_iter": max_iter, "tol": tol, "free_rim": free_rim,
               "pad_mm": pad_mm, "data_weights": source}
     if admm:
-        chi, stats = _solve_admm(fg, mg, w2, vs, b, alpha=alpha, exterior=exterior_tv,
+        chi, stats = _solve_admm(fg, mg, w2, kernel, vs, alpha=alpha, exterior=exterior_tv,
                                  free_rim=free_rim, max_iter=max_iter, tol=tol,
                                  mu_data=mu_data, mu_grad=mu_grad, start_tol=start_tol,
                                  start_max_iter=start_max_iter, shell_damp=shell_damp,
@@ -985,7 +984,7 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
                       reweight_iter=reweight_iter, reweighted_at=stats["reweighted_at"],
                       start_cg_iter=stats["start_cg_iter"], change=stats["change"])
     else:
-        chi, stats = _solve(fg, mg, w2, vs, b, max_iter=max_iter, cg_max_iter=cg_max_iter,
+        chi, stats = _solve(fg, mg, w2, kernel, vs, max_iter=max_iter, cg_max_iter=cg_max_iter,
                             alpha=alpha, preconditioner=preconditioner, cg_tol=cg_tol,
                             tol=tol, tv_eps=tv_eps, free_rim=free_rim, workers=workers,
                             jacobi=jacobi)
@@ -995,8 +994,7 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
                       step_change=stats["step_change"])
     del fg, w2
     # the field of the background sources (chi outside the mask) in the mask
-    bg_field = convolve(np.where(mg, np.float32(0), chi), dipole_kernel(shape, vs, b, rfft=True),
-                        workers)
+    bg_field = convolve(np.where(mg, np.float32(0), chi), kernel, workers)
     bg_rms = float(np.sqrt(np.mean(np.square(bg_field[mg], dtype=np.float64))))
     del bg_field
     params.update(padded_shape=list(shape), voxel_size=vs.tolist(), b0_dir=b.tolist(),
