@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 PODMAN_CI=${PODMAN_CI:-../shared/container/podman-ci.sh}
 IMAGE=${BIDS_IRON_IMAGE:-localhost/bids-iron:ci}
 WORK=$(mktemp -d)
+# removed however the checks end (an archive and a SIF of ~1 GB each live there)
+trap 'rm -rf "$WORK"' EXIT
 # a fresh podman-ci work folder: `podman save` will not overwrite an archive an earlier run
 # left there (images themselves stay cached in podman's store)
 export PODMAN_CI_WORK=${PODMAN_CI_WORK:-$WORK/podman-ci}
@@ -23,6 +25,8 @@ hadolint Dockerfile
 
 step "build $IMAGE"
 bash "$PODMAN_CI" build . "$IMAGE"
+# each build leaves the previous image (and its build stage) untagged, ~2.3 GB a run
+podman image prune -f >/dev/null || true
 
 step "numba kernels load from the image's precompiled cache (read-only root, uid 1000)"
 # compiling them instead costs ~15-20 s per process; "N compiled" with N > 0 means a miss
@@ -68,7 +72,13 @@ step "derivatives present"
 
 if [ "${BIDS_IRON_SIF:-1}" = "1" ]; then
   step "Singularity/Apptainer image"
+  # the docker archive and the SIF need about twice the image's size
+  free_mb=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
+  if [ "$free_mb" -lt 4000 ]; then
+    echo "[container] only ${free_mb} MB free in $WORK; the SIF build needs ~4000 MB:" \
+         "free space (podman image prune; old /tmp/tmp.*) and run again" >&2
+    exit 1
+  fi
   bash "$PODMAN_CI" sif "$IMAGE" "$WORK/bids-iron.sif"
 fi
-rm -rf "$WORK"
 step "container checks passed"

@@ -435,6 +435,7 @@ def test_log_listener_stops_on_a_broken_queue():
     import logging
     import logging.handlers
     import multiprocessing
+    import pickle
     import struct
     import time
 
@@ -443,9 +444,17 @@ def test_log_listener_stops_on_a_broken_queue():
     queue = multiprocessing.get_context("spawn").Queue()
     listener = logging.handlers.QueueListener(queue, logging.NullHandler())
     listener.start()
-    os.write(queue._writer.fileno(), struct.pack("!i", 100) + b"x" * 10)  # 10 of 100 bytes
+    # 10 of 100 bytes; the 100 would unpickle as None (the listener's sentinel: trailing
+    # bytes are ignored), so the test can let its thread end once it has looked
+    start = pickle.dumps(None).ljust(10, b"x")
+    os.write(queue._writer.fileno(), struct.pack("!i", 100) + start)
     time.sleep(0.2)
+    thread = listener._thread
     t0 = time.monotonic()
     _stop_listener(listener, queue, timeout=1.0)
     assert time.monotonic() - t0 < 3.0
     assert listener._thread is None
+    assert thread.is_alive()  # still blocked on the half message
+    os.write(queue._writer.fileno(), b"x" * 90)
+    thread.join(5.0)  # it would otherwise fail with a traceback when pytest exits
+    assert not thread.is_alive()

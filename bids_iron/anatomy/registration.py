@@ -54,6 +54,7 @@ thresholded at 0.5.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -859,6 +860,7 @@ def _identity_file():
         fd, path = tempfile.mkstemp(suffix="_identity.mat")
         os.close(fd)
         ants.write_transform(tx, path)
+        atexit.register(Path(path).unlink, missing_ok=True)  # not one left behind a process
         _IDENTITY = path
     return _IDENTITY
 

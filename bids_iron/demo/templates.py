@@ -181,8 +181,9 @@ def build_tf_home(root, fine=1.0, omit=(), suit=True, scale=1.0):
     Examples
     --------
     >>> import tempfile
-    >>> home = build_tf_home(tempfile.mkdtemp(), fine=4.0, suit=False)
-    >>> sorted(p.name for p in home.glob("tpl-*/*_res-02_*"))[:1]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     home = build_tf_home(folder, fine=4.0, suit=False)
+    ...     sorted(p.name for p in home.glob("tpl-*/*_res-02_*"))[:1]
     ['tpl-MNI152NLin2009cAsym_res-02_T1w.nii.gz']
     """
     root = Path(root)
