@@ -59,6 +59,9 @@ VARIANTS = {
     "aniso": {"voxel_z": 2.0},
     "cut_vertex": {"coverage": "cut_vertex"},
     "cut_cerebellum": {"coverage": "cut_cerebellum"},
+    # a second head: atlas nuclei, older iron values, the head deformed (see
+    # tests/registration_subject.independent_master); the defaults were not tuned on it
+    "independent": {"anatomy": "independent"},
 }
 
 

@@ -396,7 +396,7 @@ def _bounding_grid(affine, shape, vs):
 
 def simulate(voxel_size=(2.0, 2.0, 2.0), angle_deg=0.0, coverage="full", snr=100.0,
              te=(0.004, 0.009, 0.014, 0.019, 0.024, 0.029), b0=3.0, seed=0, shape=None,
-             coil_bias=1.0):
+             coil_bias=1.0, anatomy="mni"):
     """Simulate a whole-head MEGRE acquisition (see the module docstring).
 
     ``coil_bias`` scales the receive sensitivity of a multi-channel head coil, which is
@@ -404,10 +404,22 @@ def simulate(voxel_size=(2.0, 2.0, 2.0), angle_deg=0.0, coverage="full", snr=100
     the head's centre (the scalp then shines ~2x brighter than the thalamus, as on an
     unnormalised 32-channel scan). Returns an `Acquisition`. ``snr=None`` gives noise-free
     data; SNR is defined before the bias (brain mean of echo 1 without it over sigma).
+    ``anatomy="independent"`` simulates the second head of
+    `registration_subject.independent_master` (atlas nuclei, older iron values, the head
+    deformed) instead of this module's.
     """
     if abs(voxel_size[0] - voxel_size[1]) > 1e-6:
         raise ValueError("keep dx == dy (qsm-forward's kernel swaps them)")
-    master = build_master()
+    if anatomy == "mni":
+        master = build_master()
+    elif anatomy == "independent":
+        try:
+            from . import registration_subject
+        except ImportError:  # pragma: no cover
+            import registration_subject
+        master = registration_subject.independent_master()
+    else:
+        raise ValueError(f"anatomy must be 'mni' or 'independent', not {anatomy!r}")
     affine, shape = acquisition_grid(voxel_size, shape, angle_deg, coverage=coverage)
     vs = np.asarray(voxel_size, float)
     blur = np.maximum(vs / 2.355 - 0.3, 0)  # partial volume of a vs-sized voxel (1 mm master)

