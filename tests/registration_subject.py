@@ -237,8 +237,9 @@ def independent_master():
     format (labels, hemisphere, brain, chi, r2star, m0, fat): the subject of `subject_master`
     (CIT168, Brainnetome and THOMAS nuclei instead of ellipsoids) with `OLDER_CHI`, its own
     tissue texture, and the whole head (skull, scalp, sinuses, veins) deformed by
-    `QSM_HEAD_DEFORMATION`. Defaults chosen on the realistic head meet here an anatomy and
-    nucleus values they were not tuned on."""
+    `QSM_HEAD_DEFORMATION`, plus its T1w intensity (``t1w``, for `independent_t1w`). Defaults
+    chosen on the realistic head meet here an anatomy and nucleus values they were not tuned
+    on."""
     sm = subject_master()
     csf, gm, wm = _tissue_fractions(RH.build_master())
     labels = sm["labels"]
@@ -255,7 +256,8 @@ def independent_master():
     chi = chi + np.where(brain, 0.01 * texture / np.abs(texture).max(), 0)
     fat = np.array([RH.TISSUES[k][4] for k in sorted(RH.TISSUES)], np.float32)[labels]
     maps = {"labels": labels, "hemisphere": sm["hemisphere"], "brain": sm["brain"],
-            "chi": chi.astype(np.float32), "r2star": sm["r2star"], "m0": sm["m0"], "fat": fat}
+            "chi": chi.astype(np.float32), "r2star": sm["r2star"], "m0": sm["m0"], "fat": fat,
+            "t1w": sm["t1w"]}
     shape = labels.shape
     p = (np.stack(np.meshgrid(*_master_axes(), indexing="ij")).reshape(3, -1))
     q = _deformation(p, **QSM_HEAD_DEFORMATION).astype(np.float32)
@@ -271,6 +273,30 @@ def independent_master():
             d = d + RH.AIR_CHI
         out[key] = d.astype(a.dtype) if order == 0 else d.astype(np.float32)
     return out
+
+
+def independent_t1w(voxel_size=1.0, snr=40.0, seed=5, motion_deg=(2.0, -1.5, 1.0),
+                    motion_mm=(1.0, -1.5, 0.5)):
+    """A T1w (MPRAGE-like intensities of `T1W`) of the independent QSM head over the field of
+    `realistic_head.acquisition_grid`, with partial volume, a receive-coil bias, Rician
+    noise, and the head moved by ``motion_deg`` / ``motion_mm`` against the MEGRE of
+    ``realistic_head.simulate(anatomy="independent")``. Returns a NIfTI image."""
+    master = independent_master()
+    affine, shape = RH.acquisition_grid((voxel_size,) * 3)
+    world = affine[:3, :3] @ np.indices(shape, dtype=np.float32).reshape(3, -1) + affine[:3, 3:4]
+    q = (T.rotation(motion_deg) @ world + np.asarray(motion_mm, float)[:, None]).astype(np.float32)
+    blur = max(voxel_size / 2.355 - 0.3, 0.0)
+    t1 = master["t1w"]
+    if blur > 0:
+        t1 = ndimage.gaussian_filter(t1, blur)
+    img = _sample(t1, q, 1).reshape(shape)
+    radius = np.sqrt(world[0] ** 2 + (world[1] + 15) ** 2 + (world[2] - 10) ** 2).reshape(shape)
+    img = img * (1 + 0.8 * (radius / 90.0) ** 2)
+    rng = np.random.default_rng(seed)
+    sigma = float(img[img > 0.3].mean()) / snr
+    img = np.hypot(img + sigma * rng.standard_normal(shape, np.float32),
+                   sigma * rng.standard_normal(shape, np.float32))
+    return nib.Nifti1Image(img.astype(np.float32), affine)
 
 
 # ----------------------------------------------------------------------------- template
