@@ -57,7 +57,9 @@ def prepare(voxel, cache, variant="full"):
     extra = "" if variant == "full" else f"_{variant}"
     path = Path(cache) / f"tfi_input_{'x'.join(f'{v:g}' for v in voxel)}{extra}.npz"
     if path.exists():
-        return Truth(np.load(path))
+        d = Truth(np.load(path))
+        if "noise_sd" in d:  # older caches lack the field's noise: made again
+            return d
     from accuracy_whole_head import run, simulate_variant
     from bids_iron.workflow import Options
 
@@ -65,12 +67,13 @@ def prepare(voxel, cache, variant="full"):
     seen = {}
     record = registry.get("dipole", "tfi")
 
-    def spy(field, mask, voxel_size, b0_dir, **kw):  # keep the input, skip the inversion
-        seen.update(total=field, mask=mask, b0_dir=np.asarray(b0_dir), extra=sorted(kw))
+    def spy(field, mask, voxel_size, b0_dir, noise_sd, **kw):  # keep the input, skip it
+        seen.update(total=field, mask=mask, b0_dir=np.asarray(b0_dir), noise_sd=noise_sd,
+                    extra=sorted(kw))
         return DipoleInversionResult(chi=np.zeros(mask.shape, np.float32), n_fft=0, n_iter=0,
                                      method="tfi", parameters={})
 
-    registry.register(dataclasses.replace(record, function=spy))
+    registry.register(dataclasses.replace(record, function=spy, needs=("noise_sd",)))
     try:
         res = run(acq, dataclasses.replace(Options(anatomy=False, report=False),
                                            qsm_method="tfi"))
@@ -79,6 +82,7 @@ def prepare(voxel, cache, variant="full"):
     if seen["extra"]:
         print(f"note: the chain also passes {seen['extra']} (not cached)")
     data = {"total": seen["total"], "mask": seen["mask"], "mask_local": res.mask_local,
+            "noise_sd": seen["noise_sd"],
             "b0_dir": seen["b0_dir"], "voxel_size": np.asarray(acq.voxel_size),
             "chi": acq.chi, "labels": acq.labels, "hemisphere": acq.hemisphere,
             "brain_mask": acq.brain_mask}
@@ -131,6 +135,8 @@ def run_chain_default(d):
 def run_variant(d, kw):
     _reset_peak_rss()
     c0, t0 = time.process_time(), time.perf_counter()
+    if kw.get("solver") == "admm":  # the app passes the field's noise to tfi_admm
+        kw.setdefault("noise_sd", d["noise_sd"])
     res = invert_total_field_tfi(d["total"], d["mask"], tuple(d["voxel_size"]),
                                  tuple(d["b0_dir"]), **kw)
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
@@ -186,7 +192,9 @@ def main():
             print(f"{'':<24}ADMM: {res.n_iter} iterations after "
                   f"{res.parameters['start_cg_iter']} CG iterations of the start, change "
                   f"every 5 {res.parameters.get('change')}, grid "
-                  f"{res.parameters.get('padded_shape')}", flush=True)
+                  f"{res.parameters.get('padded_shape')}; {res.parameters.get('bregman_steps')} "
+                  f"Bregman steps, residual {res.parameters.get('residuals')} (noise "
+                  f"{res.parameters.get('discrepancy_target')})", flush=True)
         else:
             print(f"{'':<24}CG per step {res.parameters.get('cg_iter_per_step')}, relative "
                   f"step {res.parameters.get('step_change')}, grid "

@@ -235,7 +235,10 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
     available = {"b0_dir": b0_dir,
                  "magnitude": lambda: np.sqrt(np.mean(data.magnitude ** 2, axis=-1)),
                  "phase_scale": 2 * np.pi * GAMMA_BAR_HZ_PER_T * 1e-6 * data.b0
-                 * float(np.mean(data.te))}
+                 * float(np.mean(data.te)),
+                 # the echo fit's standard error (tfi_admm's Bregman steps, discrepancy)
+                 "noise_sd": lambda: np.nan_to_num(
+                     hz_to_ppm(fmap.field_sd_hz, data.b0)).astype(np.float32)}
     with stage(f"background removal ({options.background_method})"):
         method = registry.get("background", options.background_method)
         try:
@@ -303,8 +306,7 @@ def run_phase_stage(data, options, stage, r2star=None, labels=None, template_mas
                 "TotalVariation": [round(v, 3) for v in curve.regularizer],
                 "Curvature": [round(v, 5) for v in curve.curvature], "Chosen": curve.alpha}
         elif options.qsm_alpha == "discrepancy":  # the noise: the echo fit's standard error
-            extra.update(dipole_maps.DISCREPANCY_SETTINGS, noise_sd=np.nan_to_num(
-                hz_to_ppm(fmap.field_sd_hz, data.b0)).astype(np.float32))
+            extra.update(dipole_maps.DISCREPANCY_SETTINGS, noise_sd=available["noise_sd"]())
         if method.field == "total":
             # total field inversion (tfi): the total field in the whole brain mask, its own
             # background sources; the background removal above still gives the LFS, and chi

@@ -219,6 +219,39 @@ def test_registered_as_a_total_field_dipole_method():
     assert res.method == "tfi" and not res.chi.any()
 
 
+def test_admm_bregman_steps_stop_at_the_noise(sim, result):
+    """With the field's noise given (the app passes the echo fit's), the Bregman steps give
+    back contrast TV took and stop by the discrepancy principle: a residual at the noise
+    level, one that stops falling, or none at all when TV already fits to the noise."""
+    ph, total, truth = sim
+    m = ph.brain_mask
+    assert result.parameters["bregman_steps"] == 0  # no noise given: no steps
+    # TV's residual here (0.085 ppm^2) is already below the noise actually added (0.17):
+    # a quarter of it asks for steps
+    res = invert_total_field_tfi(total, m, ph.voxel_size, solver="admm",
+                                 noise_sd=NOISE_PPM / 4)
+    p = res.parameters
+    assert 1 <= p["bregman_steps"] <= tfi.TFI_ADMM_BREGMAN_MAX, p
+    # the residual before each step falls; the last is at the noise or fell by < 10 %
+    r = p["residuals"]
+    assert all(b < a for a, b in zip(r, r[1:]))
+    assert (r[-1] <= p["discrepancy_target"]
+            or r[-1] > (1 - tfi.TFI_ADMM_BREGMAN_MIN_DECREASE) * r[-2]
+            or p["bregman_steps"] == tfi.TFI_ADMM_BREGMAN_MAX)
+    # the nuclei's contrast comes back
+    before = np.polyfit(truth, _means(ph, result.chi), 1)[0]
+    after = np.polyfit(truth, _means(ph, res.chi), 1)[0]
+    assert after > before + 0.01, (before, after)
+    # a noise level above what TV leaves: no step (the map is the one without them)
+    loud = invert_total_field_tfi(total, m, ph.voxel_size, solver="admm", noise_sd=1.0)
+    assert loud.parameters["bregman_steps"] == 0
+    assert np.array_equal(loud.chi, result.chi)
+    with pytest.raises(ValueError, match="ADMM"):
+        invert_total_field_tfi(total, m, ph.voxel_size, noise_sd=NOISE_PPM)  # CG
+    with pytest.raises(ValueError, match="noise_sd"):
+        invert_total_field_tfi(total, m, ph.voxel_size, solver="admm", noise_sd=-1.0)
+
+
 def test_phase_stage_gives_tfi_the_total_field():
     """The chain hands TFI the total field (ppm) in the brain mask; LFS still comes from the
     background method, chi from TFI."""

@@ -131,8 +131,11 @@ _add("dipole", "tfi_admm", partial(tfi.invert_total_field_tfi, solver="admm"),
      "Total field inversion solved by ADMM with closed-form steps: one susceptibility map "
      "inside and around the brain mask fitted to the total field in the mask, total "
      "variation inside the mask (none outside), started from PDF's background sources "
-     "damped next to the mask, the total variation reweighted once where it converges",
+     "damped next to the mask, the total variation reweighted once where it converges, "
+     "then Bregman steps until the data residual falls to the field's noise",
      "Liu Z, Kee Y, Zhou D, Wang Y, Spincemaille P. Preconditioned total field inversion "
      "(TFI) method for quantitative susceptibility mapping. Magn Reson Med "
      "2017;78:303-315; Milovic C, Bilgic B, Zhao B, et al. Magn Reson Med 2018;80:814-821 "
-     "(ADMM splitting)", field="total")
+     "(ADMM splitting); Osher S, Burger M, Goldfarb D, Xu J, Yin W. An iterative "
+     "regularization method for total variation-based image restoration. Multiscale Model "
+     "Simul 2005;4:460-489 (Bregman steps)", field="total", needs=("noise_sd",))

@@ -41,6 +41,7 @@ NEEDS = {
     "magnitude": "root-mean-square magnitude over echoes (arbitrary units), shape (X, Y, Z)",
     "b0_dir": "unit B0 direction in voxel axes (from the affine), 3 floats",
     "phase_scale": "phase per field, rad/ppm: 2 pi x gamma B0 x the echoes' mean TE",
+    "noise_sd": "standard error of the field from the echo fit, ppm, shape (X, Y, Z)",
 }
 
 

@@ -29,6 +29,7 @@ oblique heads less accurate (tables beside the constants).
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 
 from ._numerics import (blas_dot, check_array, check_field, check_max_iter, check_positive,
                         check_weights, check_workers, fft_box, pcg)
@@ -495,6 +496,19 @@ TFI_ADMM_SHELL_MM = 6.0
 #: overshoot (largest nucleus error 10 -> 14 %).
 TFI_ADMM_REWEIGHT_EPS = 0.03
 TFI_ADMM_REWEIGHT_ITER = 40
+#: Bregman steps after the reweighted iterations (issue 16, "no lost iron"): with the
+#: field's noise given (``noise_sd``, the echo fit's standard error), each further ADMM
+#: iteration adds the data residual ``field - D chi`` back to the field it fits (Bregman
+#: iteration, Osher et al. 2005, as ``--qsm-alpha discrepancy`` does for tv_admm), so the
+#: contrast TV took is fitted again, until the residual falls to the noise (Morozov's
+#: discrepancy principle), falls by less than ``TFI_ADMM_BREGMAN_MIN_DECREASE`` (relative)
+#: over a step (the rest is model error: the rim, the background), or after
+#: ``TFI_ADMM_BREGMAN_MAX`` steps. Residual
+#: and noise leave out the mask's outer ``TFI_ADMM_BREGMAN_MARGIN_MM``. Measured in the
+#: table beside `TFI_ADMM_BREGMAN_MAX`.
+TFI_ADMM_BREGMAN_MAX = 10
+TFI_ADMM_BREGMAN_MARGIN_MM = 4.0
+TFI_ADMM_BREGMAN_MIN_DECREASE = 0.1
 
 
 def _tv_mask(m, free_rim):
@@ -646,7 +660,8 @@ def _reweight_tv(tau, chi, inv_d, eps):
 
 def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, tol, mu_data,
                 mu_grad, start_tol, start_max_iter, shell_damp, shell_mm, workers,
-                reweight_eps=0.0, reweight_iter=0):
+                reweight_eps=0.0, reweight_iter=0, noise2=None, bregman_max=0,
+                bregman_margin_mm=0.0, bregman_min_decrease=0.0):
     """ADMM for ``1/2 ||W (f - D chi)||^2 + alpha ||T * G chi||_1`` on the padded grid.
 
     ``fg``: field (ppm, 0 outside the mask), ``mg`` mask, ``w2`` squared data weights (0
@@ -661,8 +676,13 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
     the TV weights are multiplied once by ``reweight_eps / (|G chi| + reweight_eps)`` per
     difference and the iterations go on from there, at most ``reweight_iter`` more
     (reweighted L1; iterations that stop at ``max_iter`` unconverged are not reweighted:
-    their map is no basis for the weights). Returns chi (ppm, grid) and a dict of
-    statistics.
+    their map is no basis for the weights). Then, with ``noise2`` (the field's noise
+    variance per voxel, ppm^2, on the grid) and ``bregman_max > 0``, Bregman steps: each
+    iteration adds ``W^2 (f - D chi)`` (inside the mask less its outer
+    ``bregman_margin_mm``) to the data it fits, until the residual there falls to the sum
+    of ``noise2``, falls by less than ``bregman_min_decrease`` (relative) over a step, or
+    after ``bregman_max`` steps (a rising residual undoes the last step). Returns chi (ppm, grid) and a
+    dict of statistics.
     """
     shape = fg.shape
     inv_d = (1.0 / vs).astype(np.float32)
@@ -691,12 +711,39 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
         n_fft = 4 * n_start + 4
     chi_prev, converged, changes, n_iter = None, False, [], 0
     limit, reweighted_at = max_iter, None
-    while n_iter < limit:
+    bregman = noise2 is not None and bregman_max > 0
+    if bregman:
+        inner = mg & (distance_transform_edt(mg, sampling=vs) > bregman_margin_mm)
+        target = float(np.sum(noise2[inner], dtype=np.float64))
+    residuals, breg_steps, in_bregman, before = [], 0, False, None
+    while True:
+        if n_iter >= limit:
+            if not bregman or in_bregman:
+                break
+            in_bregman, limit = True, n_iter + bregman_max + 1  # the main phase ended
+            before = chi
         n_iter += 1
         # chi step: (mu_data |D|^2 + mu_grad |G|^2) chi = mu_data D rhs_u + mu_grad G^T q
         chi, bvec = _admm_chi_step(rhs_u, q, k_data, k_grad, kernel, inv_d, tmp, scratch,
                                    workers)
         n_fft += 4
+        if in_bregman:  # the residual where it counts; stop at the noise or when it rises
+            np.subtract(fg, bvec, out=tmp)
+            tmp *= inner
+            res2 = float(np.sum(tmp[inner] ** 2, dtype=np.float64))
+            if residuals and res2 >= residuals[-1]:  # rising: keep the step before
+                chi = before
+                break
+            residuals.append(res2)
+            if (res2 <= target or breg_steps == bregman_max or (
+                    len(residuals) > 1 and res2 > (1 - bregman_min_decrease) * residuals[-2])):
+                if not breg_steps:  # no step taken: the main phase's map
+                    chi = before
+                break
+            before = chi
+            tmp *= w2
+            wf += tmp
+            breg_steps += 1
         # data split: b = D chi + s; u = (W^2 f + mu b) / (W^2 + mu); s = b - u; 2 u - b
         bvec += s
         np.multiply(bvec, mu, out=tmp)
@@ -720,6 +767,8 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
             norm = float(np.linalg.norm(inside - inside.mean()))
             changes.append(round(change / norm, 4) if norm > 0 else 0.0)
             met = norm > 0 and change < tol * norm
+        if in_bregman:
+            continue
         if reweight_eps and reweight_iter and reweighted_at is None and met:
             # reweighted L1 (Candes et al. 2008): the differences chi already jumps across
             # (nucleus edges) are shrunk less from here on, the flat ones as before
@@ -728,10 +777,15 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
             reweighted_at, limit = n_iter, n_iter + reweight_iter
         elif met:
             converged = True
-            break
+            if not bregman:
+                break
+            limit = n_iter  # on to the Bregman steps
         chi_prev = chi
     return chi, {"n_iter": n_iter, "converged": converged, "n_fft": n_fft,
-                 "start_cg_iter": n_start, "change": changes, "reweighted_at": reweighted_at}
+                 "start_cg_iter": n_start, "change": changes, "reweighted_at": reweighted_at,
+                 "bregman_steps": breg_steps,
+                 "discrepancy_target": round(target, 6) if bregman else None,
+                 "residuals": [round(r, 6) for r in residuals]}
 
 
 def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 1.0),
@@ -743,7 +797,10 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
                            mu_grad=TFI_ADMM_MU_GRAD, start_max_iter=TFI_ADMM_START_MAX_ITER,
                            start_tol=TFI_ADMM_START_TOL, shell_damp=TFI_ADMM_SHELL_DAMP,
                            shell_mm=TFI_ADMM_SHELL_MM, reweight_eps=TFI_ADMM_REWEIGHT_EPS,
-                           reweight_iter=TFI_ADMM_REWEIGHT_ITER, workers=-1):
+                           reweight_iter=TFI_ADMM_REWEIGHT_ITER, noise_sd=None,
+                           bregman_max=TFI_ADMM_BREGMAN_MAX,
+                           bregman_margin_mm=TFI_ADMM_BREGMAN_MARGIN_MM,
+                           bregman_min_decrease=TFI_ADMM_BREGMAN_MIN_DECREASE, workers=-1):
     """Total field inversion (TFI) with total variation: total field to chi in one step.
 
     One susceptibility map on the padded grid (the mask's bounding box plus ``pad_mm``) is
@@ -770,7 +827,12 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     or after ``max_iter`` iterations. Where it first meets ``tol``, ``T`` is multiplied
     once by ``reweight_eps / (|G chi| + reweight_eps)`` (reweighted L1: the edges chi
     already has are shrunk less, so the nuclei keep more of their contrast) and the
-    iterations go on to ``tol`` again, at most ``reweight_iter`` more.
+    iterations go on to ``tol`` again, at most ``reweight_iter`` more. With ``noise_sd``
+    (the field's noise), Bregman steps follow (`TFI_ADMM_BREGMAN_MAX`): each iteration adds
+    the data residual back to the field it fits, so what TV shrank is fitted again, until
+    the residual falls to the noise (discrepancy principle), a step lowers it by less than
+    ``bregman_min_decrease``, or after ``bregman_max`` steps; residual and noise leave out
+    the mask's outer ``bregman_margin_mm``.
 
     ``solver="cg"`` (default; Liu Z et al. 2017): ``T`` is 0 outside the mask and the unknown is
     ``y``, ``chi = P y``, ``P = 1`` in the mask and ``preconditioner`` outside. The L1 norm
@@ -851,6 +913,18 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
         reweighting); default `TFI_ADMM_REWEIGHT_EPS`.
     reweight_iter : int
         ADMM: iterations after the reweighting at most; default `TFI_ADMM_REWEIGHT_ITER`.
+    noise_sd : float or ndarray, shape (X, Y, Z), optional
+        ADMM: standard error of the field, ppm, >= 0 in the mask (the echo fit's,
+        `bids_iron.maps.field.FieldMap.field_sd_hz` in ppm): turns the Bregman steps on.
+        The app passes it for ``tfi_admm``.
+    bregman_max : int
+        ADMM: Bregman steps at most (0: none); default `TFI_ADMM_BREGMAN_MAX`.
+    bregman_margin_mm : float
+        ADMM: outer mask layer (mm, >= 0) left out of the residual and the noise; default
+        `TFI_ADMM_BREGMAN_MARGIN_MM`.
+    bregman_min_decrease : float
+        ADMM: the Bregman steps stop when a step lowers the residual by less than this
+        fraction (0 <= x < 1); default `TFI_ADMM_BREGMAN_MIN_DECREASE`.
     workers : int
         ``scipy.fft`` threads (-1: all cores).
 
@@ -864,7 +938,10 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
         background sources' field in the mask (``background_field_rms_ppm``) and, for ADMM,
         the start's CG iterations (``start_cg_iter``), the relative changes of chi
         (``change``, every 5 iterations) and the iteration the TV was reweighted at
-        (``reweighted_at``, None if it was not); for CG the Gauss-Newton steps run
+        (``reweighted_at``, None if it was not), the Bregman steps taken
+        (``bregman_steps``), the noise level (``discrepancy_target``, ppm^2 summed, None
+        without ``noise_sd``) and the residual before each step (``residuals``); for CG the
+        Gauss-Newton steps run
         (``gn_steps``), the CG iterations of each (``cg_iter_per_step``) and its size
         relative to chi (``step_change``); method ``"tfi"``.
 
@@ -945,8 +1022,22 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
     shell_mm = check_positive("shell_mm", shell_mm, allow_zero=True)
     reweight_eps = check_positive("reweight_eps", reweight_eps, allow_zero=True)
     reweight_iter = _check_count(reweight_iter, "reweight_iter")
+    bregman_max = _check_count(bregman_max, "bregman_max")
+    bregman_margin_mm = check_positive("bregman_margin_mm", bregman_margin_mm, allow_zero=True)
+    bregman_min_decrease = check_positive("bregman_min_decrease", bregman_min_decrease,
+                                          allow_zero=True, below=1)
     workers = check_workers(workers)
     like = "shape of total_field_ppm"
+    noise2 = None
+    if noise_sd is not None:
+        if not admm:
+            raise ValueError("noise_sd: only the ADMM solver takes Bregman steps; use "
+                             "solver='admm' or leave noise_sd out")
+        sd = np.broadcast_to(np.asarray(noise_sd, np.float32), f.shape)
+        sd = check_array(sd, "noise_sd", shape=f.shape, like=like, where=m)
+        if np.any(sd[m] < 0):
+            raise ValueError("noise_sd must be finite and >= 0 inside the mask")
+        noise2 = sd * sd
     if field_sd is not None:
         sd = check_array(field_sd, "field_sd", shape=f.shape, like=like, where=m)
         if np.any(sd[m] <= 0):
@@ -977,12 +1068,22 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
                                  mu_data=mu_data, mu_grad=mu_grad, start_tol=start_tol,
                                  start_max_iter=start_max_iter, shell_damp=shell_damp,
                                  shell_mm=shell_mm, workers=workers,
-                                 reweight_eps=reweight_eps, reweight_iter=reweight_iter)
+                                 reweight_eps=reweight_eps, reweight_iter=reweight_iter,
+                                 noise2=None if noise2 is None else box.to_grid(noise2),
+                                 bregman_max=bregman_max,
+                                 bregman_margin_mm=bregman_margin_mm,
+                                 bregman_min_decrease=bregman_min_decrease)
         params.update(exterior_tv=exterior_tv, mu_data=mu_data, mu_grad=mu_grad,
                       start_max_iter=start_max_iter, start_tol=start_tol,
                       shell_damp=shell_damp, shell_mm=shell_mm, reweight_eps=reweight_eps,
                       reweight_iter=reweight_iter, reweighted_at=stats["reweighted_at"],
-                      start_cg_iter=stats["start_cg_iter"], change=stats["change"])
+                      start_cg_iter=stats["start_cg_iter"], change=stats["change"],
+                      bregman_max=bregman_max if noise2 is not None else 0,
+                      bregman_margin_mm=bregman_margin_mm,
+                      bregman_min_decrease=bregman_min_decrease,
+                      bregman_steps=stats["bregman_steps"],
+                      discrepancy_target=stats["discrepancy_target"],
+                      residuals=stats["residuals"])
     else:
         chi, stats = _solve(fg, mg, w2, kernel, vs, max_iter=max_iter, cg_max_iter=cg_max_iter,
                             alpha=alpha, preconditioner=preconditioner, cg_tol=cg_tol,
