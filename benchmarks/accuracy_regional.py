@@ -89,7 +89,8 @@ def main():
     work = args.work or Path(tempfile.mkdtemp(prefix="accuracy_regional_"))
     out = work / "out"
     anat = out / "sub-01/ses-1/anat"
-    if args.reuse and (work / "truth.npz").exists() and (anat / "sub-01_ses-1_roistats.tsv").exists():
+    done = (work / "truth.npz").exists() and (anat / "sub-01_ses-1_roistats.tsv").exists()
+    if args.reuse and done:
         acq = Truth(np.load(work / "truth.npz"))
         print(f"reusing the run in {work}")
     else:

@@ -712,17 +712,18 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
     by ``mu_data |D|^2 + mu_grad |G|^2`` (periodic differences; k = 0: chi's grid mean stays
     0, the map is unreferenced). The scaled duals are folded as in
     `bids_iron.maps.dipole._tv_admm`. Starts from PDF's background sources
-    (`bids_iron.maps.background.pdf_sources`; ``start_max_iter`` 0: from chi = 0). With ``reweight_eps > 0``, where the iterations first meet ``tol``
-    the TV weights are multiplied once by ``reweight_eps / (|G chi| + reweight_eps)`` per
-    difference and the iterations go on from there, at most ``reweight_iter`` more
-    (reweighted L1; iterations that stop at ``max_iter`` unconverged are not reweighted:
-    their map is no basis for the weights). Then, with ``noise2`` (the field's noise
-    variance per voxel, ppm^2, on the grid) and ``bregman_max > 0``, Bregman steps: each
-    iteration adds ``W^2 (f - D chi)`` (inside the mask less its outer
-    ``bregman_margin_mm``) to the data it fits, until the residual there falls to the sum
-    of ``noise2``, falls by less than ``bregman_min_decrease`` (relative) over a step, or
-    after ``bregman_max`` steps (a rising residual undoes the last step). Returns chi (ppm, grid) and a
-    dict of statistics.
+    (`bids_iron.maps.background.pdf_sources`; ``start_max_iter`` 0: from chi = 0). With
+    ``reweight_eps > 0``, where the iterations first meet ``tol`` the TV weights are
+    multiplied once by ``reweight_eps / (|G chi| + reweight_eps)`` per difference and the
+    iterations go on from there, at most ``reweight_iter`` more (reweighted L1; iterations
+    that stop at ``max_iter`` unconverged are not reweighted: their map is no basis for the
+    weights). Then, with ``noise2`` (the field's noise variance per voxel, ppm^2, on the
+    grid) and ``bregman_max > 0``, Bregman steps: each iteration adds ``W^2 (f - D chi)``
+    (inside the mask less its outer ``bregman_margin_mm``) to the data it fits, until the
+    residual there falls to the sum of ``noise2``, falls by less than
+    ``bregman_min_decrease`` (relative) over a step, or after ``bregman_max`` steps (a
+    rising residual undoes the last step). Returns chi (ppm, grid) and a dict of
+    statistics.
     """
     shape = fg.shape
     inv_d = (1.0 / vs).astype(np.float32)
@@ -955,7 +956,7 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
         ADMM: iterations after the reweighting at most; default `TFI_ADMM_REWEIGHT_ITER`.
     noise_sd : float or ndarray, shape (X, Y, Z), optional
         ADMM: standard error of the field, ppm, >= 0 in the mask (the echo fit's,
-        `bids_iron.maps.field.FieldMap.field_sd_hz` in ppm): turns the Bregman steps on.
+        `bids_iron.maps.combine.FieldMap.field_sd_hz` in ppm): turns the Bregman steps on.
         The app passes it for ``tfi_admm``.
     bregman_max : int
         ADMM: Bregman steps at most (0: none); default `TFI_ADMM_BREGMAN_MAX`.
