@@ -762,7 +762,7 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
             if not bregman or in_bregman:
                 break
             in_bregman, limit = True, n_iter + bregman_max + 1  # the main phase ended
-            before = chi
+            before = chi_prev  # the main phase's last map
         n_iter += 1
         # chi step: (mu_data |D|^2 + mu_grad |G|^2) chi = mu_data D rhs_u + mu_grad G^T q
         chi, bvec = _admm_chi_step(rhs_u, q, k_data, k_grad, kernel, inv_d, tmp, scratch,
