@@ -542,8 +542,9 @@ TFI_ADMM_REWEIGHT_ITER = 40
 #: realisations of the head (seeds 1 and 2, the whole chain; ``benchmarks/
 #: repeatability_noise.py [--voxel 1 1 1] --set without:bregman_max=0 --set
 #: d10:bregman_min_decrease=0.1 --set default:``) is 0.23 / 0.30 / 0.27 ppb at 1 mm
-#: (without / 0.1 / 0.2), 0.81 / 0.97 ppb at 2 mm (without / 0.1), while their mean error
-#: against the truth falls from 1.71 to 1.58 / 1.55 ppb at 1 mm. 0.2 keeps most of the gain in accuracy for about half the added
+#: (without / 0.1 / 0.2) and 0.81 / 0.97 / 0.86 ppb at 2 mm, while their mean error
+#: against the truth falls from 1.71 to 1.58 / 1.55 ppb at 1 mm and from 2.52 to 2.65 /
+#: 2.48 ppb at 2 mm. 0.2 keeps most of the gain in accuracy for about half the added
 #: noise; at 2 mm it is as good as or better than no steps on every head but the oblique
 #: and thick-slice ones (+0.5 point NRMSE, +1.2 / 1.3 inner), by XSIM everywhere but the
 #: oblique head (0.650 against 0.653). The caudate, beside the ventricles, now reads high
