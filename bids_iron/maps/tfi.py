@@ -807,6 +807,8 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
         np.clip(q, neg_tau, tau, out=p)
         q -= p
         q -= p
+        if in_bregman:  # the Bregman steps stop on the residual, not on the change of chi
+            continue
         met = False
         if (n_iter % 5 == 0 or n_iter == limit) and chi_prev is not None:
             np.subtract(chi, chi_prev, out=tmp)
@@ -815,8 +817,6 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
             norm = float(np.linalg.norm(inside - inside.mean()))
             changes.append(round(change / norm, 4) if norm > 0 else 0.0)
             met = norm > 0 and change < tol * norm
-        if in_bregman:
-            continue
         if reweight_eps and reweight_iter and reweighted_at is None and met:
             # reweighted L1 (Candes et al. 2008): the differences chi already jumps across
             # (nucleus edges) are shrunk less from here on, the flat ones as before
