@@ -757,25 +757,67 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
         rhs_u = _admm_warm_start(start.x, kernel, inv_d, q, workers)
         del start
         n_fft = 4 * n_start + 4
-    chi_prev, converged, changes, n_iter = None, False, [], 0
+    def splits(chi, bvec):
+        """The data and gradient splits and their duals, in place, after a chi step."""
+        # data split: b = D chi + s; u = (W^2 f + mu b) / (W^2 + mu); s = b - u; 2 u - b
+        # (in-place ufuncs: the closure updates the state arrays, it does not rebind them)
+        bvec += s
+        np.multiply(bvec, mu, out=tmp)
+        np.add(tmp, wf, out=tmp)
+        np.multiply(tmp, inv_v, out=tmp)
+        np.subtract(bvec, tmp, out=s)
+        np.multiply(tmp, 2, out=rhs_u)
+        np.subtract(rhs_u, bvec, out=rhs_u)
+        # gradient split: a = G chi + p; p = clip(a, +-tau); z + dual = a - 2 p
+        _grad(chi, inv_d, q)
+        np.add(q, p, out=q)
+        np.clip(q, neg_tau, tau, out=p)
+        np.subtract(q, p, out=q)
+        np.subtract(q, p, out=q)
+
+    def chi_step():
+        # (mu_data |D|^2 + mu_grad |G|^2) chi = mu_data D rhs_u + mu_grad G^T q; also D chi
+        return _admm_chi_step(rhs_u, q, k_data, k_grad, kernel, inv_d, tmp, scratch, workers)
+
+    # the main phase: to tol (reweighting once where it first gets there), or max_iter
+    chi, chi_prev, converged, changes, n_iter = None, None, False, [], 0
     limit, reweighted_at = max_iter, None
+    while n_iter < limit:
+        n_iter += 1
+        chi, bvec = chi_step()
+        n_fft += 4
+        splits(chi, bvec)
+        del bvec
+        met = False
+        if (n_iter % 5 == 0 or n_iter == limit) and chi_prev is not None:
+            np.subtract(chi, chi_prev, out=tmp)
+            change = float(np.linalg.norm(tmp[mg]))
+            inside = chi[mg]
+            norm = float(np.linalg.norm(inside - inside.mean()))
+            changes.append(round(change / norm, 4) if norm > 0 else 0.0)
+            met = norm > 0 and change < tol * norm
+        chi_prev = chi
+        if reweight_eps and reweight_iter and reweighted_at is None and met:
+            # reweighted L1 (Candes et al. 2008): the differences chi already jumps across
+            # (nucleus edges) are shrunk less from here on, the flat ones as before
+            _reweight_tv(tau, chi, inv_d, reweight_eps)
+            np.negative(tau, out=neg_tau)
+            reweighted_at, limit = n_iter, n_iter + reweight_iter
+        elif met:
+            converged = True
+            break
+    # the Bregman steps: the residual (without the outer margin) fitted again until it falls
+    # to the noise, falls too little, rises (the step is undone) or bregman_max steps
     bregman = noise2 is not None and bregman_max > 0
+    residuals, breg_steps, target = [], 0, None
     if bregman:
         inner = mg & (distance_transform_edt(mg, sampling=vs) > bregman_margin_mm)
         target = float(np.sum(noise2[inner], dtype=np.float64))
-    residuals, breg_steps, in_bregman, before = [], 0, False, None
-    while True:
-        if n_iter >= limit:
-            if not bregman or in_bregman:
-                break
-            in_bregman, limit = True, n_iter + bregman_max + 1  # the main phase ended
-            before = chi_prev  # the main phase's last map
-        n_iter += 1
-        # chi step: (mu_data |D|^2 + mu_grad |G|^2) chi = mu_data D rhs_u + mu_grad G^T q
-        chi, bvec = _admm_chi_step(rhs_u, q, k_data, k_grad, kernel, inv_d, tmp, scratch,
-                                   workers)
-        n_fft += 4
-        if in_bregman:  # the residual where it counts; stop at the noise or when it rises
+        before = chi  # the main phase's last map
+        while True:
+            n_iter += 1
+            chi, bvec = chi_step()
+            n_fft += 4
             np.subtract(fg, bvec, out=tmp)
             tmp *= inner
             res2 = float(np.sum(tmp[inner] ** 2, dtype=np.float64))
@@ -792,47 +834,12 @@ def _solve_admm(fg, mg, w2, kernel, vs, *, alpha, exterior, free_rim, max_iter, 
             tmp *= w2
             wf += tmp
             breg_steps += 1
-        # data split: b = D chi + s; u = (W^2 f + mu b) / (W^2 + mu); s = b - u; 2 u - b
-        bvec += s
-        np.multiply(bvec, mu, out=tmp)
-        tmp += wf
-        tmp *= inv_v
-        np.subtract(bvec, tmp, out=s)
-        np.multiply(tmp, 2, out=rhs_u)
-        rhs_u -= bvec
-        del bvec
-        # gradient split: a = G chi + p; p = clip(a, +-tau); z + dual = a - 2 p
-        _grad(chi, inv_d, q)
-        q += p
-        np.clip(q, neg_tau, tau, out=p)
-        q -= p
-        q -= p
-        if in_bregman:  # the Bregman steps stop on the residual, not on the change of chi
-            continue
-        met = False
-        if (n_iter % 5 == 0 or n_iter == limit) and chi_prev is not None:
-            np.subtract(chi, chi_prev, out=tmp)
-            change = float(np.linalg.norm(tmp[mg]))
-            inside = chi[mg]
-            norm = float(np.linalg.norm(inside - inside.mean()))
-            changes.append(round(change / norm, 4) if norm > 0 else 0.0)
-            met = norm > 0 and change < tol * norm
-        if reweight_eps and reweight_iter and reweighted_at is None and met:
-            # reweighted L1 (Candes et al. 2008): the differences chi already jumps across
-            # (nucleus edges) are shrunk less from here on, the flat ones as before
-            _reweight_tv(tau, chi, inv_d, reweight_eps)
-            np.negative(tau, out=neg_tau)
-            reweighted_at, limit = n_iter, n_iter + reweight_iter
-        elif met:
-            converged = True
-            if not bregman:
-                break
-            limit = n_iter  # on to the Bregman steps
-        chi_prev = chi
+            splits(chi, bvec)
+            del bvec
     return chi, {"n_iter": n_iter, "converged": converged, "n_fft": n_fft,
                  "start_cg_iter": n_start, "change": changes, "reweighted_at": reweighted_at,
                  "bregman_steps": breg_steps,
-                 "discrepancy_target": round(target, 6) if bregman else None,
+                 "discrepancy_target": None if target is None else round(target, 6),
                  "residuals": [round(r, 6) for r in residuals]}
 
 
