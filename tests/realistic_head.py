@@ -288,20 +288,27 @@ def build_master(seed=0):
     labels[calc] = INDEX["calcification"]
 
     # property maps: brain tissue by probabilities, structures by label
-    lut = np.array([TISSUES[k][1:] for k in sorted(TISSUES)], np.float32)  # chi, r2s, m0, fat
-    props = lut[labels]
-    mix = brain & np.isin(labels, [INDEX["csf"], INDEX["gray_matter"], INDEX["white_matter"]])
-    for j in range(3):
-        values = [TISSUES[INDEX[n]][1 + j] for n in ("csf", "gray_matter", "white_matter")]
-        props[..., j] = np.where(mix, csf * values[0] + gm * values[1] + wm * values[2],
-                                 props[..., j])
+    props = [tissue_map(labels, brain, (csf, gm, wm), {k: v[col] for k, v in TISSUES.items()})
+             for col in (1, 2, 3, 4)]  # chi, R2*, M0, fat fraction
     texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 2.0)
     texture /= np.abs(texture).max()
-    chi = props[..., 0] + np.where(brain, 0.01 * texture, 0)
-    r2s = props[..., 1] * np.where(brain, 1 + 0.05 * texture, 1)
+    chi = props[0] + np.where(brain, 0.01 * texture, 0)
+    r2s = props[1] * np.where(brain, 1 + 0.05 * texture, 1)
     return {"labels": labels, "hemisphere": hemi, "brain": brain.astype(np.float32),
             "chi": chi.astype(np.float32), "r2star": r2s.astype(np.float32),
-            "m0": props[..., 2].astype(np.float32), "fat": props[..., 3].astype(np.float32)}
+            "m0": props[2], "fat": props[3]}
+
+
+def tissue_map(labels, brain, fractions, value_of):
+    """A property map (float32) on the labels' grid: in the brain's CSF, gray and white
+    matter voxels the mix of the three tissues' values by their ``fractions`` (csf, gm, wm
+    arrays summing to 1 in the brain), elsewhere each label's value (``value_of``: label
+    index -> value; every index of `TISSUES`)."""
+    names = ("csf", "gray_matter", "white_matter")
+    lut = np.array([value_of[k] for k in sorted(TISSUES)], np.float32)
+    mix = brain & np.isin(labels, [INDEX[n] for n in names])
+    mixed = sum(f * value_of[INDEX[n]] for f, n in zip(fractions, names))
+    return np.where(mix, mixed, lut[labels]).astype(np.float32)
 
 
 def acquisition_grid(voxel_size=(2.0, 2.0, 2.0), shape=None, angle_deg=0.0,

@@ -205,16 +205,14 @@ def subject_master():
             m = nuc[name, h] & paintable
             labels[m] = RH.INDEX[name]
             hemi[m] = code
-    mix = brain & np.isin(labels, [RH.INDEX[n] for n in names])
-    maps = {}
-    for key, col in (("m0", 3), ("r2star", 2)):
-        lut = np.array([RH.TISSUES[k][col] for k in sorted(RH.TISSUES)], np.float32)
-        v = [RH.TISSUES[RH.INDEX[n]][col] for n in names]
-        maps[key] = np.where(mix, csf * v[0] + gm * v[1] + wm * v[2], lut[labels]).astype(np.float32)
-    lut = np.array([T1W[RH.NAMES[k]] for k in sorted(RH.TISSUES)], np.float32)
-    v = [T1W[n] for n in names]
-    maps["t1w"] = np.where(mix, csf * v[0] + gm * v[1] + wm * v[2], lut[labels]).astype(np.float32)
-    head_t1 = lut[master["labels"]]  # the undeformed head outside the brain, for the template
+    fractions = (csf, gm, wm)
+    maps = {key: RH.tissue_map(labels, brain, fractions,
+                               {k: v[col] for k, v in RH.TISSUES.items()})
+            for key, col in (("m0", 3), ("r2star", 2))}
+    t1_of = {k: T1W[RH.NAMES[k]] for k in RH.TISSUES}
+    maps["t1w"] = RH.tissue_map(labels, brain, fractions, t1_of)
+    # the undeformed head outside the brain, for the template
+    head_t1 = np.array([t1_of[k] for k in sorted(RH.TISSUES)], np.float32)[master["labels"]]
     return {"labels": labels, "hemisphere": hemi, "brain": master["brain"], "head_t1w": head_t1,
             **maps}
 
@@ -244,13 +242,9 @@ def independent_master():
     csf, gm, wm = _tissue_fractions(RH.build_master())
     labels = sm["labels"]
     brain = sm["brain"] > 0.5
-    names = ("csf", "gray_matter", "white_matter")
     chi_of = {k: v[1] for k, v in RH.TISSUES.items()}
     chi_of.update({RH.INDEX[n]: v for n, v in OLDER_CHI.items()})
-    lut = np.array([chi_of[k] for k in sorted(RH.TISSUES)], np.float32)
-    mix = brain & np.isin(labels, [RH.INDEX[n] for n in names])
-    v = [chi_of[RH.INDEX[n]] for n in names]
-    chi = np.where(mix, csf * v[0] + gm * v[1] + wm * v[2], lut[labels])
+    chi = RH.tissue_map(labels, brain, (csf, gm, wm), chi_of)
     rng = np.random.default_rng(QSM_HEAD_DEFORMATION["seed"])
     texture = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32), 2.0)
     chi = chi + np.where(brain, 0.01 * texture / np.abs(texture).max(), 0)
