@@ -20,14 +20,21 @@ Two parts, each on the same arrays for every method (``tests/realistic_head.py``
 ``background``
     Background removal from the TRUE total field (after the shim) in the TRUE brain mask.
     Scored: the fraction of the brain mask kept, local-field NRMSE (%) on the kept mask and
-    on the mask every method keeps (both de-meaned there), and the r of the 16 ROI means.
+    on the mask every method keeps (both de-meaned there), and the r of the 16 ROI means;
+    then the same method from the true LOCAL field alone (no background at all): its error
+    there ("floor") is the part of the local field it cannot tell from a background (the
+    field of the sources at the brain's edge: bone partial volume, the venous sinuses),
+    which no background can be blamed for. The share of the local field those edge
+    sources make is printed first. ``--no-edge-sources`` runs this part on the head with
+    those sources made CSF (`without_edge_sources`).
 
 Wall time on this machine (``workers=-1``) is printed for every method.
 
     python benchmarks/accuracy_inversion.py [--part dipole total background] [--voxel 1 1 1]
         [--dipole tv_admm l1_tv ...] [--background vsharp pdf ...] [--noise 0]
         [--total tfi tv_admm ...]
-        [--set tv_admm:alpha=5e-5 --set vsharp:radii_mm=1,12,1 ...]
+        [--set tv_admm:alpha=5e-5 --set vsharp:radii_mm=1,12,1 ...] [--anatomy independent]
+        [--no-edge-sources]
 
 A method may be given as ``name@label`` to run it twice with different ``--set`` values,
 e.g. ``--background vsharp vsharp@small --set vsharp@small:radii_mm=1,12,1``.
@@ -41,6 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import qsm_forward
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -67,13 +75,15 @@ class Truth(dict):
         return self[name]
 
 
-def load(voxel, cache):
-    """The simulated acquisition's truth arrays (cached as .npz)."""
-    path = Path(cache) / f"realistic_head_{'x'.join(f'{v:g}' for v in voxel)}.npz"
+def load(voxel, cache, anatomy="mni"):
+    """The simulated acquisition's truth arrays (cached as .npz); ``anatomy`` as
+    `realistic_head.simulate` ("independent": the second head)."""
+    extra = "" if anatomy == "mni" else f"_{anatomy}"
+    path = Path(cache) / f"realistic_head_{'x'.join(f'{v:g}' for v in voxel)}{extra}.npz"
     if path.exists():
         return Truth(np.load(path))
     t = time.perf_counter()
-    acq = H.simulate(voxel_size=tuple(voxel), snr=None)
+    acq = H.simulate(voxel_size=tuple(voxel), snr=None, anatomy=anatomy)
     print(f"simulated in {time.perf_counter() - t:.0f} s", flush=True)
     data = {"chi": acq.chi, "local": acq.local_field_ppm, "total": acq.total_field_ppm,
             "mask": acq.brain_mask, "labels": acq.labels, "hemisphere": acq.hemisphere,
@@ -166,12 +176,66 @@ def run_dipole(d, methods, sets, noise, phase_scale=PHASE_SCALE, source="local",
     return rows
 
 
+def _nrmse(est, truth, mask):
+    """Local-field NRMSE (%) in ``mask``, both fields de-meaned there."""
+    a = est[mask] - est[mask].mean()
+    b = truth[mask] - truth[mask].mean()
+    return 100 * np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def rim_share(d):
+    """How much of the true local field the sources in the brain's outer 2 mm make
+    (bone partial volume, the venous sinuses against the skull): the norm of their field
+    over the norm of the whole local field, in the brain and without its outer 2 mm."""
+    mask = d["mask"].astype(bool)
+    vs = tuple(d["voxel_size"])
+    inner = H.without_rim(mask, vs)
+    rim = (mask & ~inner).astype(np.float32)
+    # as the phantom made the truth (qsm-forward's field of chi x mask)
+    f = qsm_forward.generate_field((d["chi"] * rim).astype(np.float64), voxel_size=list(vs),
+                                   B0_dir=list(d["b0_dir"])) * mask
+    return tuple(float(np.linalg.norm(f[m] - f[m].mean())
+                       / np.linalg.norm(d["local"][m] - d["local"][m].mean()))
+                 for m in (mask, inner))
+
+
+def without_edge_sources(d):
+    """The truth with the brain's edge sources turned into tissue of chi 0 (CSF): the mask's
+    voxels with bone partial volume (chi < -0.1 ppm) and the veins' (sinuses' and
+    cortical veins', label and 2 voxels around it where chi > 0.1 ppm). The local field is
+    made again from that chi and the total field changed by the same difference: a head
+    whose mask edge holds no sources, to show what each method does there (not a head a
+    scanner gives)."""
+    from scipy import ndimage
+
+    mask = d["mask"].astype(bool)
+    chi = d["chi"].astype(np.float64)
+    vein = ndimage.binary_dilation(d["labels"] == H.INDEX["vein"], iterations=2)
+    edge = mask & ((chi < -0.1) | (vein & (chi > 0.1)))
+    clean = np.where(edge, 0.0, chi) * mask
+    local = qsm_forward.generate_field(clean, voxel_size=list(d["voxel_size"]),
+                                       B0_dir=list(d["b0_dir"]))
+    local = ((local - local[mask].mean()) * mask).astype(np.float32)
+    out = Truth(d)
+    out.update(chi=np.where(edge, 0.0, d["chi"]).astype(np.float32), local=local,
+               total=(d["total"] - d["local"] + local).astype(np.float32))
+    print(f"edge sources removed: {edge.sum()} voxels ({100 * edge.mean() / mask.mean():.1f} "
+          "% of the brain)")
+    return out
+
+
 def run_background(d, methods, sets):
+    """Each background method from the true total field, and again from the true local
+    field alone (no background): what it removes then is the part of the local field that
+    it cannot tell from a background (the floor of its error on this head)."""
     mask = d["mask"].astype(bool)
     total = (d["total"] * mask).astype(np.float32)
     vs, b0 = tuple(d["voxel_size"]), tuple(d["b0_dir"])
     truth = d["local"]
     print(f"\nBACKGROUND from the true total field, brain {mask.sum()} voxels at {vs} mm")
+    share = rim_share(d)
+    print(f"the sources in the brain's outer 2 mm make {100 * share[0]:.0f} % of the true "
+          f"local field's norm in the brain, {100 * share[1]:.0f} % without the outer 2 mm")
     results = {}
     for label in methods:
         name = label.split("@")[0]
@@ -180,24 +244,25 @@ def run_background(d, methods, sets):
             kw.setdefault("b0_dir", b0)
         t0 = time.perf_counter()
         res = bg.remove_background(total, mask, vs, method=name, **kw)
-        results[label] = (res.local_field, res.mask, time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        floor = bg.remove_background((truth * mask).astype(np.float32), mask, vs, method=name,
+                                     **kw)
+        results[label] = (res.local_field, res.mask, dt, floor.local_field)
     common = mask.copy()
-    for _, m, _ in results.values():
+    for _, m, _, _ in results.values():
         common &= m
     print(f"common mask: {100 * common.sum() / mask.sum():.1f} % of the brain")
     print(f"{'method':<22}{'kept %':>8}{'NRMSE':>8}{'inner':>8}{'NRMSE common':>14}"
-          f"{'r ROI':>8}{'time s':>8}")
-    for label, (local, m, dt) in results.items():
-        def nrmse(mm):
-            a = local[mm] - local[mm].mean()
-            b = truth[mm] - truth[mm].mean()
-            return 100 * np.linalg.norm(a - b) / np.linalg.norm(b)
+          f"{'r ROI':>8}{'time s':>8}{'floor':>8}{'inner':>8}")
+    for label, (local, m, dt, floor) in results.items():
         t16, e16 = H.roi_means(truth, d, m), H.roi_means(local, d, m)
         ok = np.isfinite(t16) & np.isfinite(e16)
         r = np.corrcoef(t16[ok], e16[ok])[0, 1]
         inner = H.without_rim(m, vs)  # the outer 2 mm: bone partial volume
-        print(f"{label:<22}{100 * m.sum() / mask.sum():8.1f}{nrmse(m):8.1f}"
-              f"{nrmse(inner):8.1f}{nrmse(common):14.1f}{r:8.3f}{dt:8.1f}", flush=True)
+        print(f"{label:<22}{100 * m.sum() / mask.sum():8.1f}{_nrmse(local, truth, m):8.1f}"
+              f"{_nrmse(local, truth, inner):8.1f}{_nrmse(local, truth, common):14.1f}"
+              f"{r:8.3f}{dt:8.1f}{_nrmse(floor, truth, m):8.1f}"
+              f"{_nrmse(floor, truth, inner):8.1f}", flush=True)
     return results
 
 
@@ -216,9 +281,14 @@ def main(argv=None):
     ap.add_argument("--phase-scale", type=float, default=PHASE_SCALE,
                     help="rad/ppm for the methods that need it (default 3 T, TE 20 ms)")
     ap.add_argument("--set", action="append", help="method:key=value (repeatable)")
+    ap.add_argument("--no-edge-sources", action="store_true",
+                    help="background part on a head whose mask edge holds no sources "
+                         "(bone partial volume and veins there made CSF)")
+    ap.add_argument("--anatomy", default="mni", choices=("mni", "independent"),
+                    help="the head (independent: the second head, other atlases and shape)")
     ap.add_argument("--cache", default="/tmp/bids_iron_bench")
     args = ap.parse_args(argv)
-    d = load(args.voxel, args.cache)
+    d = load(args.voxel, args.cache, args.anatomy)
     sets = parse_sets(args.set)
     if "dipole" in args.part:
         run_dipole(d, args.dipole, sets, args.noise, args.phase_scale)
@@ -226,7 +296,8 @@ def main(argv=None):
         run_dipole(d, args.total, sets, args.noise, args.phase_scale, source="total",
                    background=args.total_background)
     if "background" in args.part:
-        run_background(d, args.background, sets)
+        run_background(without_edge_sources(d) if args.no_edge_sources else d,
+                       args.background, sets)
 
 
 if __name__ == "__main__":
