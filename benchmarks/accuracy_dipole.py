@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
+from accuracy_inversion import parse_sets  # noqa: E402  (method:key=value)
 from qsm_metrics import _qe, metrics  # noqa: E402  (tests/qsm_metrics.py)
 
 
@@ -82,19 +83,6 @@ def large_data(cache=None):
     return make_data(cache)
 
 
-def _parse_sets(items):
-    out = {}
-    for item in items or []:
-        method, assignment = item.split(":", 1)
-        key, value = assignment.split("=", 1)
-        try:
-            value = int(value) if value.isdigit() else float(value)
-        except ValueError:
-            pass
-        out.setdefault(method, {})[key] = value
-    return out
-
-
 def main(argv=None):
     from bids_iron.maps.dipole import DEFAULT_DIPOLE_METHOD, DIPOLE_METHODS, invert_dipole
 
@@ -106,7 +94,7 @@ def main(argv=None):
                         help="override parameters, e.g. tv_admm:alpha=1e-4")
     parser.add_argument("--cache", default=None)
     args = parser.parse_args(argv)
-    overrides = _parse_sets(args.set)
+    overrides = parse_sets(args.set)
     print(f"metrics from {'qsm_ci.qsm_eval' if _qe is not None else 'local definitions'}; "
           f"default method {DEFAULT_DIPOLE_METHOD!r}")
     grids = ("small", "large") if args.grid == "both" else (args.grid,)
