@@ -116,13 +116,19 @@ def parse_params(items):
     return out
 
 
+@contextlib.contextmanager
 def with_params(family, name, params):
-    """Register the ``family`` method ``name`` again with ``params`` bound (for this run)."""
+    """For the block, the ``family`` method ``name`` registered again with ``params`` bound;
+    its record as it was afterwards (so calls do not stack)."""
+    record = registry.get(family, name)
+    default = registry.default(family).name == name
     if params:
-        record = registry.get(family, name)
-        registry.register(dataclasses.replace(record, function=partial(record.function,
-                                                                       **params)),
-                          default=registry.default(family).name == name)
+        registry.register(dataclasses.replace(
+            record, function=partial(record.function, **params)), default=default)
+    try:
+        yield
+    finally:
+        registry.register(record, default=default)
 
 
 def parse_set(items):
@@ -146,9 +152,14 @@ def main():
     args = ap.parse_args()
     options = dataclasses.replace(Options(anatomy=False, report=False), **parse_set(args.set))
     qsm_params = parse_params(args.qsm_param)
-    with_params("dipole", options.qsm_method, qsm_params)
     bg_params = parse_params(args.background_param)
-    with_params("background", options.background_method, bg_params)
+    with with_params("dipole", options.qsm_method, qsm_params), \
+            with_params("background", options.background_method, bg_params):
+        run_variants(args, options, qsm_params, bg_params)
+
+
+def run_variants(args, options, qsm_params, bg_params):
+    """Each of ``args.variants`` through the chain with ``options``, scored against truth."""
     print(f"options: brain_mask={options.brain_mask} background={options.background_method} "
           f"qsm={options.qsm_method} refine_mask={options.refine_mask} "
           f"qsm params={qsm_params} background params={bg_params}")
@@ -170,8 +181,10 @@ def main():
         print(f"    inversion: n_iter={inv.get('n_iter')} n_fft={inv.get('n_fft')} "
               f"converged={inv.get('converged')}"
               + (f" gn_steps={inv['gn_steps']}" if "gn_steps" in inv else "")
-              + (f" bregman_steps={inv['bregman_steps']} residual TV {inv.get('residual_tv')} "
-                 f"-> {inv['residual']} (target {inv['discrepancy_target']:.4g})"
+              + (f" bregman_steps={inv['bregman_steps']} residuals "
+                 # tfi_admm: before each step; tv_admm's discrepancy rule: TV's, then final
+                 f"{inv.get('residuals', [inv.get('residual_tv'), inv.get('residual')])} "
+                 f"(target {inv.get('discrepancy_target')})"
                  if "bregman_steps" in inv else ""))
         print("    nucleus bias %: " + "  ".join(f"{k}={v:+.0f}" for k, v in bias.items()))
 

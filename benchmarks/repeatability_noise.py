@@ -13,9 +13,7 @@ moves a region's value by, ppb), and their mean absolute error against the truth
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +23,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 import realistic_head as H  # noqa: E402
-from accuracy_whole_head import parse_params, run, simulate_variant  # noqa: E402
+from accuracy_whole_head import (  # noqa: E402
+    parse_params, run, simulate_variant, with_params)
 
-from bids_iron.maps import registry  # noqa: E402
 from bids_iron.workflow import Options  # noqa: E402
 
 
@@ -42,22 +40,16 @@ def main():
     for item in args.set or ["without:bregman_max=0", "default:"]:
         label, _, rest = item.partition(":")
         configs.append((label, parse_params([p for p in rest.split(",") if p])))
-    record = registry.get("dipole", "tfi_admm")
     out = {}
-    try:
-        for seed in (1, 2):
-            acq = simulate_variant(args.variant, tuple(args.voxel), seed=seed)
-            for label, kw in configs:
-                registry.register(dataclasses.replace(
-                    record, function=partial(record.function, **kw)), default=True)
-                res = run(acq, Options(anatomy=False, report=False))
-                ev = res.mask_local & acq.brain_mask
-                est = H.roi_means(res.chi_ppm - res.chi_ppm[ev].mean(), acq, ev)
-                truth = H.roi_means(acq.chi - acq.chi[ev].mean(), acq, ev)
-                out[label, seed] = (est, truth,
-                                    res.facts["DipoleInversion"].get("bregman_steps"))
-    finally:
-        registry.register(record, default=True)
+    for seed in (1, 2):
+        acq = simulate_variant(args.variant, tuple(args.voxel), seed=seed)
+        for label, kw in configs:
+            with with_params("dipole", "tfi_admm", kw):
+                res = run(acq, Options(anatomy=False, report=False, qsm_method="tfi_admm"))
+            ev = res.mask_local & acq.brain_mask
+            est = H.roi_means(res.chi_ppm - res.chi_ppm[ev].mean(), acq, ev)
+            truth = H.roi_means(acq.chi - acq.chi[ev].mean(), acq, ev)
+            out[label, seed] = (est, truth, res.facts["DipoleInversion"].get("bregman_steps"))
     print(f"\n{tuple(args.voxel)} mm, {args.variant}; 16 nucleus means (ppb):")
     for label, _ in configs:
         (a, ta, sa), (b, _, sb) = out[label, 1], out[label, 2]
