@@ -24,8 +24,10 @@ Two parts, each on the same arrays for every method (``tests/realistic_head.py``
     then the same method from the true LOCAL field alone (no background at all): its error
     there ("floor") is the part of the local field it cannot tell from a background (the
     field of the sources at the brain's edge: bone partial volume, the venous sinuses),
-    which no background can be blamed for. The share of the local field those edge
-    sources make is printed first. ``--no-edge-sources`` runs this part on the head with
+    which no background can be blamed for; and from the true background alone (total minus
+    local field): what it leaves in the brain ("left", % of the local field's norm) is
+    background it fails to remove. The share of the local field those edge sources make is
+    printed first. ``--no-edge-sources`` runs this part on the head with
     those sources made CSF (`without_edge_sources`).
 
 Wall time on this machine (``workers=-1``) is printed for every method.
@@ -225,9 +227,10 @@ def without_edge_sources(d):
 
 
 def run_background(d, methods, sets):
-    """Each background method from the true total field, and again from the true local
-    field alone (no background): what it removes then is the part of the local field that
-    it cannot tell from a background (the floor of its error on this head)."""
+    """Each background method from the true total field, again from the true local field
+    alone (no background: what it removes then is the part of the local field that it
+    cannot tell from a background, the floor of its error on this head), and from the true
+    background alone (what it leaves is background it fails to remove)."""
     mask = d["mask"].astype(bool)
     total = (d["total"] * mask).astype(np.float32)
     vs, b0 = tuple(d["voxel_size"]), tuple(d["b0_dir"])
@@ -247,22 +250,27 @@ def run_background(d, methods, sets):
         dt = time.perf_counter() - t0
         floor = bg.remove_background((truth * mask).astype(np.float32), mask, vs, method=name,
                                      **kw)
-        results[label] = (res.local_field, res.mask, dt, floor.local_field)
+        left = bg.remove_background(((d["total"] - truth) * mask).astype(np.float32), mask, vs,
+                                    method=name, **kw)
+        results[label] = (res.local_field, res.mask, dt, floor.local_field, left.local_field)
     common = mask.copy()
-    for _, m, _, _ in results.values():
-        common &= m
+    for result in results.values():
+        common &= result[1]
     print(f"common mask: {100 * common.sum() / mask.sum():.1f} % of the brain")
+    print(f"{'':<22}{'':>8}{'from the total field':>30}{'':>16}{'floor':>16}{'left':>16}")
     print(f"{'method':<22}{'kept %':>8}{'NRMSE':>8}{'inner':>8}{'NRMSE common':>14}"
-          f"{'r ROI':>8}{'time s':>8}{'floor':>8}{'inner':>8}")
-    for label, (local, m, dt, floor) in results.items():
+          f"{'r ROI':>8}{'time s':>8}{'NRMSE':>8}{'inner':>8}{'%':>8}{'inner':>8}")
+    for label, (local, m, dt, floor, left) in results.items():
         t16, e16 = H.roi_means(truth, d, m), H.roi_means(local, d, m)
         ok = np.isfinite(t16) & np.isfinite(e16)
         r = np.corrcoef(t16[ok], e16[ok])[0, 1]
         inner = H.without_rim(m, vs)  # the outer 2 mm: bone partial volume
+        # the background the method leaves in the brain, over the local field's norm
         print(f"{label:<22}{100 * m.sum() / mask.sum():8.1f}{_nrmse(local, truth, m):8.1f}"
               f"{_nrmse(local, truth, inner):8.1f}{_nrmse(local, truth, common):14.1f}"
               f"{r:8.3f}{dt:8.1f}{_nrmse(floor, truth, m):8.1f}"
-              f"{_nrmse(floor, truth, inner):8.1f}", flush=True)
+              f"{_nrmse(floor, truth, inner):8.1f}{_nrmse(left + truth, truth, m):8.1f}"
+              f"{_nrmse(left + truth, truth, inner):8.1f}", flush=True)
     return results
 
 
