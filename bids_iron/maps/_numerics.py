@@ -257,6 +257,53 @@ def check_field(field, mask, name="field", mask_name="mask"):
     return f, m
 
 
+def check_noise_sd(noise_sd, mask, like, dtype=np.float32):
+    """The field's noise standard deviation: a scalar or an array of the mask's shape,
+    finite and >= 0 inside ``mask``.
+
+    Parameters
+    ----------
+    noise_sd : float or array_like
+        Noise SD (any unit, e.g. ppm); a scalar applies to every voxel.
+    mask : ndarray of bool
+        Checked mask (`check_mask`).
+    like : str
+        What the required shape is, for the shape error.
+    dtype : numpy dtype
+        Output dtype.
+
+    Returns
+    -------
+    ndarray
+        ``noise_sd`` as ``dtype`` and of the mask's shape (a read-only broadcast for a
+        scalar).
+
+    Raises
+    ------
+    ValueError
+        Naming ``noise_sd``: not a real scalar or array, a wrong shape, or non-finite or
+        negative values inside the mask.
+
+    Examples
+    --------
+    >>> m = np.array([True, True, False])
+    >>> check_noise_sd(0.5, m, "shape of the field").tolist()
+    [0.5, 0.5, 0.5]
+    >>> check_noise_sd([0.1, -1.0, 0.0], m, "shape of the field")
+    Traceback (most recent call last):
+    ...
+    ValueError: noise_sd must be finite and >= 0 inside the mask
+    """
+    sd = np.asarray(noise_sd)
+    if sd.ndim == 0:
+        sd = np.broadcast_to(sd, mask.shape)
+    sd = check_array(sd, "noise_sd", shape=mask.shape, like=like, finite=False, dtype=dtype)
+    inside = sd[mask]
+    if not np.all(np.isfinite(inside)) or np.any(inside < 0):
+        raise ValueError("noise_sd must be finite and >= 0 inside the mask")
+    return sd
+
+
 def check_weights(weights, mask, name="weights", like="shape of the field"):
     """Data weights: finite and non-negative inside ``mask``, normalised to mean 1 there.
 

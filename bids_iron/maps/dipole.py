@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
-from ._numerics import (check_array, check_field, check_mask, check_max_iter, check_positive,
-                        check_weights, fft_box, half_spectrum_dot, half_spectrum_mean, pcg)
+from ._numerics import (check_array, check_field, check_mask, check_max_iter, check_noise_sd,
+                        check_positive, check_weights, fft_box, half_spectrum_dot,
+                        half_spectrum_mean, pcg)
 from .kernels import check_voxel_size, convolve, dipole_kernel
 
 #: Names accepted by `invert_dipole` (``method=``): ``DIPOLE_METHODS``, read from the method
@@ -286,15 +287,7 @@ def _discrepancy_target(noise_sd, w, m):
     residual a field with this noise leaves at the right regularisation."""
     if noise_sd is None:
         return 0.0
-    sd = np.asarray(noise_sd, dtype=np.float64)
-    if sd.ndim == 0:
-        sd = np.broadcast_to(sd, m.shape)
-    elif sd.shape != m.shape:
-        raise ValueError(f"noise_sd must be a scalar or of the shape of local_field_ppm "
-                         f"{m.shape}, got {sd.shape}")
-    sd = sd[m]
-    if not np.all(np.isfinite(sd)) or np.any(sd < 0):
-        raise ValueError("noise_sd must be finite and >= 0 inside the mask")
+    sd = check_noise_sd(noise_sd, m, "shape of local_field_ppm", dtype=np.float64)[m]
     return float(np.sum(np.square(w[m], dtype=np.float64) * sd * sd))
 
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from ._numerics import (blas_dot, check_array, check_field, check_max_iter, check_positive,
-                        check_weights, check_workers, fft_box, pcg)
+from ._numerics import (blas_dot, check_array, check_field, check_max_iter, check_noise_sd,
+                        check_positive, check_weights, check_workers, fft_box, pcg)
 from .dipole import (DipoleInversionResult, _admm_chi_step, _admm_filters, _admm_warm_start,
                      _check_count, _grad, _unit_b0, mask_rim_weights)
 from .background import pdf_sources
@@ -1088,10 +1088,7 @@ def invert_total_field_tfi(total_field_ppm, mask, voxel_size, b0_dir=(0.0, 0.0, 
         if not admm:
             raise ValueError("noise_sd: only the ADMM solver takes Bregman steps; use "
                              "solver='admm' or leave noise_sd out")
-        sd = np.broadcast_to(np.asarray(noise_sd, np.float32), f.shape)
-        sd = check_array(sd, "noise_sd", shape=f.shape, like=like, where=m)
-        if np.any(sd[m] < 0):
-            raise ValueError("noise_sd must be finite and >= 0 inside the mask")
+        sd = check_noise_sd(noise_sd, m, like)
         noise2 = sd * sd
     if field_sd is not None:
         sd = check_array(field_sd, "field_sd", shape=f.shape, like=like, where=m)
