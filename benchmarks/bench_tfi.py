@@ -93,9 +93,15 @@ def prepare(voxel, cache, variant="full"):
     return Truth(data)
 
 
+def evaluation_mask(d):
+    """Where the maps are scored, as `realistic_head.evaluate`: the chain's output mask
+    within the true brain."""
+    return d["mask_local"] & d["brain_mask"]
+
+
 def score(chi, d):
     """``accuracy_whole_head``'s chi scores (`realistic_head.evaluate`) of a TFI map."""
-    ev = d["mask_local"] & d["brain_mask"]
+    ev = evaluation_mask(d)
     met = metrics(chi, d["chi"], ev)
     inner = metrics(chi, d["chi"], H.without_rim(ev, tuple(d["voxel_size"])))["nrmse"]
     e, t = chi - chi[ev].mean(), d["chi"] - d["chi"][ev].mean()
@@ -109,7 +115,7 @@ def csf_bias(chi, d):
     """Nucleus bias % with both maps referenced to the deep CSF (the CSF label eroded by a
     voxel and more than 10 mm inside the mask: the ventricles), as the app's default
     ``--chi-reference csf`` reads them."""
-    ev = d["mask_local"] & d["brain_mask"]
+    ev = evaluation_mask(d)
     deep = ev & (ndimage.distance_transform_edt(ev, sampling=tuple(d["voxel_size"])) > 10)
     csf = ndimage.binary_erosion(d["labels"] == H.INDEX["csf"]) & deep
     return H.nucleus_bias(chi - chi[csf].mean(), d["chi"] - d["chi"][csf].mean(), d, ev)
@@ -119,7 +125,7 @@ def bone_shell(d):
     """The evaluation mask's voxels that share volume with the skull (truth chi < -0.1 ppm):
     their sources look, through the field, like the background sources just outside the
     mask, so no inversion pins them (README, item 7)."""
-    return d["mask_local"] & d["brain_mask"] & (d["chi"] < -0.1)
+    return evaluation_mask(d) & (d["chi"] < -0.1)
 
 
 def shell_reference(d):
@@ -131,7 +137,7 @@ def shell_reference(d):
 
 def shell_share(chi, d):
     """% of the squared error (maps de-meaned in the evaluation mask) in `bone_shell`."""
-    ev = d["mask_local"] & d["brain_mask"]
+    ev = evaluation_mask(d)
     err = (chi - chi[ev].mean()) - (d["chi"] - d["chi"][ev].mean())
     return 100 * float(np.sum(err[bone_shell(d)] ** 2) / np.sum(err[ev] ** 2))
 
@@ -182,7 +188,7 @@ def main():
     print(f"TFI input at {vs} mm: grid {d['mask'].shape}, mask {int(d['mask'].sum())} voxels, "
           f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
     shell = bone_shell(d)
-    ev = d["mask_local"] & d["brain_mask"]
+    ev = evaluation_mask(d)
     whole, inner = shell_reference(d)
     print(f"bone partial-volume shell: {100 * shell.sum() / ev.sum():.2f} % of the evaluation "
           f"mask; the truth with it made 0 scores NRMSE {whole:.1f} / inner {inner:.1f} %",
@@ -209,7 +215,7 @@ def main():
         nrmse, inner, xsim, slope, bias = score(chi, d)
         diff = ""
         if ref is not None:
-            ev = d["mask_local"] & d["brain_mask"]
+            ev = evaluation_mask(d)
             a, b = chi[ev] - chi[ev].mean(), ref[ev] - ref[ev].mean()
             diff = f"{100 * np.linalg.norm(a - b) / np.linalg.norm(b):10.1f}"
         print(f"{label:<24}{nrmse:7.1f}{inner:7.1f}{xsim:7.3f}{slope:7.3f}{cpu:8.1f}{wall:8.1f}"
