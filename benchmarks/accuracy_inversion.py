@@ -138,14 +138,12 @@ def run_dipole(d, methods, sets, noise, phase_scale=PHASE_SCALE, source="local",
     if noise:
         f = (f + np.random.default_rng(1).normal(0, noise, f.shape).astype(np.float32)) * mask
     vs, b0 = tuple(d["voxel_size"]), tuple(d["b0_dir"])
-    short = {"caudate": "CN", "putamen": "PUT", "globus_pallidus": "GP", "thalamus": "TH",
-             "pulvinar": "PUL", "substantia_nigra": "SN", "red_nucleus": "RN",
-             "dentate_nucleus": "DN"}
     print(f"\nDIPOLE from the true {source} field (noise {noise} ppm), brain "
           f"{mask.sum()} voxels at {vs} mm"
           + (f"; local-field methods after {background}" if source == "total" else ""))
     head = (f"{'method':<22}{'NRMSE':>7}{'inner':>7}{'HFEN':>7}{'XSIM':>7}{'slope':>7}{'r':>7}"
-            f"{'time s':>8}{'iter':>6}  " + " ".join(f"{short[n]:>5}" for n in H.NUCLEI))
+            f"{'time s':>8}{'iter':>6}  "
+            + " ".join(f"{H.NUCLEUS_SHORT[n]:>5}" for n in H.NUCLEI))
     print(head + "   (nucleus bias %)")
     rows = []
     for label in methods:

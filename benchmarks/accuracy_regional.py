@@ -48,10 +48,6 @@ from accuracy_inversion import Truth  # noqa: E402
 
 from bids_iron.anatomy.roistats import roi_mask  # noqa: E402
 
-SHORT = {"caudate": "CN", "putamen": "PUT", "globus_pallidus": "GP", "thalamus": "TH",
-         "pulvinar": "PUL", "substantia_nigra": "SN", "red_nucleus": "RN",
-         "dentate_nucleus": "DN"}
-
 
 def write_dataset(root, voxel):
     """The BIDS dataset (MEGRE with phase and a T1w, one session) and the truth."""
@@ -141,7 +137,7 @@ def main():
             if metric == "chi":
                 truth16.append(truth)
                 table16.append(tab)
-        print(f"{SHORT[n]:<6}" + "  ".join(cells), flush=True)
+        print(f"{H.NUCLEUS_SHORT[n]:<6}" + "  ".join(cells), flush=True)
     t, e = np.array(truth16), np.array(table16)
     slope, icpt = np.polyfit(t, e, 1)
     print(f"\nchi, the 8 ROIs' table values against the truth: slope {slope:.3f}, intercept "

@@ -198,13 +198,10 @@ def main():
                                                      else f"_{args.variant}")
     if args.against:
         ref = np.load(Path(args.cache) / f"tfi_chi_{tag}_{args.against}.npy")
-    short = {"caudate": "CN", "putamen": "PUT", "globus_pallidus": "GP", "thalamus": "TH",
-             "pulvinar": "PUL", "substantia_nigra": "SN", "red_nucleus": "RN",
-             "dentate_nucleus": "DN"}
     print(f"{'variant':<24}{'NRMSE':>7}{'inner':>7}{'XSIM':>7}{'slope':>7}{'CPU s':>8}"
           f"{'wall s':>8}{'GiB':>6}{'CG':>6}{'GN':>4}" + ("  vs ref %" if ref is not None
                                                         else "")
-          + "  bias % " + " ".join(short[n] for n in H.NUCLEI))
+          + "  bias % " + " ".join(H.NUCLEUS_SHORT[n] for n in H.NUCLEI))
     for item in args.run or ["default"]:
         label, _, rest = item.partition(":")
         kw = parse_params([p for p in rest.split(",") if p])

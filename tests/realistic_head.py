@@ -79,6 +79,10 @@ NAMES = {k: v[0] for k, v in TISSUES.items()}
 INDEX = {v[0]: k for k, v in TISSUES.items()}
 NUCLEI = ("caudate", "putamen", "globus_pallidus", "thalamus", "pulvinar",
           "substantia_nigra", "red_nucleus", "dentate_nucleus")
+#: Their abbreviations in benchmark tables.
+NUCLEUS_SHORT = {"caudate": "CN", "putamen": "PUT", "globus_pallidus": "GP", "thalamus": "TH",
+                 "pulvinar": "PUL", "substantia_nigra": "SN", "red_nucleus": "RN",
+                 "dentate_nucleus": "DN"}
 
 #: Right-hemisphere centres (MNI mm) and radii (mm) of the nuclei, mirrored to the left; later
 #: entries overwrite earlier ones (pallidum inside the lentiform, pulvinar behind thalamus).
